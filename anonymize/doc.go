@@ -1,0 +1,36 @@
+// Package anonymize turns personal identifiers into keyed pseudonyms at the
+// boundary, so that nothing downstream ever holds an email address, a phone
+// number or an account ID.
+//
+// Start with an [Identifier] ([Email], [Phone], [UserID], [DeviceID]), a
+// [Key] from [GenerateKey] kept in a secret store, and the default
+// [Hasher], [SipHash]:
+//
+//	h := anonymize.SipHash(key)
+//	p, err := h.Pseudonym(anonymize.Email("Jane.Doe@example.com"))
+//
+// Identifiers are normalized first (see [Identifier.Normalize]) so that
+// "Jane.Doe@Example.com " and "jane.doe@example.com" are one person, and the
+// kind is hashed with the value, so that a user ID and a phone number made
+// of the same digits are two. A [Pseudonym] is 64 bits: at 100 million people
+// the expected number of colliding pairs is about 3e-4 ([CollisionPairs]).
+//
+// Which hasher:
+//
+//   - [SipHash] (default): a PRF with a 128-bit key; as fast as a plain hash.
+//   - [HMACSHA256]: when pseudonyms must also be computed in SQL, e.g. by a
+//     data warehouse (the construction is documented and tested against
+//     PostgreSQL's pgcrypto).
+//   - [XXHash]: salted xxHash64, not a PRF; for pseudonyms that never leave
+//     the process.
+//
+// A [Keyring] holds the current key and the previous ones during their grace
+// period, for key rotation and crypto-shredding. [CollisionRate] and
+// [NoisyCount] are the privacy arithmetic: how often pseudonyms collide at a
+// given width, and a differentially private count.
+//
+// Identifiers, keys and errors never print what they hold: their String and
+// Format methods redact, and rejections name the reason, never the input.
+// Everything in the package is safe for concurrent use unless its doc says
+// otherwise.
+package anonymize

@@ -1,0 +1,251 @@
+package anonymize
+
+import (
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	maxLocalLen  = 64  // RFC 5321
+	maxDomainLen = 253 // RFC 1035, without the trailing dot
+	maxLabelLen  = 63
+)
+
+// Byte maps for the one-pass scanner: each maps an ASCII byte to its
+// lowercased self where it may appear, or to a control code below 0x20 that
+// sends the scanner to a slower branch. Bytes >= 0x80 map to mNonASCII.
+const (
+	mInvalid  = 0 // not allowed here
+	mDot      = 1 // '.': rules depend on context
+	mAt       = 2 // '@'
+	mHyphen   = 3 // '-' in a domain: not at a label's start or end
+	mNonASCII = 4 // a multi-byte UTF-8 sequence starts
+	mCopied   = 5 // copyMapped appended this byte itself
+)
+
+var localMap, domainMap = func() (local, domain [256]byte) {
+	for c := 0x80; c < 0x100; c++ {
+		local[c], domain[c] = mNonASCII, mNonASCII
+	}
+	set := func(c, lower byte) { local[c], domain[c] = lower, lower }
+	for c := byte('a'); c <= 'z'; c++ {
+		set(c, c)
+		set(c-'a'+'A', c)
+	}
+	for c := byte('0'); c <= '9'; c++ {
+		set(c, c)
+	}
+	for _, c := range []byte("!#$%&'*+-/=?^_`{|}~") { // RFC 5322 atext specials
+		local[c] = c
+	}
+	local['.'], local['@'] = mDot, mAt
+	domain['.'], domain['-'], domain['@'] = mDot, mHyphen, mAt
+	return
+}()
+
+// appendEmail appends the normalized form of the email address s to dst.
+// See Identifier.Normalize for the rules. It lowercases and validates in one
+// pass: the local part up to '@', then the domain; gmail's rules are applied
+// to the lowercased local part afterwards, once the domain is known. The
+// output of a successful call is a fixed point.
+func appendEmail(dst []byte, s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	n := len(s)
+	if n == 0 {
+		return dst, invalid(KindEmail, n, "empty")
+	}
+	start := len(dst)
+	dst, at, dotReason := appendLocal(dst, s)
+	if at < 0 {
+		if dotReason == "" {
+			return dst[:start], invalid(KindEmail, n, "missing '@'")
+		}
+		return dst[:start], invalid(KindEmail, n, dotReason)
+	}
+	localEnd := len(dst)
+	dst = append(dst, '@')
+	dst, reason := appendDomain(dst, s[at+1:])
+	if reason != "" {
+		return dst[:start], invalid(KindEmail, n, reason)
+	}
+	if domain := dst[localEnd+1:]; string(domain) == "gmail.com" || string(domain) == "googlemail.com" {
+		// Drop the dots and the "+tag", then move the domain back.
+		w := start
+		for _, c := range dst[start:localEnd] {
+			if c == '+' {
+				break
+			}
+			if c != '.' {
+				dst[w] = c
+				w++
+			}
+		}
+		dst = append(dst[:w], dst[localEnd:]...)
+		localEnd, dotReason = w, ""
+	}
+	switch {
+	case localEnd == start:
+		return dst[:start], invalid(KindEmail, n, "empty local part (before '@')")
+	case localEnd-start > maxLocalLen:
+		return dst[:start], invalid(KindEmail, n, "local part longer than 64 bytes")
+	case dotReason != "":
+		return dst[:start], invalid(KindEmail, n, dotReason)
+	case len(dst)-start > MaxEmailLen:
+		return dst[:start], invalid(KindEmail, n, "longer than 254 bytes")
+	}
+	return dst, nil
+}
+
+// appendLocal appends the lowercased local part of s, up to the first '@',
+// to dst and validates it as RFC 5322 atext and dots, extended to visible
+// non-ASCII characters (RFC 6531). It returns the index of the '@' in s
+// (-1 if there is none) and, separately, why the dots are misplaced (leading,
+// trailing or doubled), which does not matter for gmail, whose dots go. On
+// any other invalid character it returns -1 and the reason.
+func appendLocal(dst []byte, s string) (out []byte, at int, dotReason string) {
+	start := len(dst)
+	dst = slices.Grow(dst, len(s))
+	for i := 0; i < len(s); i++ {
+		var c byte
+		dst, i, c = copyMapped(dst, s, i, &localMap)
+		if i == len(s) {
+			break
+		}
+		switch c {
+		case mDot:
+			if dotReason == "" {
+				if len(dst) == start {
+					dotReason = "local part starts or ends with '.'"
+				} else if dst[len(dst)-1] == '.' {
+					dotReason = "'..' in local part"
+				}
+			}
+			dst = append(dst, '.')
+		case mAt:
+			if dotReason == "" && len(dst) > start && dst[len(dst)-1] == '.' {
+				dotReason = "local part starts or ends with '.'"
+			}
+			return dst, i, dotReason
+		case mCopied:
+		case mNonASCII:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				return dst, -1, "local part is not valid UTF-8"
+			}
+			r = unicode.ToLower(r)
+			if !isVisible(r) {
+				return dst, -1, "invalid character in local part"
+			}
+			dst = utf8.AppendRune(dst, r)
+			i += size - 1
+		default:
+			return dst, -1, "invalid character in local part"
+		}
+	}
+	return dst, -1, ""
+}
+
+// copyMapped copies s[i:] through the byte map m into dst while the mapped
+// bytes are ordinary (>= 0x20) and dst has capacity, and returns where it
+// stopped with the mapped control code there. The loop makes no calls, so
+// the compiler keeps it in registers: this is the hot path of email
+// normalization.
+func copyMapped(dst []byte, s string, i int, m *[256]byte) ([]byte, int, byte) {
+	n := len(dst)
+	buf := dst[n:cap(dst)]
+	k := 0
+	for ; i < len(s) && k < len(buf); i, k = i+1, k+1 {
+		c := m[s[i]]
+		if c < 0x20 {
+			return dst[:n+k], i, c
+		}
+		buf[k] = c
+	}
+	dst = dst[:n+k]
+	if i < len(s) { // out of capacity (a multi-byte character grew): append one
+		c := m[s[i]]
+		if c >= 0x20 {
+			return append(dst, c), i, mCopied
+		}
+		return dst, i, c
+	}
+	return dst, i, 0
+}
+
+// isVisible reports whether a non-ASCII rune may appear in an address.
+func isVisible(r rune) bool {
+	return r != utf8.RuneError && unicode.IsPrint(r) && !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r)
+}
+
+// appendDomain appends the lowercased domain s to dst and validates it: at
+// least two labels of letters, digits and inner hyphens (non-ASCII letters,
+// digits and combining marks allowed for IDNs).
+func appendDomain(dst []byte, s string) ([]byte, string) {
+	start, labelStart, labels := len(dst), len(dst), 1
+	dst = slices.Grow(dst, len(s))
+	for i := 0; i < len(s); i++ {
+		var c byte
+		dst, i, c = copyMapped(dst, s, i, &domainMap)
+		if i == len(s) {
+			break
+		}
+		switch c {
+		case mDot:
+			if reason := checkLabel(dst[labelStart:]); reason != "" {
+				return dst, reason
+			}
+			dst = append(dst, '.')
+			labelStart, labels = len(dst), labels+1
+		case mHyphen:
+			if len(dst) == labelStart {
+				return dst, "domain label starts with '-'"
+			}
+			dst = append(dst, '-')
+		case mAt:
+			return dst, "more than one '@'"
+		case mNonASCII:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				return dst, "domain is not valid UTF-8"
+			}
+			r = unicode.ToLower(r)
+			if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Mn, r) {
+				return dst, "invalid character in domain"
+			}
+			dst = utf8.AppendRune(dst, r)
+			i += size - 1
+		case mCopied:
+		default:
+			return dst, "invalid character in domain"
+		}
+	}
+	switch d := dst[start:]; {
+	case len(d) == 0:
+		return dst, "empty domain (after '@')"
+	case len(d) > maxDomainLen:
+		return dst, "domain longer than 253 bytes"
+	case len(dst) == labelStart:
+		return dst, "domain ends with '.'"
+	case labels < 2:
+		if reason := checkLabel(dst[labelStart:]); reason != "" {
+			return dst, reason
+		}
+		return dst, "domain has no '.'"
+	}
+	return dst, checkLabel(dst[labelStart:])
+}
+
+// checkLabel returns why a domain label is invalid, or "".
+func checkLabel(l []byte) string {
+	switch {
+	case len(l) == 0:
+		return "empty label in domain"
+	case len(l) > maxLabelLen:
+		return "domain label longer than 63 bytes"
+	case l[len(l)-1] == '-':
+		return "domain label ends with '-'"
+	}
+	return ""
+}

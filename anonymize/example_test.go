@@ -1,0 +1,104 @@
+package anonymize_test
+
+import (
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+)
+
+// A fixed key for reproducible examples. Real keys come from GenerateKey
+// and live in a secret store.
+var exampleKey, _ = anonymize.KeyFromHex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+
+func ExampleIdentifier_Normalize() {
+	for _, id := range []anonymize.Identifier{
+		anonymize.Email("  Jane.Doe+promo@GMail.com "),
+		anonymize.Email("Jane.Doe+promo@example.com"),
+		anonymize.Phone("1 (234) 567-8901"),
+		anonymize.UserID(" Customer-42 "),
+	} {
+		s, err := id.Normalize()
+		fmt.Println(id.Kind(), s, err)
+	}
+	// Output:
+	// email janedoe@gmail.com <nil>
+	// email jane.doe+promo@example.com <nil>
+	// phone +12345678901 <nil>
+	// user Customer-42 <nil>
+}
+
+func ExampleIdentifier_Normalize_errors() {
+	for _, id := range []anonymize.Identifier{
+		anonymize.Email("jane.doe.example.com"),
+		anonymize.Phone("(234) 567-8901"),
+	} {
+		_, err := id.Normalize()
+		fmt.Println(errors.Is(err, anonymize.ErrInvalidIdentifier), err)
+	}
+	// Output:
+	// true anonymize: invalid email (20 bytes): missing '@'
+	// true anonymize: invalid phone (14 bytes): national number without country code: write it as +<country code> <number>
+}
+
+func ExampleSipHash() {
+	h := anonymize.SipHash(exampleKey)
+	p, err := h.Pseudonym(anonymize.Email("Jane.Doe@Example.com"))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(p)
+	fmt.Println(anonymize.Email("Jane.Doe@Example.com")) // identifiers never print
+	fmt.Println(exampleKey)                              // nor do keys
+	// Output:
+	// b5c5d75051e3f3aa
+	// email:[redacted]
+	// anonymize.Key([redacted] b9f5db2b343b7800)
+}
+
+// The HMAC-SHA256 construction is reproducible in SQL, for segments built in
+// a warehouse; see HMACSHA256 for the PostgreSQL query.
+func ExampleHMACSHA256() {
+	p, _ := anonymize.HMACSHA256(exampleKey).Pseudonym(anonymize.Email("jane.doe@example.com"))
+	fmt.Println(p)
+	// Output: 39b1afb632528e3d
+}
+
+func ExampleKeyring() {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	next, _ := anonymize.KeyFromHex("ffeeddccbbaa99887766554433221100")
+	ring := anonymize.NewKeyring(exampleKey, anonymize.SipHash)
+	_ = ring.Rotate(next, t0, 90*24*time.Hour) // keep the old key for 90 days
+
+	ps, _ := ring.AppendPseudonyms(nil, anonymize.Email("jane.doe@example.com"), t0.Add(24*time.Hour))
+	for _, p := range ps {
+		fmt.Println(p.Key, p.Pseudonym)
+	}
+	fmt.Println("destroyed:", ring.Prune(t0.Add(90*24*time.Hour)))
+	// Output:
+	// d29c4c4f277007d6 52b3cf6804041914
+	// b9f5db2b343b7800 b5c5d75051e3f3aa
+	// destroyed: [b9f5db2b343b7800]
+}
+
+func ExampleCollisionRate() {
+	for _, bits := range []int{32, 64} {
+		fmt.Printf("%d bits: %.2g of 100M people share a pseudonym\n", bits, anonymize.CollisionRate(100_000_000, bits))
+	}
+	// Output:
+	// 32 bits: 0.023 of 100M people share a pseudonym
+	// 64 bits: 5.4e-12 of 100M people share a pseudonym
+}
+
+func ExampleNoisyCountSource() {
+	src := mrand.NewPCG(1, 2) // use NoisyCount (crypto/rand) for released counts
+	for range 3 {
+		fmt.Println(anonymize.NoisyCountSource(src, 1000, 0.5))
+	}
+	// Output:
+	// 1000
+	// 1000
+	// 996
+}
