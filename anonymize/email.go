@@ -1,7 +1,6 @@
 package anonymize
 
 import (
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -22,7 +21,6 @@ const (
 	mAt       = 2 // '@'
 	mHyphen   = 3 // '-' in a domain: not at a label's start or end
 	mNonASCII = 4 // a multi-byte UTF-8 sequence starts
-	mCopied   = 5 // copyMapped appended this byte itself
 )
 
 var localMap, domainMap = func() (local, domain [256]byte) {
@@ -51,6 +49,15 @@ var localMap, domainMap = func() (local, domain [256]byte) {
 // to the lowercased local part afterwards, once the domain is known. The
 // output of a successful call is a fixed point.
 func appendEmail(dst []byte, s string) ([]byte, error) {
+	if out, ok := appendEmailFast(dst, s); ok {
+		return out, nil
+	}
+	return appendEmailExact(dst, s)
+}
+
+// appendEmailExact is appendEmail without the fast path: every rule, with
+// the reason for every rejection.
+func appendEmailExact(dst []byte, s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	n := len(s)
 	if n == 0 {
@@ -106,12 +113,11 @@ func appendEmail(dst []byte, s string) ([]byte, error) {
 // any other invalid character it returns -1 and the reason.
 func appendLocal(dst []byte, s string) (out []byte, at int, dotReason string) {
 	start := len(dst)
-	dst = slices.Grow(dst, len(s))
 	for i := 0; i < len(s); i++ {
-		var c byte
-		dst, i, c = copyMapped(dst, s, i, &localMap)
-		if i == len(s) {
-			break
+		c := localMap[s[i]]
+		if c >= 0x20 {
+			dst = append(dst, c)
+			continue
 		}
 		switch c {
 		case mDot:
@@ -128,7 +134,6 @@ func appendLocal(dst []byte, s string) (out []byte, at int, dotReason string) {
 				dotReason = "local part starts or ends with '.'"
 			}
 			return dst, i, dotReason
-		case mCopied:
 		case mNonASCII:
 			r, size := utf8.DecodeRuneInString(s[i:])
 			if r == utf8.RuneError && size == 1 {
@@ -147,33 +152,6 @@ func appendLocal(dst []byte, s string) (out []byte, at int, dotReason string) {
 	return dst, -1, ""
 }
 
-// copyMapped copies s[i:] through the byte map m into dst while the mapped
-// bytes are ordinary (>= 0x20) and dst has capacity, and returns where it
-// stopped with the mapped control code there. The loop makes no calls, so
-// the compiler keeps it in registers: this is the hot path of email
-// normalization.
-func copyMapped(dst []byte, s string, i int, m *[256]byte) ([]byte, int, byte) {
-	n := len(dst)
-	buf := dst[n:cap(dst)]
-	k := 0
-	for ; i < len(s) && k < len(buf); i, k = i+1, k+1 {
-		c := m[s[i]]
-		if c < 0x20 {
-			return dst[:n+k], i, c
-		}
-		buf[k] = c
-	}
-	dst = dst[:n+k]
-	if i < len(s) { // out of capacity (a multi-byte character grew): append one
-		c := m[s[i]]
-		if c >= 0x20 {
-			return append(dst, c), i, mCopied
-		}
-		return dst, i, c
-	}
-	return dst, i, 0
-}
-
 // isVisible reports whether a non-ASCII rune may appear in an address.
 func isVisible(r rune) bool {
 	return r != utf8.RuneError && unicode.IsPrint(r) && !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r)
@@ -184,12 +162,11 @@ func isVisible(r rune) bool {
 // digits and combining marks allowed for IDNs).
 func appendDomain(dst []byte, s string) ([]byte, string) {
 	start, labelStart, labels := len(dst), len(dst), 1
-	dst = slices.Grow(dst, len(s))
 	for i := 0; i < len(s); i++ {
-		var c byte
-		dst, i, c = copyMapped(dst, s, i, &domainMap)
-		if i == len(s) {
-			break
+		c := domainMap[s[i]]
+		if c >= 0x20 {
+			dst = append(dst, c)
+			continue
 		}
 		switch c {
 		case mDot:
@@ -216,7 +193,6 @@ func appendDomain(dst []byte, s string) ([]byte, string) {
 			}
 			dst = utf8.AppendRune(dst, r)
 			i += size - 1
-		case mCopied:
 		default:
 			return dst, "invalid character in domain"
 		}

@@ -143,3 +143,29 @@ func TestRejectionReasonsAreConstant(t *testing.T) {
 }
 
 func isReasonVar(id *ast.Ident) bool { return strings.HasSuffix(strings.ToLower(id.Name), "reason") }
+
+// FuzzEmailFastPath checks that the fast path for common addresses agrees
+// with the exact path wherever it answers.
+func FuzzEmailFastPath(f *testing.F) {
+	for _, s := range []string{"jane@example.com", " Jane.Doe+x@GMAIL.com", "a..b@x.com", "a@b-.com", "+x@gmail.com", "a@b.c",
+		strings.Repeat("a", 65) + "@gmail.com", strings.Repeat("a.", 40) + "@gmail.com", "a@" + strings.Repeat("b", 64) + ".com"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		var b1, b2 [maxHashInput]byte
+		fast, ok := appendEmailFast(b1[:0], in)
+		if !ok {
+			if len(fast) != 0 {
+				t.Fatalf("fast path declined but wrote %q", fast)
+			}
+			return
+		}
+		exact, err := appendEmailExact(b2[:0], in)
+		if err != nil {
+			t.Fatalf("fast path accepted %q as %q, exact path rejects it: %v", in, fast, err)
+		}
+		if string(fast) != string(exact) {
+			t.Fatalf("fast %q, exact %q", fast, exact)
+		}
+	})
+}

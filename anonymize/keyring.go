@@ -71,6 +71,9 @@ func (r *Keyring) entry(k Key, until time.Time) ringKey {
 // Hasher returns the current key's hasher.
 func (r *Keyring) Hasher() Hasher { return r.state.Load().keys[0].h }
 
+// Len returns the number of keys in the keyring, the current one included.
+func (r *Keyring) Len() int { return len(r.state.Load().keys) }
+
 // Current returns the current key's fingerprint.
 func (r *Keyring) Current() Fingerprint { return r.state.Load().keys[0].info.Fingerprint }
 
