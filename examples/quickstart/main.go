@@ -1,16 +1,21 @@
-// Command quickstart shows what personify stores instead of personal data:
-// identifiers are normalized and turned into keyed 64-bit pseudonyms at the
-// boundary, and only the pseudonyms go on.
+// Command quickstart runs personify's main job on a built-in sample of
+// 200,000 synthetic people and a dozen segments: define purposes and
+// segments, load members, personalize for a visitor, build an audience with
+// k-anonymity, honour a consent withdrawal, explain what is held, and erase
+// a person with a receipt that anyone can verify.
 //
 //	go run ./examples/quickstart
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify"
 )
 
 func main() {
@@ -22,37 +27,99 @@ func main() {
 
 func run(w io.Writer) error {
 	// A real deployment generates the key once (anonymize.GenerateKey) and
-	// keeps it in a secret store; a fixed one keeps this output stable.
+	// keeps it in a secret store; the fixed key and clock keep this output
+	// the same on every run.
 	key, err := anonymize.KeyFromHex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
 	if err != nil {
 		return err
 	}
-	h := anonymize.SipHash(key)
-	fmt.Fprintf(w, "key: %v (keys never print; the fingerprint names them)\n\n", key)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	e, err := personify.New(personify.Options{Key: key, Now: func() time.Time { return now }})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
 
-	people := []anonymize.Identifier{
-		anonymize.Email("  Jane.Doe@Example.com "),
-		anonymize.Email("jane.doe@example.com"), // the same person
-		anonymize.Email("J.Smith+newsletter@gmail.com"),
-		anonymize.Phone("+1 (234) 567-8901"),
-		anonymize.UserID("customer-0042"),
-		anonymize.Email("not-an-email"),
+	// 1. Purposes and segments.
+	if err := defineSample(e); err != nil {
+		return err
 	}
-	fmt.Fprintf(w, "%-8s %-26s %s\n", "kind", "normalized (never stored)", "stored pseudonym")
-	for _, id := range people {
-		norm, err := id.Normalize()
-		if err != nil {
-			fmt.Fprintf(w, "%-8s rejected: %v\n", id.Kind(), err)
-			continue
-		}
-		p, err := h.Pseudonym(id)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "%-8s %-26s %v\n", id.Kind(), norm, p)
+	// 2. Members. Identifiers are pseudonymized on the way in; the engine
+	// never holds an email address.
+	n, err := loadSample(e)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(w, "\nprinting an identifier: %v\n", people[0])
-	fmt.Fprintf(w, "share of 100M people sharing a pseudonym: %.1e at 64 bits (%.1f%% at 32 bits)\n",
-		anonymize.CollisionRate(100_000_000, 64), 100*anonymize.CollisionRate(100_000_000, 32))
+	st := e.Stats()
+	fmt.Fprintf(w, "sample of %d people: %d stored with %d memberships in %d segments\n",
+		n, st.People, st.Memberships, st.Segments)
+
+	// 3. Personalize: once per session the visitor's pseudonym, then per
+	// request the segments personalization may use.
+	visitor := anonymize.Email(" Member000042@Example.com ") // however the visitor typed it
+	p, err := e.Pseudonym(visitor)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nvisitor %v is stored as %v\n", visitor, p)
+	fmt.Fprintf(w, "segments for personalization: %v\n", e.Segments(nil, p, "personalization"))
+	fmt.Fprintf(w, "member of vip: %v, but vip is not served: %d members, below its MinSize of %d (k-anonymity)\n",
+		e.In(p, "vip"), mustLen(e, "vip"), vipMinSize())
+
+	// 4. Audiences: set algebra over segments, with consent, suppression
+	// and k-anonymity applied.
+	a, err := e.Audience("runners & ios & !lapsed-buyers", "personalization")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\naudience %q: %d people\n", a.Expr, a.Count)
+	a, err = e.Audience("newsletter-readers", "email-marketing")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "audience %q (opt-in, consented only): %d people\n", a.Expr, a.Count)
+	_, err = e.Audience("vip & swimmers & hikers", "personalization")
+	fmt.Fprintf(w, "audience \"vip & swimmers & hikers\": refused: %v\n", errors.Is(err, personify.ErrAudienceTooSmall))
+
+	// 5. Consent: the visitor withdraws consent for personalization.
+	if err := e.SetConsent(visitor, "personalization", false); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nafter withdrawing consent: %v\n", e.Segments(nil, p, "personalization"))
+
+	// 6. Transparency: everything held about the visitor, and why.
+	r, err := e.Explain(visitor)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\n%s", r)
+
+	// 7. Erasure with proof.
+	receipt, err := e.ForgetWith(visitor, personify.ForgetOptions{RequestID: "privacy-request-1001"})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nforgotten: %d segments, receipt %s...\n", len(receipt.Segments), receipt.ID[:8])
+	fmt.Fprintf(w, "receipt verifies with the engine's public key: %v\n",
+		personify.VerifyReceipt(receipt, e.ReceiptPublicKey()) == nil)
+	r, err = e.Explain(visitor)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "after forgetting: %d segments held, in runners: %v\n", len(r.Segments), e.In(p, "runners"))
 	return nil
+}
+
+func vipMinSize() int {
+	for _, s := range sampleSegments {
+		if s.Name == "vip" {
+			return s.MinSize
+		}
+	}
+	return 0
+}
+
+func mustLen(e *personify.Engine, segment string) int {
+	n, _ := e.Len(segment)
+	return n
 }

@@ -1,0 +1,126 @@
+package personify
+
+import (
+	"fmt"
+	"iter"
+	"log/slog"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/segment"
+)
+
+// Audience is the answer of Engine.Audience: the people matched by a
+// segment expression whom a purpose may use. The zero Audience is empty. An
+// Audience is an immutable value, safe for concurrent use.
+type Audience struct {
+	// Expr is the expression in canonical form.
+	Expr string
+	// Purpose is the purpose the audience was built for.
+	Purpose string
+	// Count is the exact number of people. Use it inside the system (for
+	// activation and capacity); publish NoisyCount instead.
+	Count int
+
+	pseudonyms []anonymize.Pseudonym
+	e          *Engine
+	forgets    uint64 // e.forgets when the audience was built
+}
+
+// NoisyCount returns Count with epsilon-differentially private noise (see
+// anonymize.NoisyCount): safe to publish in reports, where exact counts of
+// overlapping audiences could reveal individuals.
+func (a Audience) NoisyCount(epsilon float64) int { return anonymize.NoisyCount(a.Count, epsilon) }
+
+// Pseudonyms yields the audience's pseudonyms, for activation inside the
+// system (sending to an email service that holds the same key, say). People
+// forgotten since the audience was built are skipped.
+func (a Audience) Pseudonyms() iter.Seq[anonymize.Pseudonym] {
+	return func(yield func(anonymize.Pseudonym) bool) {
+		check := a.e != nil && a.e.forgets.Load() != a.forgets
+		for _, p := range a.pseudonyms {
+			if check {
+				if _, _, ok := a.e.dir.lookup(p); !ok {
+					continue
+				}
+			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
+}
+
+// Audience evaluates a segment expression such as
+// `runners & (ios | android) & !churned` (see segment.Parse) for a purpose,
+// and keeps only the people the purpose may use: not suppressed, with
+// consent under the purpose's model (explicit opt-in if any segment in the
+// expression is sensitive), and with memberships that have not expired.
+//
+// Every segment in the expression must be of the same purpose
+// (ErrPurposeMismatch): data collected for one purpose is not used for
+// another. An audience with fewer than K people (or the largest MinSize of
+// its segments) is refused with ErrAudienceTooSmall, which does not say how
+// many people it would have held.
+func (e *Engine) Audience(expr, purpose string) (Audience, error) {
+	if e.closed.Load() {
+		return Audience{}, ErrClosed
+	}
+	a, k, err := e.audience(expr, purpose)
+	if err != nil {
+		e.event("audience_refused", slog.String("expr", expr), slog.String("purpose", purpose), slog.Int("k", k),
+			slog.String("reason", err.Error()))
+		return Audience{}, err
+	}
+	e.event("audience", slog.String("expr", a.Expr), slog.String("purpose", purpose), slog.Int("count", a.Count))
+	return a, nil
+}
+
+// audience computes an Audience; it also returns the k that applied.
+func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
+	ex, err := segment.Parse(expr)
+	if err != nil {
+		return Audience{}, 0, fmt.Errorf("personify: audience: %w", err)
+	}
+	now := e.now()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	ps, err := e.purposeLocked(purpose)
+	if err != nil {
+		return Audience{}, 0, fmt.Errorf("personify: audience: %w", err)
+	}
+	k, sensitive := e.k, false
+	for _, name := range ex.Names() {
+		st, err := e.segmentLocked(name)
+		if err != nil {
+			return Audience{}, k, fmt.Errorf("personify: audience: %w", err)
+		}
+		if st.purpose != ps {
+			return Audience{}, k, fmt.Errorf("%w: segment %q was collected for %q, not %q: build the audience from segments of one purpose",
+				ErrPurposeMismatch, name, st.Purpose, purpose)
+		}
+		k, sensitive = max(k, st.MinSize), sensitive || st.Sensitive
+	}
+	members, err := ex.Eval(func(name string) (*segment.Set, error) {
+		return e.segs[name].liveMembers(now), nil
+	}, e.live)
+	if err != nil {
+		return Audience{}, k, fmt.Errorf("personify: audience: %w", err)
+	}
+	members.AndNot(e.suppressedAll)
+	members.AndNot(ps.suppressed)
+	if ps.Model == OptIn || sensitive {
+		members.And(ps.granted)
+	} else {
+		members.AndNot(ps.denied)
+	}
+	a := Audience{Expr: ex.String(), Purpose: purpose, Count: members.Len(), e: e, forgets: e.forgets.Load()}
+	if a.Count < k {
+		return Audience{}, k, fmt.Errorf("%w: %s for purpose %q has fewer than %d people (k-anonymity): widen the expression",
+			ErrAudienceTooSmall, a.Expr, purpose, k)
+	}
+	a.pseudonyms = make([]anonymize.Pseudonym, 0, a.Count)
+	for ord := range members.All() {
+		a.pseudonyms = append(a.pseudonyms, e.dir.pseudonym(ord))
+	}
+	return a, k, nil
+}

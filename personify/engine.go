@@ -1,0 +1,217 @@
+package personify
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/segment"
+)
+
+// DefaultK is the default minimum size of a served segment or an audience
+// (k-anonymity): no one is ever targeted through a group smaller than this.
+const DefaultK = 50
+
+// Options configures an [Engine]. The zero value is not usable: Key is
+// required. Every other field has a sensible default.
+type Options struct {
+	// Key is the secret from which pseudonyms are computed (required). Keep
+	// it in a secret store; it never reaches the engine's output.
+	Key anonymize.Key
+
+	// PreviousKeys are keys that Key replaced and whose grace period has not
+	// ended, so that people stored under them are still found (see
+	// Engine.RotateKey). Optional.
+	PreviousKeys []PreviousKey
+
+	// Hasher makes the hasher for each key. Nil means anonymize.SipHash,
+	// the default; use anonymize.HMACSHA256 to match pseudonyms computed in
+	// SQL.
+	Hasher func(anonymize.Key) anonymize.Hasher
+
+	// K is the minimum size of a segment that Segments may serve and of an
+	// audience (k-anonymity). Zero means DefaultK; it must not be negative.
+	// A segment's MinSize can raise it, never lower it.
+	K int
+
+	// ReceiptKey signs erasure receipts (Ed25519). Nil means a fresh key for
+	// this engine's lifetime: receipts then verify only against
+	// Engine.ReceiptPublicKey of this instance, so give a stable key in
+	// production.
+	ReceiptKey ed25519.PrivateKey
+
+	// Audit receives an event for every change and every audience query,
+	// with pseudonyms and counts only. Nil discards them.
+	Audit *slog.Logger
+
+	// Now returns the current time. Nil means time.Now. Tests inject a fake
+	// clock here.
+	Now func() time.Time
+}
+
+// PreviousKey is a key replaced by rotation and the time its grace period
+// ends.
+type PreviousKey struct {
+	Key   anonymize.Key
+	Until time.Time
+}
+
+// Engine holds segments of pseudonymous members and answers, for a person,
+// which segments may be used for a purpose, under the privacy rules of the
+// package doc. New makes an in-memory Engine.
+//
+// An Engine is safe for concurrent use by any number of goroutines. Lookups
+// (In, Segments) take no lock; writes are serialized among themselves.
+type Engine struct {
+	ring       *anonymize.Keyring
+	k          int
+	now        func() time.Time
+	audit      *slog.Logger
+	receiptKey ed25519.PrivateKey
+
+	dir     *directory    // lock-free lookups; changed under mu
+	closed  atomic.Bool   // set by Close
+	forgets atomic.Uint64 // counts erasures, for Audience iterators
+
+	mu            sync.RWMutex // guards the state below; writers hold it briefly
+	segs          map[string]*segState
+	nextSegID     uint32
+	purposes      map[string]*purposeState
+	purposeByBit  []*purposeState
+	suppressedAll *segment.Set                                  // ordinals suppressed for every purpose
+	live          *segment.Set                                  // ordinals with a directory entry
+	keyGen        map[anonymize.Fingerprint]*segment.Set        // ordinals stored under each key
+	aliases       map[anonymize.Pseudonym]alias                 // old-key pseudonyms of re-keyed people
+	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
+}
+
+// alias records that a person stored under an older key's pseudonym was
+// re-keyed to the current key: sessions holding the old pseudonym keep
+// working until that key leaves the keyring.
+type alias struct {
+	ord uint32
+	key anonymize.Fingerprint
+}
+
+// New returns an in-memory engine. It returns an error if the options are
+// invalid.
+func New(opts Options) (*Engine, error) {
+	if opts.Key.IsZero() {
+		return nil, fmt.Errorf("personify: Options.Key is required: generate one with anonymize.GenerateKey and keep it in a secret store")
+	}
+	if opts.K < 0 {
+		return nil, fmt.Errorf("personify: Options.K is %d: the minimum audience size cannot be negative", opts.K)
+	}
+	e := &Engine{
+		ring:          anonymize.NewKeyring(opts.Key, opts.Hasher),
+		k:             opts.K,
+		now:           opts.Now,
+		audit:         opts.Audit,
+		receiptKey:    opts.ReceiptKey,
+		dir:           newDirectory(),
+		segs:          map[string]*segState{},
+		purposes:      map[string]*purposeState{},
+		live:          segment.New(),
+		keyGen:        map[anonymize.Fingerprint]*segment.Set{},
+		aliases:       map[anonymize.Pseudonym]alias{},
+		doNotReAdd:    map[anonymize.Pseudonym]anonymize.Fingerprint{},
+		suppressedAll: segment.New(),
+	}
+	if e.k == 0 {
+		e.k = DefaultK
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.audit == nil {
+		e.audit = slog.New(slog.DiscardHandler)
+	}
+	if e.receiptKey == nil {
+		_, e.receiptKey, _ = ed25519.GenerateKey(rand.Reader)
+	} else if len(e.receiptKey) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("personify: Options.ReceiptKey has %d bytes, want an ed25519.PrivateKey of %d", len(e.receiptKey), ed25519.PrivateKeySize)
+	}
+	for _, pk := range opts.PreviousKeys {
+		if err := e.ring.Add(pk.Key, pk.Until); err != nil {
+			return nil, fmt.Errorf("personify: Options.PreviousKeys: %w", err)
+		}
+	}
+	for _, k := range e.ring.Keys() {
+		e.keyGen[k.Fingerprint] = segment.New()
+	}
+	return e, nil
+}
+
+// Close releases the engine. Afterwards every method returns ErrClosed or
+// reports nothing.
+func (e *Engine) Close() error {
+	e.closed.Store(true)
+	return nil
+}
+
+// ReceiptPublicKey returns the public key that verifies this engine's
+// erasure receipts; see VerifyReceipt.
+func (e *Engine) ReceiptPublicKey() ed25519.PublicKey {
+	return e.receiptKey.Public().(ed25519.PublicKey)
+}
+
+// K returns the minimum audience and segment size in force.
+func (e *Engine) K() int { return e.k }
+
+// KeyFingerprint returns the fingerprint of the current key.
+func (e *Engine) KeyFingerprint() anonymize.Fingerprint { return e.ring.Current() }
+
+// lock takes the write lock, or returns ErrClosed.
+func (e *Engine) lock() error {
+	e.mu.Lock()
+	if e.closed.Load() {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// event writes one audit event. Attributes hold pseudonyms, names and
+// counts, never identifiers.
+func (e *Engine) event(name string, attrs ...slog.Attr) {
+	e.audit.LogAttrs(context.Background(), slog.LevelInfo, "personify."+name, attrs...)
+}
+
+func pseudonymAttr(p anonymize.Pseudonym) slog.Attr { return slog.String("pseudonym", p.String()) }
+
+// String describes the engine without any secret or personal data.
+func (e *Engine) String() string {
+	s := e.Stats()
+	return fmt.Sprintf("personify.Engine{people: %d, segments: %d, memberships: %d, key: %s}",
+		s.People, s.Segments, s.Memberships, e.ring.Current())
+}
+
+// Format writes String for every verb: an Engine never prints its keys.
+func (e *Engine) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.String())) }
+
+// String describes the options with the keys redacted.
+func (o Options) String() string {
+	receipt := "nil"
+	if o.ReceiptKey != nil {
+		receipt = "[redacted]"
+	}
+	return fmt.Sprintf("personify.Options{Key: %v, PreviousKeys: %d, K: %d, ReceiptKey: %s, Audit: %t, Now: %t}",
+		o.Key, len(o.PreviousKeys), o.K, receipt, o.Audit != nil, o.Now != nil)
+}
+
+// Format writes String for every verb: Options never print their keys.
+func (o Options) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(o.String())) }
+
+// String describes a previous key by its fingerprint.
+func (p PreviousKey) String() string {
+	return fmt.Sprintf("personify.PreviousKey{Key: %v, Until: %s}", p.Key, p.Until.Format(time.RFC3339))
+}
+
+// Format writes String for every verb.
+func (p PreviousKey) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(p.String())) }

@@ -1,0 +1,80 @@
+package personify
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Errors callers branch on. Each is wrapped with the details of the case;
+// test for them with errors.Is.
+var (
+	// ErrUnknownSegment is returned when a segment name is not defined.
+	ErrUnknownSegment = errors.New("personify: unknown segment")
+	// ErrUnknownPurpose is returned when a purpose name is not defined.
+	ErrUnknownPurpose = errors.New("personify: unknown purpose")
+	// ErrInvalidName is returned when a segment or purpose name is malformed.
+	ErrInvalidName = errors.New("personify: invalid name")
+	// ErrInvalidDefinition is returned by Define and DefinePurpose for
+	// settings that make no sense, such as a negative retention.
+	ErrInvalidDefinition = errors.New("personify: invalid definition")
+	// ErrAudienceTooSmall is returned by Audience when fewer people than the
+	// minimum audience size (k-anonymity) would be in it.
+	ErrAudienceTooSmall = errors.New("personify: audience below the minimum size")
+	// ErrPurposeMismatch is returned by Audience when an expression uses a
+	// segment collected for another purpose.
+	ErrPurposeMismatch = errors.New("personify: segment of another purpose")
+	// ErrTooManyPurposes is returned by DefinePurpose past MaxPurposes.
+	ErrTooManyPurposes = errors.New("personify: too many purposes")
+	// ErrClosed is returned by every method of a closed Engine.
+	ErrClosed = errors.New("personify: engine is closed")
+	// ErrBadReceipt is returned by VerifyReceipt when a receipt's signature
+	// does not match its contents and the public key.
+	ErrBadReceipt = errors.New("personify: receipt signature is not valid")
+)
+
+// unknownName builds an ErrUnknownSegment or ErrUnknownPurpose error that
+// says what to do and suggests the closest defined name.
+func unknownName(sentinel error, kind, name, how string, defined []string) error {
+	hint := ""
+	if best := closest(name, defined); best != "" {
+		hint = fmt.Sprintf(" (did you mean %q?)", best)
+	} else if len(defined) == 0 {
+		hint = fmt.Sprintf(" (no %s is defined yet)", kind)
+	}
+	return fmt.Errorf("%w %q: %s%s", sentinel, name, how, hint)
+}
+
+// closest returns the defined name nearest to name by edit distance, if it
+// is near enough to be a typo.
+func closest(name string, defined []string) string {
+	sort.Strings(defined)
+	best, bestD := "", 1+len(name)/3
+	for _, d := range defined {
+		if dist := editDistance(strings.ToLower(name), strings.ToLower(d)); dist < bestD {
+			best, bestD = d, dist
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,138 @@
+package personify
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/segment"
+)
+
+// keyedPseudonyms returns id's pseudonym under every key whose grace period
+// has not ended, current first.
+func (e *Engine) keyedPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedPseudonym, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	return e.ring.AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, e.now())
+}
+
+// allKeyedPseudonyms returns id's pseudonym under every key still in the
+// keyring, including keys whose grace period has ended but that Expire has
+// not destroyed yet: Explain shows, and Forget erases, everything stored.
+func (e *Engine) allKeyedPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedPseudonym, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	return e.ring.AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, time.Time{})
+}
+
+// resolveLocked returns the ordinal stored under p: its own directory entry,
+// or an alias left by re-keying. Caller holds mu (read or write).
+func (e *Engine) resolveLocked(p anonymize.Pseudonym) (uint32, bool) {
+	if ord, _, ok := e.dir.lookup(p); ok {
+		return ord, true
+	}
+	if a, ok := e.aliases[p]; ok {
+		return a.ord, true
+	}
+	return 0, false
+}
+
+// findLocked returns the ordinal and pseudonym of the first of kps that is
+// stored. Caller holds mu.
+func (e *Engine) findLocked(kps []anonymize.KeyedPseudonym) (uint32, anonymize.Pseudonym, bool) {
+	for _, kp := range kps {
+		if ord, ok := e.resolveLocked(kp.Pseudonym); ok {
+			return ord, kp.Pseudonym, true
+		}
+	}
+	return 0, 0, false
+}
+
+// resolveForWrite returns the person's ordinal for a write by identifier,
+// creating an entry under the current key if there is none. A person still
+// stored under an older key is re-keyed: the entry moves to the current
+// pseudonym (same ordinal, so every membership, consent and suppression
+// moves with it) and the old pseudonym stays as an alias until its key
+// leaves the keyring. Caller holds mu.
+func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonymize.Pseudonym) {
+	cur := kps[0]
+	if ord, ok := e.resolveLocked(cur.Pseudonym); ok {
+		return ord, cur.Pseudonym
+	}
+	for _, old := range kps[1:] {
+		ord, _, ok := e.dir.lookup(old.Pseudonym)
+		if !ok {
+			continue
+		}
+		e.dir.rekey(old.Pseudonym, cur.Pseudonym, ord)
+		e.aliases[old.Pseudonym] = alias{ord: ord, key: old.Key}
+		e.keyGenSet(old.Key).Remove(ord)
+		e.keyGenSet(cur.Key).Add(ord)
+		e.event("rekey", slog.String("from", old.Pseudonym.String()), slog.String("to", cur.Pseudonym.String()),
+			slog.String("from_key", old.Key.String()), slog.String("to_key", cur.Key.String()))
+		return ord, cur.Pseudonym
+	}
+	return e.assignLocked(cur.Pseudonym, cur.Key), cur.Pseudonym
+}
+
+// assignLocked gives p, which has no entry, a fresh ordinal under key.
+func (e *Engine) assignLocked(p anonymize.Pseudonym, key anonymize.Fingerprint) uint32 {
+	ord, _ := e.dir.assign(p)
+	e.live.Add(ord)
+	e.keyGenSet(key).Add(ord)
+	return ord
+}
+
+func (e *Engine) keyGenSet(fp anonymize.Fingerprint) *segment.Set {
+	s, ok := e.keyGen[fp]
+	if !ok {
+		s = segment.New()
+		e.keyGen[fp] = s
+	}
+	return s
+}
+
+// dropPersonLocked removes every trace of ordinal ord (memberships, consent,
+// suppression, directory entry and aliases) and releases the ordinal. It
+// returns what it removed. Caller holds mu.
+func (e *Engine) dropPersonLocked(ord uint32) erased {
+	var out erased
+	for _, st := range e.segs {
+		if st.remove(ord) {
+			out.segments = append(out.segments, st.Name)
+		}
+	}
+	for _, ps := range e.purposeByBit {
+		if ps.granted.Remove(ord) || ps.denied.Remove(ord) {
+			out.consents++
+		}
+		if ps.suppressed.Remove(ord) {
+			out.suppressions++
+		}
+	}
+	if e.suppressedAll.Remove(ord) {
+		out.suppressions++
+	}
+	for _, s := range e.keyGen {
+		s.Remove(ord)
+	}
+	for q, a := range e.aliases {
+		if a.ord == ord {
+			delete(e.aliases, q)
+		}
+	}
+	e.dir.remove(e.dir.pseudonym(ord))
+	e.live.Remove(ord)
+	e.dir.release(ord)
+	e.forgets.Add(1)
+	return out
+}
+
+// erased counts what dropPersonLocked removed.
+type erased struct {
+	segments     []string
+	consents     int
+	suppressions int
+}

@@ -1,0 +1,172 @@
+package personify
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/segment"
+)
+
+// ConsentModel says what a purpose allows before a person has said anything.
+type ConsentModel uint8
+
+const (
+	// OptIn: nothing is allowed until the person grants consent.
+	OptIn ConsentModel = iota + 1
+	// OptOut: allowed until the person withdraws consent.
+	OptOut
+)
+
+func (m ConsentModel) String() string {
+	switch m {
+	case OptIn:
+		return "opt-in"
+	case OptOut:
+		return "opt-out"
+	}
+	return fmt.Sprintf("ConsentModel(%d)", uint8(m))
+}
+
+// MarshalText encodes the model as "opt-in" or "opt-out".
+func (m ConsentModel) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// MaxPurposes is the most purposes an engine holds.
+const MaxPurposes = 64
+
+// Purpose is what data may be used for, agreed with the people it is about:
+// "personalization", "email-marketing", "analytics". Every segment has one,
+// and consent is given or withdrawn per purpose.
+type Purpose struct {
+	Name        string       // 1 to 128 characters of [A-Za-z0-9_.:-]
+	Model       ConsentModel // OptIn or OptOut
+	Description string       // shown to people in Explain
+}
+
+type purposeState struct {
+	Purpose
+	bit        uint8
+	granted    *segment.Set // ordinals who granted consent
+	denied     *segment.Set // ordinals who withdrew consent
+	suppressed *segment.Set // ordinals suppressed for this purpose
+	segments   []*segState  // segments of this purpose, by name
+}
+
+// DefinePurpose declares a purpose, or changes an existing one's model and
+// description (consent already given or withdrawn stays).
+func (e *Engine) DefinePurpose(p Purpose) error {
+	if err := validName("purpose", p.Name); err != nil {
+		return err
+	}
+	if p.Model != OptIn && p.Model != OptOut {
+		return fmt.Errorf("%w: purpose %q: Model must be personify.OptIn or personify.OptOut", ErrInvalidDefinition, p.Name)
+	}
+	if err := e.lock(); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if ps, ok := e.purposes[p.Name]; ok {
+		ps.Purpose = p
+	} else {
+		if len(e.purposeByBit) == MaxPurposes {
+			return fmt.Errorf("%w: an engine holds at most %d", ErrTooManyPurposes, MaxPurposes)
+		}
+		ps := &purposeState{Purpose: p, bit: uint8(len(e.purposeByBit)), granted: segment.New(), denied: segment.New(), suppressed: segment.New()}
+		e.purposes[p.Name] = ps
+		e.purposeByBit = append(e.purposeByBit, ps)
+	}
+	e.event("define_purpose", slog.String("purpose", p.Name), slog.String("model", p.Model.String()))
+	return nil
+}
+
+// Purposes returns the defined purposes, by name.
+func (e *Engine) Purposes() []Purpose {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]Purpose, 0, len(e.purposes))
+	for _, p := range e.purposes {
+		out = append(out, p.Purpose)
+	}
+	slices.SortFunc(out, func(a, b Purpose) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// purposeLocked returns the named purpose or an error that says what to do.
+func (e *Engine) purposeLocked(name string) (*purposeState, error) {
+	if p, ok := e.purposes[name]; ok {
+		return p, nil
+	}
+	names := make([]string, 0, len(e.purposes))
+	for n := range e.purposes {
+		names = append(names, n)
+	}
+	return nil, unknownName(ErrUnknownPurpose, "purpose", name, "declare it first with Engine.DefinePurpose", names)
+}
+
+// SetConsent records that the person identified by id granted (true) or
+// withdrew (false) consent for purpose. Withdrawing takes effect at once:
+// Segments and Audience stop using the person for that purpose.
+func (e *Engine) SetConsent(id anonymize.Identifier, purpose string, granted bool) error {
+	kps, err := e.keyedPseudonyms(id)
+	if err != nil {
+		return err
+	}
+	if err := e.lock(); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	ps, err := e.purposeLocked(purpose)
+	if err != nil {
+		return err
+	}
+	ord, p := e.resolveForWrite(kps)
+	if granted {
+		ps.granted.Add(ord)
+		ps.denied.Remove(ord)
+	} else {
+		ps.denied.Add(ord)
+		ps.granted.Remove(ord)
+	}
+	e.event("consent", pseudonymAttr(p), slog.String("purpose", purpose), slog.Bool("granted", granted))
+	return nil
+}
+
+// consentState describes a person's consent for a purpose.
+type consentState uint8
+
+const (
+	consentNotGiven consentState = iota
+	consentGranted
+	consentWithdrawn
+)
+
+func (c consentState) String() string {
+	return [...]string{"not given", "granted", "withdrawn"}[c]
+}
+
+func (p *purposeState) consentOf(ord uint32) consentState {
+	switch {
+	case p.granted.Contains(ord):
+		return consentGranted
+	case p.denied.Contains(ord):
+		return consentWithdrawn
+	}
+	return consentNotGiven
+}
+
+// allows reports whether the purpose may use the person's data: not
+// suppressed, and consent as the model (or, for sensitive data, explicit
+// opt-in) requires.
+func (e *Engine) allowsLocked(p *purposeState, ord uint32, sensitive bool) bool {
+	if e.suppressedAll.Contains(ord) || p.suppressed.Contains(ord) {
+		return false
+	}
+	switch c := p.consentOf(ord); {
+	case sensitive || p.Model == OptIn:
+		return c == consentGranted
+	default:
+		return c != consentWithdrawn
+	}
+}

@@ -1,0 +1,67 @@
+package personify
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/segment"
+)
+
+// Suppress puts the person identified by id on a suppression list: for the
+// given purposes (for example "do-not-sell" style purposes or "email"), or
+// for every purpose when none is given. Suppression wins over membership and
+// consent, and stays when the person is added to segments again; it ends
+// only with Unsuppress or Forget.
+func (e *Engine) Suppress(id anonymize.Identifier, purposes ...string) error {
+	return e.setSuppressed(id, true, purposes)
+}
+
+// Unsuppress takes the person off the suppression lists of the given
+// purposes, or off the global list when none is given.
+func (e *Engine) Unsuppress(id anonymize.Identifier, purposes ...string) error {
+	return e.setSuppressed(id, false, purposes)
+}
+
+func (e *Engine) setSuppressed(id anonymize.Identifier, on bool, purposes []string) error {
+	kps, err := e.keyedPseudonyms(id)
+	if err != nil {
+		return err
+	}
+	if err := e.lock(); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	var ok bool
+	lists := make([]*segment.Set, 0, max(1, len(purposes)))
+	for _, name := range purposes {
+		ps, err := e.purposeLocked(name)
+		if err != nil {
+			return err
+		}
+		lists = append(lists, ps.suppressed)
+	}
+	if len(purposes) == 0 {
+		lists = append(lists, e.suppressedAll)
+	}
+	var ord uint32
+	var p anonymize.Pseudonym
+	if on {
+		ord, p = e.resolveForWrite(kps)
+	} else if ord, p, ok = e.findLocked(kps); !ok {
+		return nil // never stored: nothing to lift
+	}
+	for _, l := range lists {
+		if on {
+			l.Add(ord)
+		} else {
+			l.Remove(ord)
+		}
+	}
+	scope := "all"
+	if len(purposes) > 0 {
+		scope = strings.Join(purposes, ",")
+	}
+	e.event(map[bool]string{true: "suppress", false: "unsuppress"}[on], pseudonymAttr(p), slog.String("purposes", scope))
+	return nil
+}
