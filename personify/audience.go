@@ -118,9 +118,13 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 		return Audience{}, k, fmt.Errorf("%w: %s for purpose %q has fewer than %d people (k-anonymity): widen the expression",
 			ErrAudienceTooSmall, a.Expr, purpose, k)
 	}
+	// One scan of the directory finds the pseudonyms, in pseudonym order.
 	a.pseudonyms = make([]anonymize.Pseudonym, 0, a.Count)
-	for ord := range members.All() {
-		a.pseudonyms = append(a.pseudonyms, e.dir.pseudonym(ord))
-	}
+	t := e.dir.tab.Load()
+	t.each(func(p anonymize.Pseudonym, ref, _ uint32) {
+		if members.Contains(t.ord(ref)) {
+			a.pseudonyms = append(a.pseudonyms, p)
+		}
+	})
 	return a, k, nil
 }

@@ -49,6 +49,7 @@ func TestDirectoryModel(t *testing.T) {
 			keys[i] = keys[len(keys)-1]
 			keys = keys[:len(keys)-1]
 			ord := model[p]
+			require.Equal(t, ord, ordOf(t, d, p))
 			require.True(t, d.remove(p))
 			require.False(t, d.remove(p))
 			d.release(ord)
@@ -57,11 +58,15 @@ func TestDirectoryModel(t *testing.T) {
 		}
 		if step%5000 == 0 {
 			for p, ord := range model {
-				got, _, ok := d.lookup(p)
-				require.True(t, ok)
-				require.Equal(t, ord, got)
-				require.Equal(t, p, d.pseudonym(ord))
+				require.Equal(t, ord, ordOf(t, d, p))
 			}
+			seen := 0
+			tab := d.tab.Load()
+			d.each(func(p anonymize.Pseudonym, ref, _ uint32) {
+				require.Equal(t, model[p], tab.ord(ref), "each yields live entries only")
+				seen++
+			})
+			require.Equal(t, len(model), seen)
 		}
 	}
 	require.Equal(t, len(model), d.len())
@@ -71,23 +76,31 @@ func TestDirectoryModel(t *testing.T) {
 	assert.False(t, ok)
 }
 
-func TestDirectoryRekeyAndAux(t *testing.T) {
+// ordOf returns p's ordinal, failing if p is absent.
+func ordOf(t *testing.T, d *directory, p anonymize.Pseudonym) uint32 {
+	t.Helper()
+	ref, _, ok := d.lookup(p)
+	require.True(t, ok, "%v absent", p)
+	return d.tab.Load().ord(ref)
+}
+
+func TestDirectoryRekeyAndUpdate(t *testing.T) {
 	d := newDirectory()
 	ord, _ := d.assign(100)
-	d.setAux(100, 7)
-	d.rekey(100, 200, ord)
+	ref, _, _ := d.lookup(100)
+	d.update(100, ref, 7)
+	d.rekey(100, 200)
 	_, _, ok := d.lookup(100)
 	assert.False(t, ok)
-	got, aux, ok := d.lookup(200)
+	assert.Equal(t, ord, ordOf(t, d, 200), "the record moves with the entry")
+	_, bloom, _ := d.lookup(200)
+	assert.Equal(t, uint32(7), bloom)
+	d.assign(0) // a reserved slot value
+	ref0, _, _ := d.lookup(0)
+	d.update(0, ref0, 9)
+	_, bloom, ok = d.lookup(0)
 	require.True(t, ok)
-	assert.Equal(t, ord, got)
-	assert.Equal(t, uint32(7), aux, "aux moves with the entry")
-	assert.Equal(t, anonymize.Pseudonym(200), d.pseudonym(ord))
-	d.assign(0)
-	d.setAux(0, 9)
-	_, aux, ok = d.lookup(0)
-	require.True(t, ok)
-	assert.Equal(t, uint32(9), aux)
+	assert.Equal(t, uint32(9), bloom)
 }
 
 // TestDirectoryConcurrentReaders has readers look up a stable population
@@ -108,9 +121,10 @@ func TestDirectoryConcurrentReaders(t *testing.T) {
 			rng := mrand.New(mrand.NewPCG(uint64(r), 9))
 			for !stop.Load() {
 				p := stable[rng.IntN(len(stable))]
-				ord, _, ok := d.lookup(p)
-				if !ok || ord != want[p] {
-					t.Errorf("lookup %v: %d %v, want %d", p, ord, ok, want[p])
+				tab := d.tab.Load()
+				ref, _, ok := tab.lookup(uint64(p))
+				if !ok || tab.ord(ref) != want[p] {
+					t.Errorf("lookup %v: %v, want ordinal %d", p, ok, want[p])
 					return
 				}
 			}
@@ -122,7 +136,8 @@ func TestDirectoryConcurrentReaders(t *testing.T) {
 		if len(churn) > 0 && rng.IntN(3) == 0 {
 			p := churn[len(churn)-1]
 			churn = churn[:len(churn)-1]
-			ord, _, _ := d.lookup(p)
+			ref, _, _ := d.lookup(p)
+			ord := d.tab.Load().ord(ref)
 			d.remove(p)
 			d.release(ord)
 			continue

@@ -75,9 +75,12 @@ type Engine struct {
 	audit      *slog.Logger
 	receiptKey ed25519.PrivateKey
 
-	dir     *directory    // lock-free lookups; changed under mu
-	closed  atomic.Bool   // set by Close
-	forgets atomic.Uint64 // counts erasures, for Audience iterators
+	dir        *directory // lock-free lookups; changed under mu
+	rt         atomic.Pointer[readTable]
+	states     atomic.Pointer[[]privState]
+	hasAliases atomic.Bool   // whether lookups may need the alias map
+	closed     atomic.Bool   // set by Close
+	forgets    atomic.Uint64 // counts erasures, for Audience iterators
 
 	mu            sync.RWMutex // guards the state below; writers hold it briefly
 	segs          map[string]*segState
@@ -89,14 +92,18 @@ type Engine struct {
 	keyGen        map[anonymize.Fingerprint]*segment.Set        // ordinals stored under each key
 	aliases       map[anonymize.Pseudonym]alias                 // old-key pseudonyms of re-keyed people
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
+	stateIDs      map[privState]uint32                          // interned privacy states
+	idBuf         []uint32                                      // scratch for record rewrites
+	recBuf        []byte
 }
 
 // alias records that a person stored under an older key's pseudonym was
 // re-keyed to the current key: sessions holding the old pseudonym keep
 // working until that key leaves the keyring.
 type alias struct {
-	ord uint32
-	key anonymize.Fingerprint
+	ord     uint32
+	key     anonymize.Fingerprint
+	primary anonymize.Pseudonym // where the person is stored now
 }
 
 // New returns an in-memory engine. It returns an error if the options are
@@ -145,6 +152,7 @@ func New(opts Options) (*Engine, error) {
 	for _, k := range e.ring.Keys() {
 		e.keyGen[k.Fingerprint] = segment.New()
 	}
+	e.initIndexLocked()
 	return e, nil
 }
 

@@ -164,7 +164,7 @@ func TestSegmentsServesMembers(t *testing.T) {
 	te.add("readers", people(0, 8)...)
 
 	assert.Equal(t, []string{"runners"}, te.segs(person(0), "ads"))
-	assert.Equal(t, []string{"cyclists", "runners"}, te.segs(person(4), "ads"), "sorted by name")
+	assert.Equal(t, []string{"runners", "cyclists"}, te.segs(person(4), "ads"), "in order of definition")
 	assert.Empty(t, te.segs(person(9), "ads"), "unknown person")
 	assert.Empty(t, te.segs(person(0), "nope"), "unknown purpose")
 	assert.True(t, te.In(te.pseudonym(person(0)), "runners"))

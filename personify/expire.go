@@ -22,19 +22,23 @@ func (e *Engine) Expire(now time.Time) (int, error) {
 	}
 	defer e.mu.Unlock()
 	dropped := 0
+	removed := map[uint32]*segment.Set{}
 	for _, st := range e.segs {
-		if st.timed != nil {
-			dropped += st.timed.ExpireBefore(st.cutoff(now)).Len()
+		if st.timed == nil {
+			continue
+		}
+		if gone := st.timed.ExpireBefore(st.cutoff(now)); !gone.IsEmpty() {
+			dropped += gone.Len()
+			removed[st.id] = gone
+			e.refreshLocked(st)
 		}
 	}
+	e.dropIDsLocked(removed)
 	shredded := 0
 	gone := e.ring.Prune(now)
 	for _, fp := range gone {
 		if s := e.keyGen[fp]; s != nil {
-			for _, ord := range s.AppendTo(nil) {
-				e.dropPersonLocked(ord)
-				shredded++
-			}
+			shredded += e.dropOrdinalsLocked(s.Clone())
 			delete(e.keyGen, fp)
 		}
 		for q, a := range e.aliases {
@@ -48,7 +52,9 @@ func (e *Engine) Expire(now time.Time) (int, error) {
 			}
 		}
 	}
+	e.hasAliases.Store(len(e.aliases) > 0)
 	released := e.releaseEmptyLocked()
+	e.maybeCompactLocked()
 	attrs := []slog.Attr{slog.Int("memberships", dropped), slog.Int("released", released)}
 	for _, fp := range gone {
 		attrs = append(attrs, slog.String("destroyed_key", fp.String()))
@@ -73,10 +79,7 @@ func (e *Engine) releaseEmptyLocked() int {
 	holders = append(holders, e.suppressedAll)
 	empty := e.live.Clone()
 	empty.AndNot(segment.Or(holders...))
-	for ord := range empty.All() {
-		e.dropPersonLocked(ord)
-	}
-	return empty.Len()
+	return e.dropOrdinalsLocked(empty)
 }
 
 // RotateKey makes next the current key. New pseudonyms are computed with it;

@@ -76,7 +76,7 @@ func (e *Engine) Explain(id anonymize.Identifier) (Report, error) {
 	r := Report{GeneratedAt: now, Segments: []SegmentReport{}, Consent: []ConsentReport{}, Suppressed: []string{}}
 	var ords []uint32
 	for _, kp := range kps {
-		ord, ok := e.resolveLocked(kp.Pseudonym)
+		ord, _, ok := e.resolveLocked(kp.Pseudonym)
 		r.Pseudonyms = append(r.Pseudonyms, ReportPseudonym{Pseudonym: kp.Pseudonym, Key: kp.Key, Stored: ok})
 		if ok && !slices.Contains(ords, ord) {
 			ords = append(ords, ord)

@@ -81,11 +81,11 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 		Segments: []ErasedSegment{}, DoNotReAdd: opts.DoNotReAdd, Key: e.ring.Current()}
 	counts := map[string]int{}
 	for _, kp := range kps {
-		ord, ok := e.resolveLocked(kp.Pseudonym)
+		ord, p, ok := e.resolveLocked(kp.Pseudonym)
 		if !ok {
 			continue
 		}
-		gone := e.dropPersonLocked(ord)
+		gone := e.dropPersonLocked(p, ord)
 		for _, s := range gone.segments {
 			counts[s]++
 		}
@@ -102,6 +102,7 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 	for name, n := range counts {
 		r.Segments = append(r.Segments, ErasedSegment{Name: name, Memberships: n})
 	}
+	e.maybeCompactLocked()
 	slices.SortFunc(r.Segments, func(a, b ErasedSegment) int { return strings.Compare(a.Name, b.Name) })
 	r.ErasedAt = e.now().UTC()
 	r.DurableAt, r.PurgeBy = r.ErasedAt, r.ErasedAt

@@ -194,8 +194,7 @@ func TestForget(t *testing.T) {
 	require.NoError(t, te.SetConsent(person(3), "email", true))
 	require.NoError(t, te.Suppress(person(3), "ads"))
 	p := te.pseudonym(person(3))
-	ord, _, ok := te.dir.lookup(p)
-	require.True(t, ok)
+	ord := ordOf(t, te.dir, p)
 
 	r, err := te.ForgetWith(person(3), ForgetOptions{RequestID: "ticket-17"})
 	require.NoError(t, err)
@@ -222,7 +221,7 @@ func TestForget(t *testing.T) {
 
 	// The ordinal was cleared from every set before it is reused.
 	te.add("runners", person(100))
-	newOrd, _, _ := te.dir.lookup(te.pseudonym(person(100)))
+	newOrd := ordOf(t, te.dir, te.pseudonym(person(100)))
 	assert.Equal(t, ord, newOrd, "freed ordinal reused")
 	assert.Equal(t, []string{"runners"}, te.segs(person(100), "ads"), "no leftover suppression or readers membership")
 	assert.Empty(t, te.segs(person(100), "email"), "no leftover consent")

@@ -27,47 +27,56 @@ func (e *Engine) allKeyedPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedP
 	return e.ring.AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, time.Time{})
 }
 
-// resolveLocked returns the ordinal stored under p: its own directory entry,
-// or an alias left by re-keying. Caller holds mu (read or write).
-func (e *Engine) resolveLocked(p anonymize.Pseudonym) (uint32, bool) {
-	if ord, _, ok := e.dir.lookup(p); ok {
-		return ord, true
+// resolveLocked returns the ordinal stored under p and the primary
+// pseudonym of that entry: p itself, or, for an alias left by re-keying,
+// the pseudonym the person moved to. Caller holds mu (read or write).
+func (e *Engine) resolveLocked(p anonymize.Pseudonym) (uint32, anonymize.Pseudonym, bool) {
+	if ref, _, ok := e.dir.lookup(p); ok {
+		return e.dir.tab.Load().ord(ref), p, true
 	}
 	if a, ok := e.aliases[p]; ok {
-		return a.ord, true
+		return a.ord, a.primary, true
 	}
-	return 0, false
+	return 0, 0, false
 }
 
-// findLocked returns the ordinal and pseudonym of the first of kps that is
-// stored. Caller holds mu.
+// findLocked returns the ordinal and primary pseudonym of the first of kps
+// that is stored. Caller holds mu.
 func (e *Engine) findLocked(kps []anonymize.KeyedPseudonym) (uint32, anonymize.Pseudonym, bool) {
 	for _, kp := range kps {
-		if ord, ok := e.resolveLocked(kp.Pseudonym); ok {
-			return ord, kp.Pseudonym, true
+		if ord, p, ok := e.resolveLocked(kp.Pseudonym); ok {
+			return ord, p, true
 		}
 	}
 	return 0, 0, false
 }
 
-// resolveForWrite returns the person's ordinal for a write by identifier,
-// creating an entry under the current key if there is none. A person still
-// stored under an older key is re-keyed: the entry moves to the current
-// pseudonym (same ordinal, so every membership, consent and suppression
-// moves with it) and the old pseudonym stays as an alias until its key
-// leaves the keyring. Caller holds mu.
+// resolveForWrite returns the person's ordinal and primary pseudonym for a
+// write by identifier, creating an entry under the current key if there is
+// none. A person still stored under an older key is re-keyed: the entry
+// moves to the current pseudonym (same ordinal and record, so every
+// membership, consent and suppression moves with it) and the old pseudonym
+// stays as an alias until its key leaves the keyring. Caller holds mu.
 func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonymize.Pseudonym) {
 	cur := kps[0]
-	if ord, ok := e.resolveLocked(cur.Pseudonym); ok {
-		return ord, cur.Pseudonym
+	if ord, p, ok := e.resolveLocked(cur.Pseudonym); ok {
+		return ord, p
 	}
 	for _, old := range kps[1:] {
-		ord, _, ok := e.dir.lookup(old.Pseudonym)
+		ref, _, ok := e.dir.lookup(old.Pseudonym)
 		if !ok {
 			continue
 		}
-		e.dir.rekey(old.Pseudonym, cur.Pseudonym, ord)
-		e.aliases[old.Pseudonym] = alias{ord: ord, key: old.Key}
+		ord := e.dir.tab.Load().ord(ref)
+		e.dir.rekey(old.Pseudonym, cur.Pseudonym)
+		for q, a := range e.aliases { // aliases of earlier rotations follow the entry
+			if a.ord == ord {
+				a.primary = cur.Pseudonym
+				e.aliases[q] = a
+			}
+		}
+		e.aliases[old.Pseudonym] = alias{ord: ord, key: old.Key, primary: cur.Pseudonym}
+		e.hasAliases.Store(true)
 		e.keyGenSet(old.Key).Remove(ord)
 		e.keyGenSet(cur.Key).Add(ord)
 		e.event("rekey", slog.String("from", old.Pseudonym.String()), slog.String("to", cur.Pseudonym.String()),
@@ -79,6 +88,7 @@ func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonym
 
 // assignLocked gives p, which has no entry, a fresh ordinal under key.
 func (e *Engine) assignLocked(p anonymize.Pseudonym, key anonymize.Fingerprint) uint32 {
+	e.makeRoomLocked(16)
 	ord, _ := e.dir.assign(p)
 	e.live.Add(ord)
 	e.keyGenSet(key).Add(ord)
@@ -94,14 +104,16 @@ func (e *Engine) keyGenSet(fp anonymize.Fingerprint) *segment.Set {
 	return s
 }
 
-// dropPersonLocked removes every trace of ordinal ord (memberships, consent,
-// suppression, directory entry and aliases) and releases the ordinal. It
-// returns what it removed. Caller holds mu.
-func (e *Engine) dropPersonLocked(ord uint32) erased {
+// dropPersonLocked removes every trace of the person stored under primary
+// pseudonym p with ordinal ord (memberships, consent, suppression, record,
+// directory entry and aliases) and releases the ordinal. It returns what it
+// removed. Caller holds mu.
+func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	var out erased
 	for _, st := range e.segs {
 		if st.remove(ord) {
 			out.segments = append(out.segments, st.Name)
+			e.refreshLocked(st)
 		}
 	}
 	for _, ps := range e.purposeByBit {
@@ -123,11 +135,36 @@ func (e *Engine) dropPersonLocked(ord uint32) erased {
 			delete(e.aliases, q)
 		}
 	}
-	e.dir.remove(e.dir.pseudonym(ord))
+	e.hasAliases.Store(len(e.aliases) > 0)
+	e.forgetRecordLocked(p)
+	e.dir.remove(p)
 	e.live.Remove(ord)
 	e.dir.release(ord)
 	e.forgets.Add(1)
 	return out
+}
+
+// dropOrdinalsLocked drops everyone whose ordinal is in ords, finding their
+// pseudonyms with one scan of the directory. It returns how many it dropped.
+func (e *Engine) dropOrdinalsLocked(ords *segment.Set) int {
+	if ords.IsEmpty() {
+		return 0
+	}
+	type entry struct {
+		p   anonymize.Pseudonym
+		ord uint32
+	}
+	var found []entry
+	t := e.dir.tab.Load()
+	t.each(func(p anonymize.Pseudonym, ref, _ uint32) {
+		if ord := t.ord(ref); ords.Contains(ord) {
+			found = append(found, entry{p, ord})
+		}
+	})
+	for _, f := range found {
+		e.dropPersonLocked(f.p, f.ord)
+	}
+	return len(found)
 }
 
 // erased counts what dropPersonLocked removed.

@@ -77,6 +77,7 @@ func (e *Engine) DefinePurpose(p Purpose) error {
 		e.purposes[p.Name] = ps
 		e.purposeByBit = append(e.purposeByBit, ps)
 	}
+	e.publishLocked()
 	e.event("define_purpose", slog.String("purpose", p.Name), slog.String("model", p.Model.String()))
 	return nil
 }
@@ -122,6 +123,7 @@ func (e *Engine) SetConsent(id anonymize.Identifier, purpose string, granted boo
 		return err
 	}
 	ord, p := e.resolveForWrite(kps)
+	bit := uint64(1) << ps.bit
 	if granted {
 		ps.granted.Add(ord)
 		ps.denied.Remove(ord)
@@ -129,6 +131,15 @@ func (e *Engine) SetConsent(id anonymize.Identifier, purpose string, granted boo
 		ps.denied.Add(ord)
 		ps.granted.Remove(ord)
 	}
+	e.setStateLocked(p, func(s *privState) {
+		s.granted, s.denied = s.granted&^bit, s.denied&^bit
+		if granted {
+			s.granted |= bit
+		} else {
+			s.denied |= bit
+		}
+	})
+	e.maybeCompactLocked()
 	e.event("consent", pseudonymAttr(p), slog.String("purpose", purpose), slog.Bool("granted", granted))
 	return nil
 }

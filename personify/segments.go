@@ -42,6 +42,7 @@ type segState struct {
 	purpose *purposeState
 	set     *segment.Set   // members, when Retention is zero
 	timed   *segment.Timed // members with their add times, when Retention > 0
+	live    segLive        // counters the lookup index reads
 }
 
 const maxNameLen = 128
@@ -113,6 +114,8 @@ func (e *Engine) Define(s Segment) error {
 	}
 	st.Segment, st.purpose = s, ps
 	slices.SortFunc(ps.segments, func(a, b *segState) int { return strings.Compare(a.Name, b.Name) })
+	e.refreshLocked(st)
+	e.publishLocked()
 	e.event("define", slog.String("segment", s.Name), slog.String("purpose", s.Purpose),
 		slog.Duration("retention", s.Retention), slog.Int("min_size", s.MinSize),
 		slog.Bool("sensitive", s.Sensitive), slog.Bool("redefined", redefined))
@@ -150,6 +153,7 @@ func (e *Engine) Drop(name string) error {
 	n := st.len()
 	delete(e.segs, name)
 	st.purpose.segments = slices.DeleteFunc(st.purpose.segments, func(x *segState) bool { return x == st })
+	e.publishLocked() // records keep the dropped id until compaction; lookups skip it
 	e.event("drop", slog.String("segment", name), slog.Int("memberships", n))
 	return nil
 }

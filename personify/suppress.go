@@ -34,12 +34,14 @@ func (e *Engine) setSuppressed(id anonymize.Identifier, on bool, purposes []stri
 	defer e.mu.Unlock()
 	var ok bool
 	lists := make([]*segment.Set, 0, max(1, len(purposes)))
+	var bits uint64
 	for _, name := range purposes {
 		ps, err := e.purposeLocked(name)
 		if err != nil {
 			return err
 		}
 		lists = append(lists, ps.suppressed)
+		bits |= 1 << ps.bit
 	}
 	if len(purposes) == 0 {
 		lists = append(lists, e.suppressedAll)
@@ -58,6 +60,17 @@ func (e *Engine) setSuppressed(id anonymize.Identifier, on bool, purposes []stri
 			l.Remove(ord)
 		}
 	}
+	e.setStateLocked(p, func(s *privState) {
+		switch {
+		case len(purposes) == 0:
+			s.all = on
+		case on:
+			s.suppressed |= bits
+		default:
+			s.suppressed &^= bits
+		}
+	})
+	e.maybeCompactLocked()
 	scope := "all"
 	if len(purposes) > 0 {
 		scope = strings.Join(purposes, ",")

@@ -35,10 +35,13 @@ func (e *Engine) Add(segmentName string, ids ...anonymize.Identifier) error {
 			skipped++
 			continue
 		}
-		ord, _ := e.resolveForWrite(kp)
+		ord, p := e.resolveForWrite(kp)
 		st.add(ord, now)
+		e.addIDLocked(p, st.id)
 		added++
 	}
+	e.refreshLocked(st)
+	e.maybeCompactLocked()
 	e.event("add", slog.String("segment", segmentName), slog.Int("count", added), slog.Int("skipped_do_not_re_add", skipped))
 	return nil
 }
@@ -96,13 +99,16 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym)
 			skipped++
 			continue
 		}
-		ord, ok := e.resolveLocked(p)
+		ord, primary, ok := e.resolveLocked(p)
 		if !ok {
-			ord = e.assignLocked(p, cur)
+			ord, primary = e.assignLocked(p, cur), p
 		}
+		e.addIDLocked(primary, st.id)
 		ords = append(ords, ord)
 	}
 	st.addMany(ords, e.now())
+	e.refreshLocked(st)
+	e.maybeCompactLocked()
 	return len(ords), skipped, nil
 }
 
@@ -136,10 +142,13 @@ func (e *Engine) removePseudonyms(segmentName string, kps ...anonymize.KeyedPseu
 	}
 	removed := 0
 	for _, kp := range kps {
-		if ord, ok := e.resolveLocked(kp.Pseudonym); ok && st.remove(ord) {
+		if ord, p, ok := e.resolveLocked(kp.Pseudonym); ok && st.remove(ord) {
+			e.removeIDLocked(p, st.id)
 			removed++
 		}
 	}
+	e.refreshLocked(st)
+	e.maybeCompactLocked()
 	e.event("remove", slog.String("segment", segmentName), slog.Int("count", removed))
 	return nil
 }

@@ -1,0 +1,131 @@
+package personify
+
+import (
+	"fmt"
+	mrand "math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/stretchr/testify/require"
+)
+
+// TestIndexMatchesRoaring drives an engine with random interleaved writes
+// (adds by identifier and by pseudonym, removals, consent, suppression,
+// Forget with and without do-not-re-add, Expire with the clock moving,
+// redefinitions, drops, key rotation) and checks after every step that the
+// lock-free index answers In and Segments exactly as the segment bitmaps do
+// (the reference answers inLocked and segmentsLocked), for every person,
+// segment and purpose. Compaction runs often.
+func TestIndexMatchesRoaring(t *testing.T) {
+	defer func(v int64) { compactMinGarbage = v }(compactMinGarbage)
+	compactMinGarbage = 0
+	for seed := range uint64(4) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			checkIndexAgainstRoaring(t, seed, 400)
+		})
+	}
+}
+
+func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps int) {
+	rng := mrand.New(mrand.NewPCG(seed, 42))
+	te := newTestEngine(t, func(o *Options) { o.K = 4 })
+	purposes := []string{"ads", "email"}
+	names := []string{"s0", "s1", "s2", "s3", "s4", "s5"}
+	define := func(name string) {
+		te.define(Segment{Name: name, Purpose: purposes[rng.IntN(2)], Sensitive: rng.IntN(5) == 0,
+			Retention: []time.Duration{0, 32 * time.Hour, 64 * time.Hour}[rng.IntN(3)], MinSize: rng.IntN(8)})
+	}
+	for _, n := range names {
+		define(n)
+	}
+	const population = 60
+	id := func() anonymize.Identifier { return person(rng.IntN(population)) }
+	var handles []anonymize.Pseudonym // pseudonyms sessions may hold, old keys included
+	for i := range population {
+		handles = append(handles, te.pseudonym(person(i)))
+	}
+	for step := range steps {
+		name := names[rng.IntN(len(names))]
+		var err error
+		switch op := rng.IntN(100); {
+		case op < 30:
+			ids := make([]anonymize.Identifier, 1+rng.IntN(8))
+			for i := range ids {
+				ids[i] = id()
+			}
+			err = te.Add(name, ids...)
+		case op < 40:
+			ps := make([]anonymize.Pseudonym, 1+rng.IntN(8))
+			for i := range ps {
+				ps[i] = handles[rng.IntN(len(handles))]
+			}
+			err = te.AddPseudonyms(name, ps)
+		case op < 52:
+			err = te.Remove(name, id())
+		case op < 62:
+			err = te.SetConsent(id(), purposes[rng.IntN(2)], rng.IntN(3) > 0)
+		case op < 68:
+			if rng.IntN(2) == 0 {
+				err = te.Suppress(id(), purposes[rng.IntN(2)])
+			} else {
+				err = te.Suppress(id())
+			}
+		case op < 74:
+			err = te.Unsuppress(id(), purposes[:rng.IntN(2)]...)
+		case op < 79:
+			_, err = te.ForgetWith(id(), ForgetOptions{DoNotReAdd: rng.IntN(3) == 0})
+		case op < 86:
+			te.clock.Advance(time.Duration(rng.IntN(20)) * time.Hour)
+			if rng.IntN(2) == 0 {
+				_, err = te.Expire(te.clock.Now())
+			}
+		case op < 90:
+			define(name)
+		case op < 92:
+			err = te.Drop(name)
+			define(name)
+		case op < 93:
+			err = te.RotateKey(anonymize.GenerateKey(), time.Duration(rng.IntN(48))*time.Hour)
+			for i := range population {
+				handles = append(handles, te.pseudonym(person(i)))
+			}
+		case op < 96:
+			te.mu.Lock()
+			te.compactLocked()
+			te.mu.Unlock()
+		default:
+			purposes = purposes[:2]
+		}
+		require.NoError(t, err, "step %d", step)
+		for _, h := range handles {
+			for _, n := range names {
+				require.Equal(t, te.inLocked(h, n), te.In(h, n), "step %d: In(%v, %s)", step, h, n)
+			}
+			for _, pu := range purposes {
+				want := te.segmentsLocked(nil, h, pu)
+				got := te.Segments(nil, h, pu)
+				require.True(t, slices.Equal(want, got), "step %d: Segments(%v, %s) = %v, want %v", step, h, pu, got, want)
+			}
+		}
+	}
+}
+
+func TestSegmentsAllocatesNothing(t *testing.T) {
+	te := newTestEngine(t)
+	te.define(Segment{Name: "runners", Purpose: "ads"})
+	te.define(Segment{Name: "recent", Purpose: "ads", Retention: 32 * time.Hour})
+	te.add("runners", people(0, 10)...)
+	te.add("recent", people(0, 10)...)
+	p := te.pseudonym(person(3))
+	dst := make([]string, 0, 8)
+	allocs := testing.AllocsPerRun(1000, func() {
+		dst = te.Segments(dst[:0], p, "ads")
+		if !te.In(p, "runners") {
+			panic("lost membership")
+		}
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, []string{"runners", "recent"}, dst)
+}
