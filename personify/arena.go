@@ -88,24 +88,22 @@ func (a *arena) sizeBytes() uint64 {
 	return n + uint64(len(a.chunks))*8
 }
 
-// A record is uvarint(ordinal), uvarint(state), uvarint(n), then the n
-// segment ids in increasing order as uvarint deltas (the first from 0).
-// With 1,000 segments and 10 per person the deltas average 100: 1.3 bytes a
-// membership, plus about 5 bytes a person.
+// An overflow record, for a person whose segment ids do not fit inline in
+// their directory slot (or whose privacy state id is too large), is
+// uvarint(state), uvarint(n), then the n segment ids in increasing order as
+// uvarint deltas (the first from 0).
 
 // recordView decodes a record lazily.
 type recordView struct {
 	rest  []byte // the ids
-	ord   uint32
 	state uint32
 	n     int
 }
 
 func viewRecord(b []byte) recordView {
-	ord, k := uvarint(b)
-	state, k2 := uvarint(b[k:])
-	n, k3 := uvarint(b[k+k2:])
-	return recordView{rest: b[k+k2+k3:], ord: uint32(ord), state: uint32(state), n: int(n)}
+	state, k := uvarint(b)
+	n, k2 := uvarint(b[k:])
+	return recordView{rest: b[k+k2:], state: uint32(state), n: int(n)}
 }
 
 // has reports whether the record holds segment id.
@@ -134,10 +132,14 @@ func (r recordView) appendIDs(dst []uint32) []uint32 {
 }
 
 // encodeRecord appends the encoding of a record to dst; ids must be sorted.
-func encodeRecord(dst []byte, ord, state uint32, ids []uint32) []byte {
-	dst = binary.AppendUvarint(dst, uint64(ord))
+func encodeRecord(dst []byte, state uint32, ids []uint32) []byte {
 	dst = binary.AppendUvarint(dst, uint64(state))
 	dst = binary.AppendUvarint(dst, uint64(len(ids)))
+	return appendDeltas(dst, ids)
+}
+
+// appendDeltas appends sorted ids as uvarint deltas.
+func appendDeltas(dst []byte, ids []uint32) []byte {
 	prev := uint32(0)
 	for _, id := range ids {
 		dst = binary.AppendUvarint(dst, uint64(id-prev))
@@ -175,19 +177,92 @@ func uvarint(b []byte) (uint64, int) {
 	return 0, len(b)
 }
 
-// segmentBloom returns the two bits segment id sets in a person's 32-bit
-// segment filter. With 10 segments a person, a segment they are not in
-// passes the filter about one time in five.
-func segmentBloom(id uint32) uint32 {
-	h := id * 0x9E3779B1
-	return 1<<(h>>27) | 1<<(h>>22&31)
+// Inline lanes: a lane code c gives lanes of laneWidth[c] bits,
+// lanesPer[c] to a 64-bit word. laneLow[c] has the lowest bit of every lane
+// set, laneHigh[c] the highest; an unused lane is all ones, so the largest
+// id a code can hold is laneMax[c].
+var (
+	laneWidth = [...]uint{10, 12, 16, 21, 32}
+	lanesPer  [len(laneWidth)]int
+	laneLow   [len(laneWidth)]uint64
+	laneHigh  [len(laneWidth)]uint64
+	laneMax   [len(laneWidth)]uint64
+	laneEmpty [len(laneWidth)]uint64 // a word of unused lanes
+)
+
+func init() {
+	for c, w := range laneWidth {
+		lanesPer[c] = 64 / int(w)
+		laneMax[c] = 1<<w - 2
+		for k := range lanesPer[c] {
+			laneLow[c] |= 1 << (uint(k) * w)
+			laneHigh[c] |= 1 << (uint(k)*w + w - 1)
+			laneEmpty[c] |= (1<<w - 1) << (uint(k) * w)
+		}
+	}
 }
 
-// bloomOf returns the filter of a list of segment ids.
-func bloomOf(ids []uint32) uint32 {
-	var b uint32
-	for _, id := range ids {
-		b |= segmentBloom(id)
+// packLanes packs sorted ids into two words with the narrowest lane code
+// that holds them, and reports false if none does.
+func packLanes(ids []uint32) (lo, hi uint64, code int, ok bool) {
+	top := uint64(0)
+	if len(ids) > 0 {
+		top = uint64(ids[len(ids)-1])
 	}
-	return b
+	for c, w := range laneWidth {
+		if top > laneMax[c] || len(ids) > 2*lanesPer[c] {
+			continue
+		}
+		words := [2]uint64{laneEmpty[c], laneEmpty[c]}
+		for k, id := range ids {
+			i, shift := k/lanesPer[c], uint(k%lanesPer[c])*w
+			words[i] = words[i]&^((1<<w-1)<<shift) | uint64(id)<<shift
+		}
+		return words[0], words[1], c, true
+	}
+	return 0, 0, 0, false
 }
+
+// laneMatch reports whether any lane of lo and hi (lane code c) holds the
+// id whose lanes pattern repeats; fits is all ones if the id fits the
+// code's lanes, else zero. The zero-lane test (x-low) &^ x & high is exact
+// for "some lane is zero": the lowest zero lane borrows and sets its high
+// bit; a non-zero lane never does.
+func laneMatch(lo, hi uint64, c int, pattern, fits uint64) bool {
+	x0, x1 := lo^pattern, hi^pattern
+	return ((x0-laneLow[c])&^x0|(x1-laneLow[c])&^x1)&laneHigh[c]&fits != 0
+}
+
+// laneID returns inline id number k of an entry with lane code c.
+func laneID(lo, hi uint64, c, k int) uint32 {
+	w := lo
+	if k >= lanesPer[c] {
+		w, k = hi, k-lanesPer[c]
+	}
+	return uint32(w >> (uint(k) * laneWidth[c]) & (1<<laneWidth[c] - 1))
+}
+
+// bloom96 is a 96-bit Bloom filter of segment ids, 3 bits each, kept inline
+// for overflow entries: about a 5% false-positive rate at 15 segments.
+type bloom96 struct {
+	a uint32
+	b uint64
+}
+
+func segmentBloom96(id uint32) bloom96 {
+	h := uint64(id)*0x9E3779B97F4A7C15 ^ uint64(id)>>7
+	var f bloom96
+	for j := range 3 {
+		pos := (h >> (20 * j) & 0xfffff) * 96 >> 20
+		if pos < 32 {
+			f.a |= 1 << pos
+		} else {
+			f.b |= 1 << (pos - 32)
+		}
+	}
+	return f
+}
+
+func (f bloom96) or(g bloom96) bloom96 { return bloom96{f.a | g.a, f.b | g.b} }
+
+func (f bloom96) covers(g bloom96) bool { return f.a&g.a == g.a && f.b&g.b == g.b }

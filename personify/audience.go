@@ -39,7 +39,7 @@ func (a Audience) Pseudonyms() iter.Seq[anonymize.Pseudonym] {
 		check := a.e != nil && a.e.forgets.Load() != a.forgets
 		for _, p := range a.pseudonyms {
 			if check {
-				if _, _, ok := a.e.dir.lookup(p); !ok {
+				if a.e.dir.tab.Load().slot(uint64(p)) == nil {
 					continue
 				}
 			}
@@ -120,9 +120,8 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 	}
 	// One scan of the directory finds the pseudonyms, in pseudonym order.
 	a.pseudonyms = make([]anonymize.Pseudonym, 0, a.Count)
-	t := e.dir.tab.Load()
-	t.each(func(p anonymize.Pseudonym, ref, _ uint32) {
-		if members.Contains(t.ord(ref)) {
+	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
+		if members.Contains(en.ord()) {
 			a.pseudonyms = append(a.pseudonyms, p)
 		}
 	})

@@ -4,34 +4,31 @@ import (
 	"math"
 	"math/bits"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/personify-go/personify/anonymize"
 )
 
-// directory maps each pseudonym to the person's record in the lookup index
-// (see index.go), which holds their dense member ordinal, assigned on first
-// use, their privacy state and their segments. It is most of the engine's
-// per-person memory, so it is an open-addressing table of 16-byte slots
-// {pseudonym, record reference, segment filter} with linear probing at a
-// load factor between 0.7 and 0.85 (about 21 bytes per person). The segment
-// filter is a 32-bit Bloom filter of the person's segment ids: In answers
-// "not a member" from the slot alone unless the filter matches (about one
-// lookup in five for a person in 10 segments), saving the second cache miss.
+// directory is the lookup index's table: for each pseudonym, one 32-byte
+// slot (half a cache line) holding the person's entry: their dense member
+// ordinal (assigned on first use and stable), their privacy state and their
+// segment ids, inline when they fit in 16 bytes (about three people in four
+// at 10 segments each), otherwise in an overflow record with an inline
+// Bloom filter. In and Segments therefore cost one cache miss for most
+// people. See index.go for why, and what was measured.
 //
-// The home slot of a pseudonym is mulhi(p, len(slots)): monotone in p, so a
-// batch sorted by pseudonym walks the table front to back, and keyed
-// pseudonyms, being uniformly random, spread evenly. The way back, ordinal
-// to pseudonym, is only needed in bulk (audience activation, expiry,
-// erasure of a destroyed key's data), so it is a scan of the table rather
-// than 8 more bytes per person.
+// Open addressing with linear probing; the home slot of a pseudonym is
+// mulhi(p, len(slots)), monotone in p, so a batch sorted by pseudonym walks
+// the table front to back. Load factor between 0.7 and 0.85.
 //
-// Readers never lock. The one writer (the engine holds its mutex) fills a
-// slot's reference and filter before it publishes the key with an atomic
-// store, deletes by turning the key into a tombstone, and never moves a key
-// or reuses a slot within a table. Growing, which also drops the
-// tombstones, builds a new table and publishes it with one atomic pointer
-// store. A reader therefore sees every write that happened before it loaded
-// the table, and a consistent table either way.
+// Readers never lock and never write. The one writer (the engine holds its
+// mutex) publishes a new key only after its entry is written, deletes by
+// turning the key into a tombstone, never moves a key or reuses a slot
+// within a table, and updates an entry under a per-slot sequence lock: the
+// sequence number in the meta word is odd while the entry's words change,
+// and a reader takes a snapshot only when the meta word reads the same,
+// even, before and after. Growing (which also drops tombstones) copies the
+// entries into a new table and publishes it with one atomic pointer store.
 //
 // An ordinal is released only by [directory.release], which the engine calls
 // after clearing the ordinal from every set; released ordinals are reused
@@ -43,40 +40,76 @@ type directory struct {
 	next uint32   // one past the highest ordinal ever assigned
 	free []uint32 // released ordinals, reused last-in first-out
 	live int
-	buf  []byte // scratch for new records
 }
 
 // Slot key values with a meaning of their own. Pseudonyms that are equal to
 // them (a chance of 2^-63 per person, or a deliberate bulk load) live in
-// dirTable.special instead.
+// dirTable.special instead, where key 1 means present.
 const (
 	slotEmpty     = 0
 	slotTombstone = 1
 )
 
+// dirSlot is one person's entry; every word is read and written
+// atomically.
 type dirSlot struct {
-	key   uint64 // atomic: slotEmpty, slotTombstone or a pseudonym
-	ref   uint32 // atomic: the person's record in the table's arena
-	bloom uint32 // atomic: Bloom filter of the record's segment ids
+	key  uint64 // slotEmpty, slotTombstone or the pseudonym
+	meta uint64 // see entry
+	lo   uint64 // inline ids (bytes 0-7) or overflow reference and filter
+	hi   uint64 // inline ids (bytes 8-15) or filter
+}
+
+// entry is a consistent snapshot of a slot's meta, lo and hi words.
+//
+// meta: bits 0-31 ordinal; 32-47 sequence (odd while the entry changes);
+// 48-55 privacy state id (stateOverflow: in the overflow record); 56-59
+// number of inline segment ids; 60-62 lane code; 63 overflow.
+//
+// Inline, lo and hi hold the sorted segment ids as fixed-width lanes (the
+// lane code picks 6 lanes of 10 bits per word, 5 of 12, 4 of 16, 3 of 21
+// or 2 of 32), unused lanes all ones: In tests every lane at once with a
+// SWAR zero-lane test, a dozen instructions and no branch. Overflow: lo's
+// low 32 bits are the record's reference in the arena; lo's high 32 bits
+// and hi are a 96-bit Bloom filter of the ids.
+type entry struct{ meta, lo, hi uint64 }
+
+const (
+	seqOne        = 1 << 32
+	seqMask       = 0xffff << 32
+	stateShift    = 48
+	countShift    = 56
+	codeShift     = 60
+	overflowBit   = 1 << 63
+	stateOverflow = 0xff
+)
+
+func (e entry) ord() uint32    { return uint32(e.meta) }
+func (e entry) state() uint32  { return uint32(e.meta >> stateShift & 0xff) }
+func (e entry) count() int     { return int(e.meta >> countShift & 0xf) }
+func (e entry) code() int      { return int(e.meta >> codeShift & 0x7) }
+func (e entry) overflow() bool { return e.meta&overflowBit != 0 }
+func (e entry) ref() uint32    { return uint32(e.lo) }
+func (e entry) withSeq(m uint64) entry {
+	e.meta = e.meta&^seqMask | m&seqMask
+	return e
+}
+
+func makeMeta(ord, state uint32, count int) uint64 {
+	return uint64(ord) | uint64(state)<<stateShift | uint64(count)<<countShift
 }
 
 type dirTable struct {
 	slots   []dirSlot
-	arena   *arena // the records the slots refer to
+	arena   *arena // the overflow records
 	used    int    // live keys plus tombstones; writer-only
-	special [2]specialSlot
-}
-
-type specialSlot struct {
-	present atomic.Bool
-	ref     atomic.Uint32
-	bloom   atomic.Uint32
+	special [2]dirSlot
 }
 
 const (
 	dirMinSlots = 64
 	dirMaxLoad  = 0.85 // grow past this share of used slots
 	dirLoad     = 0.7  // load factor right after growing
+	maxSpins    = 64   // reads retried while a writer is mid-update, then the caller falls back to the lock
 )
 
 func newDirectory() *directory {
@@ -91,45 +124,22 @@ func home(p uint64, n int) int {
 	return int(hi)
 }
 
-// lookup returns p's record reference and segment filter. Safe for
-// concurrent use with one writer.
-func (d *directory) lookup(p anonymize.Pseudonym) (ref, bloom uint32, ok bool) {
-	return d.tab.Load().lookup(uint64(p))
-}
-
-func (t *dirTable) lookup(p uint64) (ref, bloom uint32, ok bool) {
+// slot returns p's slot, or nil. Readers and the writer.
+func (t *dirTable) slot(p uint64) *dirSlot {
 	if p <= slotTombstone {
-		s := &t.special[p]
-		if !s.present.Load() {
-			return 0, 0, false
+		if s := &t.special[p]; atomic.LoadUint64(&s.key) == 1 {
+			return s
 		}
-		return s.ref.Load(), s.bloom.Load(), true
+		return nil
 	}
 	slots := t.slots
 	for i := home(p, len(slots)); ; {
 		s := &slots[i]
-		k := atomic.LoadUint64(&s.key)
-		if k == p {
-			return atomic.LoadUint32(&s.ref), atomic.LoadUint32(&s.bloom), true
-		}
-		if k == slotEmpty {
-			return 0, 0, false
-		}
-		if i++; i == len(slots) {
-			i = 0
-		}
-	}
-}
-
-// find returns the index of p's slot, or -1. Writer-only helper.
-func (t *dirTable) find(p uint64) int {
-	slots := t.slots
-	for i := home(p, len(slots)); ; {
-		switch slots[i].key {
+		switch atomic.LoadUint64(&s.key) {
 		case p:
-			return i
+			return s
 		case slotEmpty:
-			return -1
+			return nil
 		}
 		if i++; i == len(slots) {
 			i = 0
@@ -137,16 +147,70 @@ func (t *dirTable) find(p uint64) int {
 	}
 }
 
-// ord returns the ordinal in the record at ref.
-func (t *dirTable) ord(ref uint32) uint32 { return viewRecord(t.arena.record(ref)).ord }
+// read returns a consistent snapshot of p's entry. ok is false if p is
+// absent; stuck is true if a writer stayed mid-update for maxSpins reads (it
+// was descheduled), and the caller must fall back to the engine's lock.
+func (t *dirTable) read(p uint64) (e entry, ok, stuck bool) {
+	s := t.slot(p)
+	if s == nil {
+		return entry{}, false, false
+	}
+	for range maxSpins {
+		m := atomic.LoadUint64(&s.meta)
+		lo := atomic.LoadUint64(&s.lo)
+		hi := atomic.LoadUint64(&s.hi)
+		if m&seqOne == 0 && atomic.LoadUint64(&s.meta) == m {
+			return entry{m, lo, hi}, true, false
+		}
+	}
+	return entry{}, true, true
+}
+
+// get returns p's entry. Writer-only: nothing changes it meanwhile.
+func (t *dirTable) get(p anonymize.Pseudonym) (entry, bool) {
+	s := t.slot(uint64(p))
+	if s == nil {
+		return entry{}, false
+	}
+	return entry{s.meta, s.lo, s.hi}, true
+}
+
+// get returns p's entry in the current table. Writer-only.
+func (d *directory) get(p anonymize.Pseudonym) (entry, bool) { return d.tab.Load().get(p) }
+
+// set replaces p's entry under the slot's sequence lock; p must be present.
+// Writer-only.
+func (d *directory) set(p anonymize.Pseudonym, e entry) { setSlot(d.tab.Load().slot(uint64(p)), e) }
+
+// setSlot replaces a slot's entry under its sequence lock. Writer-only.
+func setSlot(s *dirSlot, e entry) {
+	seq := (s.meta&seqMask + seqOne) & seqMask // odd; wraps within its 16 bits
+	atomic.StoreUint64(&s.meta, s.meta&^seqMask|seq)
+	atomic.StoreUint64(&s.lo, e.lo)
+	atomic.StoreUint64(&s.hi, e.hi)
+	atomic.StoreUint64(&s.meta, e.withSeq((seq+seqOne)&seqMask).meta) // even again
+}
 
 // assign returns p's ordinal, giving p the next free ordinal and an empty
-// record if it has none. Writer-only; the caller checks that the arena is
-// not full.
+// entry if it has none. Writer-only.
 func (d *directory) assign(p anonymize.Pseudonym) (ord uint32, added bool) {
-	if ref, _, ok := d.lookup(p); ok {
-		return d.tab.Load().ord(ref), false
+	if e, ok := d.get(p); ok {
+		return e.ord(), false
 	}
+	ord = d.newOrdinal()
+	d.insert(p, emptyEntry(ord))
+	return ord, true
+}
+
+// emptyEntry is the entry of a person with no segment and no privacy
+// state: every lane unused (all ones), as the SWAR test requires.
+func emptyEntry(ord uint32) entry {
+	return entry{makeMeta(ord, 0, 0), laneEmpty[0], laneEmpty[0]}
+}
+
+// newOrdinal allocates an ordinal for a new entry, which the caller
+// inserts. Writer-only.
+func (d *directory) newOrdinal() (ord uint32) {
 	if n := len(d.free); n > 0 {
 		ord, d.free = d.free[n-1], d.free[:n-1]
 	} else {
@@ -156,90 +220,92 @@ func (d *directory) assign(p anonymize.Pseudonym) (ord uint32, added bool) {
 		ord = d.next
 		d.next++
 	}
-	d.buf = encodeRecord(d.buf[:0], ord, 0, nil)
-	d.insert(p, d.tab.Load().arena.add(d.buf), 0)
 	d.live++
-	return ord, true
+	return ord
+}
+
+// reserve grows the table now if n more entries would take it past its
+// maximum load, so that a bulk load rehashes once, not many times.
+// Writer-only.
+func (d *directory) reserve(n int) {
+	if t := d.tab.Load(); float64(t.used+n) > dirMaxLoad*float64(len(t.slots)) {
+		// At least 1.5 times larger: a load that keeps adding people
+		// rehashes O(log n) times, not once per batch.
+		d.growTo(t, t.arena, max(d.live+n, int(float64(len(t.slots))*1.5*dirLoad)))
+	}
 }
 
 // insert adds p, which must be absent. Writer-only.
-func (d *directory) insert(p anonymize.Pseudonym, ref, bloom uint32) {
+func (d *directory) insert(p anonymize.Pseudonym, e entry) {
 	t := d.tab.Load()
 	if float64(t.used+1) > dirMaxLoad*float64(len(t.slots)) {
-		t = d.grow(t)
+		t = d.grow(t, t.arena)
 	}
-	t.put(uint64(p), ref, bloom)
+	t.put(uint64(p), e)
 }
 
-// put writes a new key into the first empty slot of its probe path (never a
-// tombstone: see the type's doc). The key is published last.
-func (t *dirTable) put(p uint64, ref, bloom uint32) {
+// put writes a new key and its entry into the first empty slot of its
+// probe path (never a tombstone: see the type's doc); the key goes last.
+func (t *dirTable) put(p uint64, e entry) {
+	var s *dirSlot
 	if p <= slotTombstone {
-		s := &t.special[p]
-		s.ref.Store(ref)
-		s.bloom.Store(bloom)
-		s.present.Store(true)
-		return
+		s = &t.special[p]
+	} else {
+		for i := home(p, len(t.slots)); ; {
+			if s = &t.slots[i]; s.key == slotEmpty {
+				t.used++
+				break
+			}
+			if i++; i == len(t.slots) {
+				i = 0
+			}
+		}
 	}
-	slots := t.slots
-	for i := home(p, len(slots)); ; {
-		if s := &slots[i]; s.key == slotEmpty {
-			t.used++
-			atomic.StoreUint32(&s.ref, ref)
-			atomic.StoreUint32(&s.bloom, bloom)
-			atomic.StoreUint64(&s.key, p)
-			return
-		}
-		if i++; i == len(slots) {
-			i = 0
-		}
+	atomic.StoreUint64(&s.meta, e.meta&^seqMask)
+	atomic.StoreUint64(&s.lo, e.lo)
+	atomic.StoreUint64(&s.hi, e.hi)
+	if p <= slotTombstone {
+		atomic.StoreUint64(&s.key, 1)
+	} else {
+		atomic.StoreUint64(&s.key, p)
 	}
 }
 
-// grow rehashes the live keys into a table sized for load dirLoad (tombstones
-// are dropped, so this also cleans a table full of them) and publishes it.
-func (d *directory) grow(old *dirTable) *dirTable {
-	t := &dirTable{slots: make([]dirSlot, tableSize(d.live+1)), arena: old.arena}
-	old.each(func(p anonymize.Pseudonym, ref, bloom uint32) { t.put(uint64(p), ref, bloom) })
+// grow copies the live entries into a table sized for load dirLoad, with
+// arena a (the same, or a compacted one whose references the caller fixes),
+// and publishes it.
+func (d *directory) grow(old *dirTable, a *arena) *dirTable { return d.growTo(old, a, d.live+1) }
+
+// growTo is grow with room for live entries at load dirLoad.
+func (d *directory) growTo(old *dirTable, a *arena, live int) *dirTable {
+	t := &dirTable{slots: newSlots(tableSize(live)), arena: a}
+	old.each(func(p anonymize.Pseudonym, e entry) { t.put(uint64(p), e) })
 	d.tab.Store(t)
 	return t
 }
 
 func tableSize(live int) int { return max(dirMinSlots, int(float64(live)/dirLoad)) }
 
-// update replaces p's record reference and filter; p must be present.
-// Readers must never see a filter that lacks a segment of the record they
-// may read, so the filter covers both records while the reference moves.
-// Writer-only.
-func (d *directory) update(p anonymize.Pseudonym, ref, bloom uint32) {
-	t := d.tab.Load()
-	if p <= slotTombstone {
-		s := &t.special[p]
-		s.bloom.Store(s.bloom.Load() | bloom)
-		s.ref.Store(ref)
-		s.bloom.Store(bloom)
-		return
+// newSlots allocates a table's slots, on huge pages where the system allows.
+func newSlots(n int) []dirSlot {
+	s := make([]dirSlot, n)
+	if size := uintptr(n) * unsafe.Sizeof(dirSlot{}); size >= 4<<20 {
+		adviseHugePages(unsafe.Pointer(&s[0]), size)
 	}
-	s := &t.slots[t.find(uint64(p))]
-	atomic.StoreUint32(&s.bloom, s.bloom|bloom)
-	atomic.StoreUint32(&s.ref, ref)
-	atomic.StoreUint32(&s.bloom, bloom)
+	return s
 }
 
-// each calls fn for every live entry of the current table, in slot order
-// (pseudonym order but for wrap-around). fn must not change the directory.
-// Writer or RLock holder.
-func (d *directory) each(fn func(p anonymize.Pseudonym, ref, bloom uint32)) { d.tab.Load().each(fn) }
-
-func (t *dirTable) each(fn func(p anonymize.Pseudonym, ref, bloom uint32)) {
+// each calls fn for every live entry of t, in slot order (pseudonym order
+// but for wrap-around). Writer or RLock holder: the entries do not change.
+func (t *dirTable) each(fn func(p anonymize.Pseudonym, e entry)) {
 	for p := range t.special {
-		if s := &t.special[p]; s.present.Load() {
-			fn(anonymize.Pseudonym(p), s.ref.Load(), s.bloom.Load())
+		if s := &t.special[p]; s.key == 1 {
+			fn(anonymize.Pseudonym(p), entry{s.meta, s.lo, s.hi})
 		}
 	}
 	for i := range t.slots {
 		if s := &t.slots[i]; s.key > slotTombstone {
-			fn(anonymize.Pseudonym(s.key), s.ref, s.bloom)
+			fn(anonymize.Pseudonym(s.key), entry{s.meta, s.lo, s.hi})
 		}
 	}
 }
@@ -249,21 +315,21 @@ func (t *dirTable) each(fn func(p anonymize.Pseudonym, ref, bloom uint32)) {
 func (d *directory) remove(p anonymize.Pseudonym) bool {
 	t := d.tab.Load()
 	if p <= slotTombstone {
-		return t.special[p].present.Swap(false)
+		return atomic.SwapUint64(&t.special[p].key, 0) == 1
 	}
-	i := t.find(uint64(p))
-	if i < 0 {
+	s := t.slot(uint64(p))
+	if s == nil {
 		return false
 	}
-	atomic.StoreUint64(&t.slots[i].key, slotTombstone)
+	atomic.StoreUint64(&s.key, slotTombstone)
 	return true
 }
 
 // rekey moves an entry from pseudonym old to pseudonym new (key rotation);
 // new must be absent. Writer-only.
 func (d *directory) rekey(old, new anonymize.Pseudonym) {
-	ref, bloom, _ := d.lookup(old)
-	d.insert(new, ref, bloom) // visible under both for an instant, never under neither
+	e, _ := d.get(old)
+	d.insert(new, e) // visible under both for an instant, never under neither
 	d.remove(old)
 }
 
@@ -280,8 +346,9 @@ func (d *directory) len() int { return d.live }
 // ordinals returns one past the highest ordinal ever assigned.
 func (d *directory) ordinals() int { return int(d.next) }
 
-// sizeBytes estimates the directory's memory, the index records included.
+// sizeBytes estimates the directory's memory, the overflow records
+// included.
 func (d *directory) sizeBytes() uint64 {
 	t := d.tab.Load()
-	return uint64(len(t.slots))*16 + uint64(cap(d.free))*4 + t.arena.sizeBytes()
+	return uint64(len(t.slots))*32 + uint64(cap(d.free))*4 + t.arena.sizeBytes()
 }

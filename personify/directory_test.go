@@ -11,8 +11,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// ordOf returns p's ordinal, failing if p is absent.
+func ordOf(t *testing.T, d *directory, p anonymize.Pseudonym) uint32 {
+	t.Helper()
+	en, ok := d.get(p)
+	require.True(t, ok, "%v absent", p)
+	return en.ord()
+}
+
 // TestDirectoryModel drives the directory with random assigns, removals and
-// releases and checks it against a map after every step.
+// releases and checks it against a map.
 func TestDirectoryModel(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	d := newDirectory()
@@ -59,11 +67,13 @@ func TestDirectoryModel(t *testing.T) {
 		if step%5000 == 0 {
 			for p, ord := range model {
 				require.Equal(t, ord, ordOf(t, d, p))
+				en, ok, stuck := d.tab.Load().read(uint64(p))
+				require.True(t, ok && !stuck)
+				require.Equal(t, ord, en.ord())
 			}
 			seen := 0
-			tab := d.tab.Load()
-			d.each(func(p anonymize.Pseudonym, ref, _ uint32) {
-				require.Equal(t, model[p], tab.ord(ref), "each yields live entries only")
+			d.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
+				require.Equal(t, model[p], en.ord(), "each yields live entries only")
 				seen++
 			})
 			require.Equal(t, len(model), seen)
@@ -72,80 +82,106 @@ func TestDirectoryModel(t *testing.T) {
 	require.Equal(t, len(model), d.len())
 	// Ordinals stay dense: released ones are reused before new ones.
 	assert.LessOrEqual(t, d.ordinals(), len(model)+len(d.free))
-	_, _, ok := d.lookup(anonymize.Pseudonym(12345678901))
+	_, ok := d.get(anonymize.Pseudonym(12345678901))
 	assert.False(t, ok)
 }
 
-// ordOf returns p's ordinal, failing if p is absent.
-func ordOf(t *testing.T, d *directory, p anonymize.Pseudonym) uint32 {
-	t.Helper()
-	ref, _, ok := d.lookup(p)
-	require.True(t, ok, "%v absent", p)
-	return d.tab.Load().ord(ref)
-}
-
-func TestDirectoryRekeyAndUpdate(t *testing.T) {
+func TestDirectoryRekeyAndSet(t *testing.T) {
 	d := newDirectory()
 	ord, _ := d.assign(100)
-	ref, _, _ := d.lookup(100)
-	d.update(100, ref, 7)
+	d.set(100, entry{meta: makeMeta(ord, 3, 1), lo: 42})
 	d.rekey(100, 200)
-	_, _, ok := d.lookup(100)
+	_, ok := d.get(100)
 	assert.False(t, ok)
-	assert.Equal(t, ord, ordOf(t, d, 200), "the record moves with the entry")
-	_, bloom, _ := d.lookup(200)
-	assert.Equal(t, uint32(7), bloom)
-	d.assign(0) // a reserved slot value
-	ref0, _, _ := d.lookup(0)
-	d.update(0, ref0, 9)
-	_, bloom, ok = d.lookup(0)
+	en, ok := d.get(200)
 	require.True(t, ok)
-	assert.Equal(t, uint32(9), bloom)
+	assert.Equal(t, ord, en.ord(), "the entry moves with the key")
+	assert.Equal(t, uint32(3), en.state())
+	assert.Equal(t, uint64(42), en.lo)
+	for _, p := range []anonymize.Pseudonym{0, 1} { // the reserved slot values
+		o, _ := d.assign(p)
+		d.set(p, entry{meta: makeMeta(o, 5, 0), hi: 9})
+		en, ok, _ := d.tab.Load().read(uint64(p))
+		require.True(t, ok)
+		assert.Equal(t, uint32(5), en.state())
+		assert.Equal(t, uint64(9), en.hi)
+		assert.True(t, d.remove(p))
+		_, ok = d.get(p)
+		assert.False(t, ok)
+	}
 }
 
-// TestDirectoryConcurrentReaders has readers look up a stable population
-// while the writer inserts, removes and grows the table.
-func TestDirectoryConcurrentReaders(t *testing.T) {
+func TestDirectorySequenceWraps(t *testing.T) {
 	d := newDirectory()
-	stable := make([]anonymize.Pseudonym, 1000)
-	want := map[anonymize.Pseudonym]uint32{}
+	ord, _ := d.assign(7)
+	for i := range 70_000 { // more than the 16-bit sequence counts
+		d.set(7, entry{meta: makeMeta(ord, uint32(i%200), i%15), lo: uint64(i), hi: ^uint64(i)})
+		en, ok, stuck := d.tab.Load().read(7)
+		require.True(t, ok && !stuck)
+		require.Equal(t, ord, en.ord(), "sequence must not carry into the ordinal or state")
+		require.Equal(t, uint32(i%200), en.state())
+		require.Equal(t, i%15, en.count())
+	}
+}
+
+// TestDirectorySnapshotsAreConsistent has readers take snapshots of entries
+// while the writer rewrites them; every snapshot must be one the writer
+// wrote whole (lo and hi derived from the same value), never a mix. It also
+// runs assigns, removals and growth meanwhile. Run with -race.
+func TestDirectorySnapshotsAreConsistent(t *testing.T) {
+	d := newDirectory()
+	stable := make([]anonymize.Pseudonym, 500)
 	for i := range stable {
 		stable[i] = anonymize.Pseudonym(mrand.Uint64() | 2)
 		ord, _ := d.assign(stable[i])
-		want[stable[i]] = ord
+		d.set(stable[i], entry{meta: makeMeta(ord, 0, 0), lo: 0, hi: ^uint64(0)})
 	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
+	var snapshots atomic.Int64
 	for r := range 3 {
 		wg.Go(func() {
 			rng := mrand.New(mrand.NewPCG(uint64(r), 9))
 			for !stop.Load() {
 				p := stable[rng.IntN(len(stable))]
-				tab := d.tab.Load()
-				ref, _, ok := tab.lookup(uint64(p))
-				if !ok || tab.ord(ref) != want[p] {
-					t.Errorf("lookup %v: %v, want ordinal %d", p, ok, want[p])
+				en, ok, stuck := d.tab.Load().read(uint64(p))
+				if !ok {
+					t.Errorf("%v vanished", p)
 					return
 				}
+				if stuck {
+					continue // the writer was descheduled mid-update: callers take the lock
+				}
+				if en.hi != ^en.lo || uint64(en.state()) != en.lo%200 {
+					t.Errorf("torn snapshot %+v", en)
+					return
+				}
+				snapshots.Add(1)
 			}
 		})
 	}
 	rng := mrand.New(mrand.NewPCG(5, 6))
 	var churn []anonymize.Pseudonym
-	for range 100_000 {
-		if len(churn) > 0 && rng.IntN(3) == 0 {
-			p := churn[len(churn)-1]
+	for i := range 200_000 {
+		p := stable[rng.IntN(len(stable))]
+		en, _ := d.get(p)
+		v := uint64(i)
+		d.set(p, entry{meta: makeMeta(en.ord(), uint32(v%200), 0), lo: v, hi: ^v})
+		switch {
+		case i%3 == 0:
+			q := anonymize.Pseudonym(rng.Uint64() | 2)
+			d.assign(q)
+			churn = append(churn, q)
+		case i%5 == 0 && len(churn) > 0:
+			q := churn[len(churn)-1]
 			churn = churn[:len(churn)-1]
-			ref, _, _ := d.lookup(p)
-			ord := d.tab.Load().ord(ref)
-			d.remove(p)
-			d.release(ord)
-			continue
+			en, _ := d.get(q)
+			d.remove(q)
+			d.release(en.ord())
 		}
-		p := anonymize.Pseudonym(rng.Uint64() | 2)
-		d.assign(p)
-		churn = append(churn, p)
 	}
 	stop.Store(true)
 	wg.Wait()
+	t.Logf("%d consistent snapshots", snapshots.Load())
+	require.Positive(t, snapshots.Load())
 }

@@ -93,8 +93,11 @@ type Engine struct {
 	aliases       map[anonymize.Pseudonym]alias                 // old-key pseudonyms of re-keyed people
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states
-	idBuf         []uint32                                      // scratch for record rewrites
+	idBuf         []uint32                                      // scratch for entry rewrites
 	recBuf        []byte
+	batchBuf      []anonymize.Pseudonym // scratch for bulk loads
+	sortBuf       []anonymize.Pseudonym
+	ordBuf        []uint32
 }
 
 // alias records that a person stored under an older key's pseudonym was

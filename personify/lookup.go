@@ -2,8 +2,8 @@ package personify
 
 import (
 	"cmp"
-	"math"
 	"slices"
+	"time"
 
 	"github.com/personify-go/personify/anonymize"
 )
@@ -25,7 +25,7 @@ func (e *Engine) Pseudonym(id anonymize.Identifier) (anonymize.Pseudonym, error)
 		return 0, err
 	}
 	for _, kp := range kps {
-		if _, _, ok := e.dir.lookup(kp.Pseudonym); ok {
+		if e.dir.tab.Load().slot(uint64(kp.Pseudonym)) != nil {
 			return kp.Pseudonym, nil
 		}
 	}
@@ -37,34 +37,39 @@ func (e *Engine) Pseudonym(id anonymize.Identifier) (anonymize.Pseudonym, error)
 // own logic; what may be used for a purpose is Segments' answer. Unknown
 // pseudonyms and segments are not members.
 //
-// In takes no lock and allocates nothing: one probe of the directory,
-// whose slot's segment filter settles most non-members, and otherwise one
-// read of the person's record.
+// In takes no lock and allocates nothing: one probe of the directory, one
+// cache miss for most people.
 func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 	if e.closed.Load() {
 		return false
 	}
-	rt := e.rt.Load()
-	id, ok := rt.byName[segmentName]
-	if !ok {
-		return false
-	}
-	rs := rt.segs[id]
+	// The directory probe first: its cache miss overlaps the name lookup.
 	t := e.dir.tab.Load()
-	ref, bloom, ok := t.lookup(uint64(p))
+	en, ok, stuck := t.read(uint64(p))
+	if !ok || stuck {
+		return (stuck || e.hasAliases.Load()) && e.inLocked(p, segmentName)
+	}
+	rt := e.rt.Load()
+	id, ok := rt.byName.get(segmentName)
 	if !ok {
-		return e.hasAliases.Load() && e.inLocked(p, segmentName)
-	}
-	if bloom&rs.bloom != rs.bloom {
 		return false
 	}
-	r := viewRecord(t.arena.record(ref))
-	if !r.has(id) {
+	rs := &rt.segs[id]
+	// Both answers without a branch, so that the next lookup's miss can
+	// start before this one's data arrives: the inline lanes' SWAR test
+	// (exact) and the overflow filter (maybe); then the one that applies.
+	c := en.code()
+	inline := laneMatch(en.lo, en.hi, c, rs.pattern[c], rs.fits[c])
+	maybe := bloom96{uint32(en.lo >> 32), en.hi}.covers(rs.bloom)
+	if en.overflow() {
+		inline = maybe && viewRecord(t.arena.record(en.ref())).has(id)
+	}
+	if !inline {
 		return false
 	}
-	if d := rs.live.deadline.Load(); d != math.MaxInt64 {
-		if now := e.now(); now.UnixNano() >= d {
-			return e.stillHolds(rs, r.ord, now)
+	if hasBit(rt.timed, id) {
+		if now := e.now(); now.UnixNano() >= rs.st.live.deadline.Load() {
+			return e.stillHolds(rs.st, en.ord(), now)
 		}
 	}
 	return true
@@ -80,10 +85,18 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 // anyone out. An unknown pseudonym or purpose appends nothing.
 //
 // Segments takes no lock and allocates nothing beyond growing dst: one probe
-// of the directory, one read of the person's record, and one pass over
-// their segment ids against the (cached) segment table.
+// of the directory (one cache miss for most people) and, per segment of the
+// person, a few bit tests against the (cached) segment table.
 func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) []string {
 	if e.closed.Load() {
+		return dst
+	}
+	t := e.dir.tab.Load()
+	en, ok, stuck := t.read(uint64(p))
+	if !ok || stuck {
+		if stuck || e.hasAliases.Load() {
+			return e.segmentsLocked(dst, p, purpose)
+		}
 		return dst
 	}
 	rt := e.rt.Load()
@@ -91,47 +104,68 @@ func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) [
 	if !ok {
 		return dst
 	}
-	t := e.dir.tab.Load()
-	ref, _, ok := t.lookup(uint64(p))
-	if !ok {
-		if e.hasAliases.Load() {
-			return e.segmentsLocked(dst, p, purpose)
-		}
-		return dst
+	ids := idIter{lo: en.lo, hi: en.hi, code: en.code(), n: en.count()}
+	state := en.state()
+	if en.overflow() {
+		r := viewRecord(t.arena.record(en.ref()))
+		state, ids.rec, ids.n = r.state, r.rest, r.n
 	}
-	r := viewRecord(t.arena.record(ref))
 	bit := uint64(1) << pu.bit
-	granted := false
-	if r.state != 0 {
-		s := &(*e.states.Load())[r.state]
+	var granted uint64 // all ones if the person granted consent for the purpose
+	if state != 0 {
+		s := &(*e.states.Load())[state]
 		if s.all || s.suppressed&bit != 0 || s.denied&bit != 0 {
 			return dst
 		}
-		granted = s.granted&bit != 0
+		granted = -(s.granted >> pu.bit & 1)
 	}
-	if pu.optIn && !granted {
+	if pu.optIn && granted == 0 {
 		return dst
 	}
-	var nowNS int64 // read lazily: only segments with retention need the time
-	b, id := r.rest, uint64(0)
-	for range r.n {
-		d, k := uvarint(b)
-		b, id = b[k:], id+d
-		rs := rt.segs[id]
-		if rs == nil || rs.bit != pu.bit || rs.sensitive && !granted || rs.live.size.Load() < rs.minSize {
+	var now int64 // read lazily: only segments with retention need the time
+	for ids.n > 0 {
+		id := ids.next()
+		w := id >> 6
+		if w >= uint32(len(pu.plain)) { // defined after this table was published
 			continue
 		}
-		if d := rs.live.deadline.Load(); d != math.MaxInt64 {
-			if nowNS == 0 {
-				nowNS = e.now().UnixNano()
+		if (pu.plain[w]|pu.sensitive[w]&granted)&rt.big[w].Load()>>(id&63)&1 == 0 {
+			continue
+		}
+		if rt.timed[w]>>(id&63)&1 != 0 {
+			if now == 0 {
+				now = e.now().UnixNano()
 			}
-			if nowNS >= d && !e.stillHolds(rs, r.ord, e.now()) {
+			if st := rt.segs[id].st; now >= st.live.deadline.Load() && !e.stillHolds(st, en.ord(), time.Unix(0, now)) {
 				continue
 			}
 		}
-		dst = append(dst, rs.name)
+		dst = append(dst, rt.names[id])
 	}
 	return dst
+}
+
+// idIter iterates a person's segment ids, inline or from an overflow
+// record.
+type idIter struct {
+	lo, hi uint64
+	code   int
+	k      int    // inline ids read
+	rec    []byte // overflow record's ids, nil when inline
+	cur    uint64
+	n      int // ids left
+}
+
+func (it *idIter) next() uint32 {
+	it.n--
+	if it.rec == nil {
+		it.k++
+		return laneID(it.lo, it.hi, it.code, it.k-1)
+	}
+	d, k := uvarint(it.rec)
+	it.rec = it.rec[k:]
+	it.cur += d
+	return uint32(it.cur)
 }
 
 // inLocked is the reference answer for In, straight from the segment sets

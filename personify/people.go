@@ -31,8 +31,8 @@ func (e *Engine) allKeyedPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedP
 // pseudonym of that entry: p itself, or, for an alias left by re-keying,
 // the pseudonym the person moved to. Caller holds mu (read or write).
 func (e *Engine) resolveLocked(p anonymize.Pseudonym) (uint32, anonymize.Pseudonym, bool) {
-	if ref, _, ok := e.dir.lookup(p); ok {
-		return e.dir.tab.Load().ord(ref), p, true
+	if en, ok := e.dir.get(p); ok {
+		return en.ord(), p, true
 	}
 	if a, ok := e.aliases[p]; ok {
 		return a.ord, a.primary, true
@@ -63,11 +63,11 @@ func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonym
 		return ord, p
 	}
 	for _, old := range kps[1:] {
-		ref, _, ok := e.dir.lookup(old.Pseudonym)
+		en, ok := e.dir.get(old.Pseudonym)
 		if !ok {
 			continue
 		}
-		ord := e.dir.tab.Load().ord(ref)
+		ord := en.ord()
 		e.dir.rekey(old.Pseudonym, cur.Pseudonym)
 		for q, a := range e.aliases { // aliases of earlier rotations follow the entry
 			if a.ord == ord {
@@ -88,7 +88,6 @@ func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonym
 
 // assignLocked gives p, which has no entry, a fresh ordinal under key.
 func (e *Engine) assignLocked(p anonymize.Pseudonym, key anonymize.Fingerprint) uint32 {
-	e.makeRoomLocked(16)
 	ord, _ := e.dir.assign(p)
 	e.live.Add(ord)
 	e.keyGenSet(key).Add(ord)
@@ -150,15 +149,14 @@ func (e *Engine) dropOrdinalsLocked(ords *segment.Set) int {
 	if ords.IsEmpty() {
 		return 0
 	}
-	type entry struct {
+	type person struct {
 		p   anonymize.Pseudonym
 		ord uint32
 	}
-	var found []entry
-	t := e.dir.tab.Load()
-	t.each(func(p anonymize.Pseudonym, ref, _ uint32) {
-		if ord := t.ord(ref); ords.Contains(ord) {
-			found = append(found, entry{p, ord})
+	var found []person
+	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
+		if ords.Contains(en.ord()) {
+			found = append(found, person{p, en.ord()})
 		}
 	})
 	for _, f := range found {

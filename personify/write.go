@@ -2,6 +2,8 @@ package personify
 
 import (
 	"log/slog"
+	"slices"
+	"unsafe"
 
 	"github.com/personify-go/personify/anonymize"
 )
@@ -92,21 +94,47 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym)
 	if err != nil {
 		return 0, 0, err
 	}
+	// Sorted, the batch probes the directory front to back (home slots are
+	// monotone in the pseudonym), and the slot a few keys ahead is
+	// prefetched so that its cache miss overlaps this key's work.
+	batch := append(e.batchBuf[:0], ps...)
+	e.batchBuf = batch[:0]
+	sorted := sortPseudonyms(batch, &e.sortBuf) // batch or sortBuf; the two never alias
 	cur := e.ring.Current()
-	ords := make([]uint32, 0, len(ps))
-	for _, p := range ps {
-		if _, ok := e.doNotReAdd[p]; ok {
-			skipped++
-			continue
+	ords := e.ordBuf[:0]
+	e.dir.reserve(len(sorted))
+	const ahead = 12
+	for i, p := range sorted {
+		if len(e.doNotReAdd) > 0 {
+			if _, ok := e.doNotReAdd[p]; ok {
+				skipped++
+				continue
+			}
 		}
-		ord, primary, ok := e.resolveLocked(p)
-		if !ok {
-			ord, primary = e.assignLocked(p, cur), p
+		t := e.dir.tab.Load()
+		if i+ahead < len(sorted) {
+			prefetch(unsafe.Pointer(&t.slots[home(uint64(sorted[i+ahead]), len(t.slots))]))
 		}
-		e.addIDLocked(primary, st.id)
-		ords = append(ords, ord)
+		s := t.slot(uint64(p))
+		switch {
+		case s != nil:
+			ords = append(ords, entry{s.meta, s.lo, s.hi}.ord())
+			e.changeSlotLocked(s, p, st.id, noID, nil)
+		case e.hasAliases.Load() && e.aliases[p] != (alias{}):
+			a := e.aliases[p]
+			ords = append(ords, a.ord)
+			e.addIDLocked(a.primary, st.id)
+		default: // a new person, inserted with their first segment
+			ord := e.dir.newOrdinal()
+			lo, hi, code, _ := packLanes([]uint32{st.id})
+			e.dir.insert(p, entry{makeMeta(ord, 0, 1) | uint64(code)<<codeShift, lo, hi})
+			e.live.Add(ord)
+			e.keyGenSet(cur).Add(ord)
+			ords = append(ords, ord)
+		}
 	}
 	st.addMany(ords, e.now())
+	e.ordBuf = ords[:0]
 	e.refreshLocked(st)
 	e.maybeCompactLocked()
 	return len(ords), skipped, nil
@@ -151,4 +179,40 @@ func (e *Engine) removePseudonyms(segmentName string, kps ...anonymize.KeyedPseu
 	e.maybeCompactLocked()
 	e.event("remove", slog.String("segment", segmentName), slog.Int("count", removed))
 	return nil
+}
+
+// sortPseudonyms orders ps by their top 24 bits with an LSD radix sort (3
+// passes of 8 bits), using *tmp as scratch, and returns the ordered slice
+// (ps or *tmp). The directory's home slots are monotone in the top bits, so
+// this order walks the table front to back; equal prefixes stay in input
+// order. Duplicates need not be adjacent.
+func sortPseudonyms(ps []anonymize.Pseudonym, tmp *[]anonymize.Pseudonym) []anonymize.Pseudonym {
+	if len(ps) < 64 {
+		slices.Sort(ps)
+		return ps
+	}
+	if cap(*tmp) < len(ps) {
+		*tmp = make([]anonymize.Pseudonym, len(ps))
+	}
+	src, dst := ps, (*tmp)[:len(ps)]
+	for shift := uint(40); shift < 64; shift += 8 {
+		var count [256]int
+		for _, p := range src {
+			count[byte(p>>shift)]++
+		}
+		if count[byte(src[0]>>shift)] == len(src) {
+			continue
+		}
+		pos := 0
+		for d, c := range count {
+			count[d], pos = pos, pos+c
+		}
+		for _, p := range src {
+			d := byte(p >> shift)
+			dst[count[d]] = p
+			count[d]++
+		}
+		src, dst = dst, src
+	}
+	return src
 }

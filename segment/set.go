@@ -65,15 +65,23 @@ func (s *Set) Add(x uint32) bool {
 // first (transient memory: 8 bytes per element), which makes it several
 // times faster than adding in arrival order; sorted input is added directly.
 func (s *Set) AddMany(xs []uint32) {
-	if len(xs) < sortThreshold || slices.IsSorted(xs) {
-		s.bm.AddMany(xs)
+	sorted := xs
+	if len(xs) >= sortThreshold && !slices.IsSorted(xs) {
+		buf := make([]uint32, 2*len(xs))
+		sorted = buf[:len(xs)]
+		copy(sorted, xs)
+		radixSort(sorted, buf[len(xs):])
+	}
+	if len(sorted) < sortThreshold || s.bm.IsEmpty() {
+		s.bm.AddMany(sorted)
 		return
 	}
-	buf := make([]uint32, 2*len(xs))
-	sorted := buf[:len(xs)]
-	copy(sorted, xs)
-	radixSort(sorted, buf[len(xs):])
-	s.bm.AddMany(sorted)
+	// Into a non-empty set, roaring adds sorted values one at a time, each
+	// a binary search and a memmove in its array container; a bitmap of the
+	// batch, built by appending, merges in linear time.
+	var batch roaring.Bitmap
+	batch.AddMany(sorted)
+	s.bm.Or(&batch)
 }
 
 // AddRange adds every x with lo <= x < hi. It does nothing when hi <= lo.

@@ -1,0 +1,87 @@
+package personify
+
+import (
+	mrand "math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestLanes packs random sorted id lists of every size and range into
+// lanes and checks the decoding and the SWAR membership test against the
+// list itself, for member and non-member ids, at every lane code's bounds.
+func TestLanes(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	maxIDs := []uint32{10, 1021, 1022, 1023, 4093, 4094, 4095, 65533, 65534, 1<<21 - 2, 1<<21 - 1, 1<<32 - 3}
+	codesSeen := map[int]bool{}
+	for trial := range 20000 {
+		top := maxIDs[trial%len(maxIDs)]
+		n := min(rng.IntN(14), int(top)+1)
+		set := map[uint32]bool{}
+		for len(set) < n {
+			set[uint32(rng.Uint64N(uint64(top)+1))] = true
+		}
+		if n > 0 && trial%2 == 0 {
+			set[top] = true // the largest id the list may hold
+		}
+		ids := make([]uint32, 0, len(set))
+		for id := range set {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		lo, hi, c, ok := packLanes(ids)
+		if !ok {
+			require.True(t, len(ids) > 12 || uint64(ids[len(ids)-1]) > laneMax[len(laneMax)-1] ||
+				len(ids) > 2*lanesPer[codeFor(ids[len(ids)-1])], "%v should fit", ids)
+			continue
+		}
+		codesSeen[c] = true
+		for k, id := range ids {
+			require.Equal(t, id, laneID(lo, hi, c, k))
+		}
+		candidates := append(slices.Clone(ids), 0, 1, top, top-1, uint32(laneMax[c]), uint32(laneMax[c])+1, uint32(laneMax[c])+2)
+		for range 20 {
+			candidates = append(candidates, uint32(rng.Uint64N(uint64(top)+2)))
+		}
+		for _, id := range candidates {
+			var pattern, fits uint64
+			if uint64(id) <= laneMax[c] {
+				pattern, fits = uint64(id)*laneLow[c], ^uint64(0)
+			}
+			require.Equal(t, set[id], laneMatch(lo, hi, c, pattern, fits), "ids %v code %d id %d", ids, c, id)
+		}
+	}
+	require.Len(t, codesSeen, len(laneWidth), "every lane code exercised")
+}
+
+// codeFor returns the narrowest lane code whose lanes hold id.
+func codeFor(id uint32) int {
+	for c := range laneWidth {
+		if uint64(id) <= laneMax[c] {
+			return c
+		}
+	}
+	return len(laneWidth) - 1
+}
+
+func TestOverflowRecordsRoundTrip(t *testing.T) {
+	a := newArena()
+	ids := []uint32{1, 5, 300, 70000, 1 << 30}
+	en, _ := makeEntry(a, nil, 77, 300, ids) // state 300 does not fit inline
+	require.True(t, en.overflow())
+	require.Equal(t, uint32(77), en.ord())
+	tab := &dirTable{arena: a}
+	state, got := tab.decodeEntry(nil, en)
+	require.Equal(t, uint32(300), state)
+	require.Equal(t, ids, got)
+	f := bloom96{uint32(en.lo >> 32), en.hi}
+	for _, id := range ids {
+		require.True(t, f.covers(segmentBloom96(id)), "no false negatives")
+	}
+	en, _ = makeEntry(a, nil, 78, 3, ids[:4])
+	require.False(t, en.overflow(), "small lists and states go inline")
+	state, got = tab.decodeEntry(nil, en)
+	require.Equal(t, uint32(3), state)
+	require.Equal(t, ids[:4], got)
+}

@@ -1,0 +1,179 @@
+package personify
+
+import (
+	"math"
+	"sync/atomic"
+	"unsafe"
+)
+
+// readTable is the segment and purpose metadata that lookups read,
+// published as a whole whenever a definition changes, and laid out for the
+// per-id loop of Segments: dense arrays and bitsets indexed by segment id,
+// so that checking one of a person's segments costs a few bit tests, not
+// pointer chases (every instruction that waits for the person's entry
+// delays the next lookup's cache miss).
+type readTable struct {
+	segs     []readSeg // by segment id
+	names    []string  // by segment id; "" once dropped
+	byName   nameTable
+	purposes map[string]*readPurpose
+	// big has the bit of every segment with at least max(K, MinSize)
+	// members. Writers update the current table's words atomically when a
+	// size crosses the bound; a new table starts from the sizes.
+	big   []atomic.Uint64
+	timed []uint64 // segments with a retention, whose memberships can expire
+}
+
+// readSeg is what In needs of a segment.
+type readSeg struct {
+	pattern [len(laneWidth)]uint64 // the id in every lane, per lane code
+	fits    [len(laneWidth)]uint64 // all ones where the id fits the code's lanes
+	bloom   bloom96                // segmentBloom96(id)
+	st      *segState              // nil once dropped; for the slow path, under the read lock
+}
+
+type readPurpose struct {
+	bit       uint8
+	optIn     bool
+	plain     []uint64 // bitset: segments of this purpose that are not sensitive
+	sensitive []uint64 // bitset: sensitive segments of this purpose
+}
+
+// segLive holds a segment's expiry deadline, which changes with writes and
+// which lookups read for segments with a retention.
+type segLive struct {
+	deadline atomic.Int64 // Unix ns when the oldest membership expires; MaxInt64: never
+}
+
+func hasBit(set []uint64, id uint32) bool {
+	w := id >> 6
+	return w < uint32(len(set)) && set[w]>>(id&63)&1 != 0
+}
+
+func setBit(set []uint64, id uint32) { set[id>>6] |= 1 << (id & 63) }
+
+// publishLocked publishes a new read table from the definitions.
+func (e *Engine) publishLocked() {
+	n := e.nextSegID
+	words := (n + 63) / 64
+	rt := &readTable{segs: make([]readSeg, n), names: make([]string, n), big: make([]atomic.Uint64, words),
+		timed: make([]uint64, words), purposes: make(map[string]*readPurpose, len(e.purposes))}
+	for name, ps := range e.purposes {
+		rt.purposes[name] = &readPurpose{bit: ps.bit, optIn: ps.Model == OptIn,
+			plain: make([]uint64, words), sensitive: make([]uint64, words)}
+	}
+	ids := make(map[string]uint32, len(e.segs))
+	for name, st := range e.segs {
+		rs := &rt.segs[st.id]
+		rs.bloom, rs.st = segmentBloom96(st.id), st
+		for c := range laneWidth {
+			if uint64(st.id) <= laneMax[c] {
+				rs.pattern[c], rs.fits[c] = uint64(st.id)*laneLow[c], ^uint64(0)
+			}
+		}
+		rt.names[st.id] = name
+		ids[name] = st.id
+		pu := rt.purposes[st.Purpose]
+		if st.Sensitive {
+			setBit(pu.sensitive, st.id)
+		} else {
+			setBit(pu.plain, st.id)
+		}
+		if st.timed != nil {
+			setBit(rt.timed, st.id)
+		}
+		if st.len() >= e.minSize(st) {
+			rt.big[st.id>>6].Or(1 << (st.id & 63))
+		}
+	}
+	rt.byName = newNameTable(ids)
+	e.rt.Store(rt)
+}
+
+// refreshLocked updates what lookups read of a segment after a write: its
+// size against the minimum, and its expiry deadline.
+func (e *Engine) refreshLocked(st *segState) {
+	if rt := e.rt.Load(); st.id < uint32(len(rt.segs)) {
+		bit := uint64(1) << (st.id & 63)
+		if st.len() >= e.minSize(st) {
+			rt.big[st.id>>6].Or(bit)
+		} else {
+			rt.big[st.id>>6].And(^bit)
+		}
+	}
+	deadline := int64(math.MaxInt64)
+	if st.timed != nil {
+		if oldest, ok := st.timed.Oldest(); ok {
+			deadline = oldest.Add(st.Retention).UnixNano()
+		}
+	}
+	st.live.deadline.Store(deadline)
+}
+
+// nameTable maps segment names to ids, for In's segment argument: Go's
+// map with string keys spent about 30 ns a lookup here (generic hashing and
+// a memequal call), a third of In. Names are keyed by two 8-byte words
+// (their first and last 8 bytes, overlapping, or the bytes themselves when
+// shorter) and their length: hashing is a multiply, comparing two words,
+// exact for names up to 16 bytes; longer names also compare the string.
+// Open addressing over a power-of-two table a third full. Immutable.
+type nameTable struct {
+	slots []nameSlot
+	shift uint
+}
+
+type nameSlot struct {
+	a, b uint64
+	n    int
+	id   uint32
+	name string
+}
+
+// nameKey returns the two words and the length that key a name.
+func nameKey(s string) (a, b uint64, n int) {
+	n = len(s)
+	if n >= 8 {
+		p := unsafe.Pointer(unsafe.StringData(s))
+		return *(*uint64)(p), *(*uint64)(unsafe.Add(p, n-8)), n
+	}
+	for i := n - 1; i >= 0; i-- {
+		a = a<<8 | uint64(s[i])
+	}
+	return a, 0, n
+}
+
+func (t *nameTable) home(a, b uint64, n int) uint64 {
+	return ((a^uint64(n))*0x9E3779B97F4A7C15 ^ b*0xC2B2AE3D27D4EB4F) >> t.shift
+}
+
+func newNameTable(ids map[string]uint32) nameTable {
+	size, shift := 8, uint(61)
+	for size < 3*len(ids) {
+		size, shift = size*2, shift-1
+	}
+	t := nameTable{slots: make([]nameSlot, size), shift: shift}
+	for name, id := range ids {
+		a, b, n := nameKey(name)
+		i := t.home(a, b, n)
+		for t.slots[i].n != 0 {
+			i = (i + 1) & uint64(size-1)
+		}
+		t.slots[i] = nameSlot{a, b, n, id, name}
+	}
+	return t
+}
+
+// get returns the id of a segment name. Names are never empty.
+func (t *nameTable) get(name string) (uint32, bool) {
+	a, b, n := nameKey(name)
+	mask := uint64(len(t.slots) - 1)
+	for i := t.home(a, b, n); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.a == a && s.b == b && s.n == n {
+			return s.id, n != 0 && (n <= 16 || s.name == name)
+		}
+		if s.n == 0 {
+			return 0, false
+		}
+	}
+}

@@ -1,0 +1,35 @@
+package personify
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestNameTable(t *testing.T) {
+	ids := map[string]uint32{}
+	for i := range 2000 {
+		ids[fmt.Sprintf("seg%04d", i)] = uint32(i)
+	}
+	for i, n := range []string{"a", "ab", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmnop", "abcdefghijklmnopq",
+		strings.Repeat("x", 100), strings.Repeat("x", 99) + "y", "y" + strings.Repeat("x", 99), "a.b:c-d_e"} {
+		ids[n] = uint32(5000 + i)
+	}
+	nt := newNameTable(ids)
+	for name, id := range ids {
+		got, ok := nt.get(name)
+		require.True(t, ok, name)
+		require.Equal(t, id, got, name)
+	}
+	// Names that share words or lengths with stored ones, and absent ones.
+	for _, name := range []string{"", "b", "abcdefgX", "abcdefghX", "Xbcdefghijklmnopq", "abcdefghijklmnopQ",
+		strings.Repeat("x", 98) + "yx", strings.Repeat("x", 101), "seg2000", "seg000", "seg00000"} {
+		_, ok := nt.get(name)
+		require.False(t, ok, "%q", name)
+	}
+	empty := newNameTable(nil)
+	_, ok := empty.get("x")
+	require.False(t, ok)
+}
