@@ -181,14 +181,19 @@ func uvarint(b []byte) (uint64, int) {
 // lanesPer[c] to a 64-bit word. laneLow[c] has the lowest bit of every lane
 // set, laneHigh[c] the highest; an unused lane is all ones, so the largest
 // id a code can hold is laneMax[c].
+// The tables have 8 entries, one per 3-bit lane code, so that indexing
+// them with a code needs no bounds check; codes 5-7 are never used.
 var (
-	laneWidth = [...]uint{10, 12, 16, 21, 32}
-	lanesPer  [len(laneWidth)]int
-	laneLow   [len(laneWidth)]uint64
-	laneHigh  [len(laneWidth)]uint64
-	laneMax   [len(laneWidth)]uint64
-	laneEmpty [len(laneWidth)]uint64 // a word of unused lanes
+	laneWidth = [8]uint{10, 12, 16, 21, 32, 32, 32, 32}
+	lanesPer  [8]int
+	laneLow   [8]uint64
+	laneHigh  [8]uint64
+	laneMax   [8]uint64
+	laneEmpty [8]uint64 // a word of unused lanes
 )
+
+// laneCodes is the number of lane codes in use.
+const laneCodes = 5
 
 func init() {
 	for c, w := range laneWidth {
@@ -209,7 +214,7 @@ func packLanes(ids []uint32) (lo, hi uint64, code int, ok bool) {
 	if len(ids) > 0 {
 		top = uint64(ids[len(ids)-1])
 	}
-	for c, w := range laneWidth {
+	for c, w := range laneWidth[:laneCodes] {
 		if top > laneMax[c] || len(ids) > 2*lanesPer[c] {
 			continue
 		}

@@ -52,17 +52,17 @@ func TestLanes(t *testing.T) {
 			require.Equal(t, set[id], laneMatch(lo, hi, c, pattern, fits), "ids %v code %d id %d", ids, c, id)
 		}
 	}
-	require.Len(t, codesSeen, len(laneWidth), "every lane code exercised")
+	require.Len(t, codesSeen, laneCodes, "every lane code exercised")
 }
 
 // codeFor returns the narrowest lane code whose lanes hold id.
 func codeFor(id uint32) int {
-	for c := range laneWidth {
+	for c := range laneCodes {
 		if uint64(id) <= laneMax[c] {
 			return c
 		}
 	}
-	return len(laneWidth) - 1
+	return laneCodes - 1
 }
 
 func TestOverflowRecordsRoundTrip(t *testing.T) {

@@ -107,8 +107,8 @@ type dirTable struct {
 
 const (
 	dirMinSlots = 64
-	dirMaxLoad  = 0.85 // grow past this share of used slots
-	dirLoad     = 0.7  // load factor right after growing
+	dirMaxLoad  = 0.9  // grow past this share of used slots
+	dirLoad     = 0.82 // load factor right after growing
 	maxSpins    = 64   // reads retried while a writer is mid-update, then the caller falls back to the lock
 )
 

@@ -3,7 +3,7 @@ package personify
 import (
 	"cmp"
 	"slices"
-	"time"
+	"sync/atomic"
 
 	"github.com/personify-go/personify/anonymize"
 )
@@ -40,36 +40,53 @@ func (e *Engine) Pseudonym(id anonymize.Identifier) (anonymize.Pseudonym, error)
 // In takes no lock and allocates nothing: one probe of the directory, one
 // cache miss for most people.
 func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
-	if e.closed.Load() {
-		return false
-	}
-	// The directory probe first: its cache miss overlaps the name lookup.
+	// The whole path is written out here, without calls: a lookup costs a
+	// few dozen instructions besides its cache miss, and every instruction
+	// waiting on the miss delays the next lookup's.
 	t := e.dir.tab.Load()
-	en, ok, stuck := t.read(uint64(p))
-	if !ok || stuck {
-		return (stuck || e.hasAliases.Load()) && e.inLocked(p, segmentName)
+	if uint64(p) <= slotTombstone || e.closed.Load() {
+		return e.inLocked(p, segmentName) // the two reserved pseudonym values; closed
+	}
+	slots := t.slots
+	i := home(uint64(p), len(slots))
+	for {
+		k := atomic.LoadUint64(&slots[i].key)
+		if k == uint64(p) {
+			break
+		}
+		if k == slotEmpty {
+			return e.hasAliases.Load() && e.inLocked(p, segmentName)
+		}
+		if i++; i == len(slots) {
+			i = 0
+		}
+	}
+	s := &slots[i]
+	m := atomic.LoadUint64(&s.meta)
+	lo, hi := atomic.LoadUint64(&s.lo), atomic.LoadUint64(&s.hi)
+	if m&seqOne != 0 || atomic.LoadUint64(&s.meta) != m {
+		return e.inLocked(p, segmentName) // a writer is mid-update
 	}
 	rt := e.rt.Load()
 	id, ok := rt.byName.get(segmentName)
 	if !ok {
 		return false
 	}
-	rs := &rt.segs[id]
-	// Both answers without a branch, so that the next lookup's miss can
-	// start before this one's data arrives: the inline lanes' SWAR test
-	// (exact) and the overflow filter (maybe); then the one that applies.
-	c := en.code()
-	inline := laneMatch(en.lo, en.hi, c, rs.pattern[c], rs.fits[c])
-	maybe := bloom96{uint32(en.lo >> 32), en.hi}.covers(rs.bloom)
+	en := entry{m, lo, hi}
 	if en.overflow() {
-		inline = maybe && viewRecord(t.arena.record(en.ref())).has(id)
+		if !(bloom96{uint32(lo >> 32), hi}).covers(rt.segs[id].bloom) || !viewRecord(t.arena.record(en.ref())).has(id) {
+			return false
+		}
+	} else {
+		c := en.code() & 7
+		if uint64(id) > laneMax[c] || !laneMatch(lo, hi, c, uint64(id)*laneLow[c], ^uint64(0)) {
+			return false
+		}
 	}
-	if !inline {
-		return false
-	}
-	if hasBit(rt.timed, id) {
-		if now := e.now(); now.UnixNano() >= rs.st.live.deadline.Load() {
-			return e.stillHolds(rs.st, en.ord(), now)
+	if rt.anyTimed && hasBit(rt.timed, id) {
+		st := rt.segs[id].st
+		if now := e.now(); now.UnixNano() >= st.live.deadline.Load() {
+			return e.stillHolds(st, en.ord(), now)
 		}
 	}
 	return true
@@ -104,11 +121,11 @@ func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) [
 	if !ok {
 		return dst
 	}
-	ids := idIter{lo: en.lo, hi: en.hi, code: en.code(), n: en.count()}
 	state := en.state()
+	var rec recordView
 	if en.overflow() {
-		r := viewRecord(t.arena.record(en.ref()))
-		state, ids.rec, ids.n = r.state, r.rest, r.n
+		rec = viewRecord(t.arena.record(en.ref()))
+		state = rec.state
 	}
 	bit := uint64(1) << pu.bit
 	var granted uint64 // all ones if the person granted consent for the purpose
@@ -122,50 +139,59 @@ func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) [
 	if pu.optIn && granted == 0 {
 		return dst
 	}
-	var now int64 // read lazily: only segments with retention need the time
-	for ids.n > 0 {
-		id := ids.next()
-		w := id >> 6
-		if w >= uint32(len(pu.plain)) { // defined after this table was published
-			continue
-		}
-		if (pu.plain[w]|pu.sensitive[w]&granted)&rt.big[w].Load()>>(id&63)&1 == 0 {
-			continue
-		}
-		if rt.timed[w]>>(id&63)&1 != 0 {
-			if now == 0 {
-				now = e.now().UnixNano()
+	// Decode the ids into a stack buffer, then one tight loop tests and
+	// appends them (no call per id: each instruction that waits on this
+	// person's entry delays the next lookup's miss).
+	var buf [32]uint32
+	if !en.overflow() {
+		c := en.code()
+		width, per, mask := laneWidth[c], lanesPer[c], uint64(1)<<laneWidth[c]-1
+		word, n := en.lo, en.count()
+		for k := range n {
+			if k == per {
+				word = en.hi
 			}
-			if st := rt.segs[id].st; now >= st.live.deadline.Load() && !e.stillHolds(st, en.ord(), time.Unix(0, now)) {
-				continue
-			}
+			buf[k] = uint32(word & mask)
+			word >>= width
 		}
-		dst = append(dst, rt.names[id])
+		return e.appendServable(dst, rt, pu, buf[:n], granted, en.ord())
+	}
+	cur, b := uint64(0), rec.rest
+	for rec.n > 0 {
+		n := min(rec.n, len(buf))
+		for k := range n {
+			d, size := uvarint(b)
+			b, cur = b[size:], cur+d
+			buf[k] = uint32(cur)
+		}
+		rec.n -= n
+		dst = e.appendServable(dst, rt, pu, buf[:n], granted, en.ord())
 	}
 	return dst
 }
 
-// idIter iterates a person's segment ids, inline or from an overflow
-// record.
-type idIter struct {
-	lo, hi uint64
-	code   int
-	k      int    // inline ids read
-	rec    []byte // overflow record's ids, nil when inline
-	cur    uint64
-	n      int // ids left
-}
-
-func (it *idIter) next() uint32 {
-	it.n--
-	if it.rec == nil {
-		it.k++
-		return laneID(it.lo, it.hi, it.code, it.k-1)
+// appendServable appends the names of the segments in ids that Segments
+// may serve: big enough, of the purpose, consented if sensitive, and, for a
+// segment with a retention, the membership not expired.
+func (e *Engine) appendServable(dst []string, rt *readTable, pu *readPurpose, ids []uint32, granted uint64, ord uint32) []string {
+	serv, servSensitive, names := pu.servable, pu.servableSensitive, rt.names
+	for _, id := range ids {
+		w := id >> 6
+		if w >= uint32(len(serv)) || w >= uint32(len(servSensitive)) { // defined after this table was published
+			continue
+		}
+		if (serv[w].Load()|servSensitive[w].Load()&granted)>>(id&63)&1 == 0 {
+			continue
+		}
+		if pu.timed && rt.timed[w]>>(id&63)&1 != 0 {
+			st := rt.segs[id].st
+			if now := e.now(); now.UnixNano() >= st.live.deadline.Load() && !e.stillHolds(st, ord, now) {
+				continue
+			}
+		}
+		dst = append(dst, names[id])
 	}
-	d, k := uvarint(it.rec)
-	it.rec = it.rec[k:]
-	it.cur += d
-	return uint32(it.cur)
+	return dst
 }
 
 // inLocked is the reference answer for In, straight from the segment sets

