@@ -1,0 +1,87 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/personify-go/personify/anonymize"
+)
+
+var workloadFlag = flag.String("workload", "", `workload: "1M" (default), "10M", or "tiny" (default with -short)`)
+
+var (
+	suiteOnce sync.Once
+	suite     *Suite
+	suiteErr  error
+)
+
+// theSuite returns the process's suite, building the workload once.
+func theSuite(b *testing.B) *Suite {
+	suiteOnce.Do(func() {
+		name := *workloadFlag
+		if name == "" {
+			name = "1M"
+			if testing.Short() {
+				name = "tiny"
+			}
+		}
+		var w *Workload
+		w, suiteErr = Load(name)
+		suite = NewSuite(w)
+	})
+	if suiteErr != nil {
+		b.Fatal(suiteErr)
+	}
+	return suite
+}
+
+func BenchmarkIn(b *testing.B)          { theSuite(b).In(b) }
+func BenchmarkSegments(b *testing.B)    { theSuite(b).Segments(b) }
+func BenchmarkMapUint64(b *testing.B)   { theSuite(b).MapUint64(b) }
+func BenchmarkRoaringLoop(b *testing.B) { theSuite(b).RoaringLoop(b) }
+func BenchmarkRawEmailMap(b *testing.B) { theSuite(b).RawEmailMap(b) }
+func BenchmarkIngest(b *testing.B)      { theSuite(b).Ingest(b) }
+
+func BenchmarkPseudonym(b *testing.B) {
+	s := theSuite(b)
+	b.Run("engine", s.Pseudonym)
+	for _, h := range []struct {
+		name string
+		new  func(anonymize.Key) anonymize.Hasher
+	}{{"siphash", anonymize.SipHash}, {"xxhash", anonymize.XXHash}, {"hmac-sha256", anonymize.HMACSHA256}} {
+		b.Run("hasher="+h.name, s.Hasher(h.new))
+	}
+}
+
+func BenchmarkRedis(b *testing.B) {
+	s := theSuite(b)
+	b.Run("SISMEMBER", s.RedisSIsMember)
+	b.Run("SISMEMBER-pipelined=16", s.RedisPipelined)
+}
+
+// TestMain stops the Redis server the benchmarks may have started.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if suite != nil {
+		suite.Close()
+	}
+	os.Exit(code)
+}
+
+func BenchmarkInParallel(b *testing.B) {
+	s := theSuite(b)
+	b.Run("writer=off", s.InParallel(false))
+	b.Run("writer=on", s.InParallel(true))
+}
+
+func BenchmarkInReaders(b *testing.B) {
+	s := theSuite(b)
+	for _, writer := range []bool{false, true} {
+		for _, readers := range []int{1, 2} {
+			b.Run(fmt.Sprintf("readers=%d/writer=%v", readers, writer), s.InReaders(readers, writer))
+		}
+	}
+}

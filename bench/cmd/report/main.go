@@ -1,0 +1,257 @@
+// Command report runs personify's benchmark suite on one workload, prints
+// the medians and the DESIGN.md targets (met or not), and writes the same as
+// Markdown with a latency chart (SVG) and the raw benchmark lines
+// (benchstat reads them).
+//
+//	go run ./bench/cmd/report                         # 10M x 1000, 5 runs each, writes bench/results
+//	go run ./bench/cmd/report -workload 1M -count 3   # quicker
+//	go run ./bench/cmd/report -workload 1M -check -only 'In|Segments|MapUint64' -out ''
+//
+// -check is the CI gate: it exits 1 when In is slower than 2x the map
+// lookup or Segments slower than 5x it, ratios from the same run.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/bench"
+)
+
+func main() {
+	testing.Init()
+	workload := flag.String("workload", "10M", "workload: 10M, 1M or tiny")
+	count := flag.Int("count", 5, "runs of each benchmark; the report uses the median")
+	benchtime := flag.String("benchtime", "1s", "time (or Nx iterations) per run")
+	out := flag.String("out", defaultOut(), "directory for REPORT.md, latency.svg and bench.txt; empty: write nothing")
+	only := flag.String("only", "", "run only benchmarks whose name matches this regexp")
+	check := flag.Bool("check", false, "exit 1 if In > 2x or Segments > 5x the map lookup (the CI gate)")
+	flag.Parse()
+	if err := flag.Set("test.benchtime", *benchtime); err != nil {
+		fail(err)
+	}
+	var filter *regexp.Regexp
+	if *only != "" {
+		filter = regexp.MustCompile(*only)
+	}
+	if err := run(*workload, *count, *out, filter, *check); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "report:", err)
+	os.Exit(1)
+}
+
+// defaultOut is bench/results from the repository root, results from the
+// bench module.
+func defaultOut() string {
+	if _, err := os.Stat(filepath.Join("bench", "go.mod")); err == nil {
+		return filepath.Join("bench", "results")
+	}
+	return "results"
+}
+
+// result is the median of a benchmark's runs.
+type result struct {
+	name   string
+	nsOp   float64
+	allocs int64
+	extra  map[string]float64
+	runs   []testing.BenchmarkResult
+}
+
+func run(name string, count int, out string, filter *regexp.Regexp, check bool) error {
+	start := time.Now()
+	fmt.Printf("workload %s: generating... ", name)
+	w, err := bench.Load(name)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%d people, %d segments, %d memberships (%.0fs)\n", w.People, w.Segments, w.Memberships(), time.Since(start).Seconds())
+	s := bench.NewSuite(w)
+	defer s.Close()
+
+	mem := buildAll(s, filter)
+	results := map[string]*result{}
+	var raw strings.Builder
+	for _, bm := range benchmarks(s) {
+		if filter != nil && !filter.MatchString(bm.name) {
+			continue
+		}
+		r := &result{name: bm.name, extra: map[string]float64{}}
+		for range count {
+			br := testing.Benchmark(bm.fn)
+			if br.N == 0 { // skipped (no redis-server) or failed
+				break
+			}
+			r.runs = append(r.runs, br)
+			fmt.Fprintf(&raw, "Benchmark%s-%d\t%s\n", bm.name, runtime.GOMAXPROCS(0), br.String()+"\t"+br.MemString())
+		}
+		if len(r.runs) == 0 {
+			fmt.Printf("%-40s skipped\n", bm.name)
+			continue
+		}
+		r.summarize()
+		results[bm.name] = r
+		fmt.Printf("%-40s %12s  %d allocs/op%s\n", bm.name, formatNs(r.nsOp), r.allocs, r.extraString())
+	}
+	ts := targets(w, mem, results)
+	fmt.Println()
+	printTargets(os.Stdout, ts)
+	if out != "" {
+		if err := write(out, w, count, mem, results, ts, raw.String()); err != nil {
+			return err
+		}
+		fmt.Printf("\nwrote %s (%.0fs in all)\n", out, time.Since(start).Seconds())
+	}
+	if check {
+		return gate(results)
+	}
+	return nil
+}
+
+// summarize takes the median of each measure over the runs.
+func (r *result) summarize() {
+	ns := make([]float64, len(r.runs))
+	allocs := make([]float64, len(r.runs))
+	for i, br := range r.runs {
+		ns[i] = float64(br.T.Nanoseconds()) / float64(br.N)
+		allocs[i] = float64(br.AllocsPerOp())
+	}
+	r.nsOp, r.allocs = median(ns), int64(median(allocs))
+	for k := range r.runs[0].Extra {
+		vals := make([]float64, len(r.runs))
+		for i, br := range r.runs {
+			vals[i] = br.Extra[k]
+		}
+		r.extra[k] = median(vals)
+	}
+}
+
+func (r *result) extraString() string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(r.extra)) {
+		fmt.Fprintf(&b, "  %.3g %s", r.extra[k], k)
+	}
+	return b.String()
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+type benchmark struct {
+	name string
+	fn   func(*testing.B)
+}
+
+// benchmarks lists the suite, named as `go test -bench` names them.
+func benchmarks(s *bench.Suite) []benchmark {
+	return []benchmark{
+		{"In", s.In},
+		{"Segments", s.Segments},
+		{"MapUint64", s.MapUint64},
+		{"RawEmailMap", s.RawEmailMap},
+		{"RoaringLoop", s.RoaringLoop},
+		{"Redis/SISMEMBER", s.RedisSIsMember},
+		{"Redis/SISMEMBER-pipelined=16", s.RedisPipelined},
+		{"Pseudonym/engine", s.Pseudonym},
+		{"Pseudonym/hasher=siphash", s.Hasher(anonymize.SipHash)},
+		{"Pseudonym/hasher=xxhash", s.Hasher(anonymize.XXHash)},
+		{"Pseudonym/hasher=hmac-sha256", s.Hasher(anonymize.HMACSHA256)},
+		{"InParallel/writer=off", s.InParallel(false)},
+		{"InParallel/writer=on", s.InParallel(true)},
+		{"InReaders/readers=1/writer=true", s.InReaders(1, true)},
+		{"InReaders/readers=2/writer=true", s.InReaders(2, true)},
+		{"Ingest", s.Ingest},
+	}
+}
+
+// memory is what building each component cost.
+type memory struct {
+	engineHeap, engineStats, mapHeap, emailHeap, roaringHeap uint64
+	redis                                                    int64
+	engineBuild                                              time.Duration
+}
+
+// buildAll builds the components the selected benchmarks need, one at a
+// time, measuring each one's live heap.
+func buildAll(s *bench.Suite, filter *regexp.Regexp) memory {
+	var m memory
+	want := func(name string) bool { return filter == nil || filter.MatchString(name) }
+	fmt.Print("building: engine")
+	e, err := s.Engine()
+	if err != nil {
+		fail(err)
+	}
+	m.engineHeap, m.engineStats, m.engineBuild = e.HeapBytes, e.Value.Stats().MemoryBytes, e.Took
+	if want("MapUint64") {
+		fmt.Print(", map")
+		m.mapHeap = s.MapBaseline().HeapBytes
+	}
+	if want("RawEmailMap") {
+		fmt.Print(", raw email map")
+		m.emailHeap = s.EmailBaseline().HeapBytes
+	}
+	if want("RoaringLoop") {
+		fmt.Print(", roaring of hashed IDs")
+		m.roaringHeap = s.RoaringBaseline().HeapBytes
+	}
+	if want("Redis") {
+		fmt.Print(", redis")
+		if r, err := s.Redis(); err == nil {
+			m.redis = r.UsedMemory
+		} else {
+			fmt.Printf(" (skipped: %v)", err)
+		}
+	}
+	fmt.Println()
+	return m
+}
+
+func formatNs(ns float64) string {
+	switch {
+	case ns >= 1e6:
+		return fmt.Sprintf("%.3g ms", ns/1e6)
+	case ns >= 1e3:
+		return fmt.Sprintf("%.3g us", ns/1e3)
+	}
+	return fmt.Sprintf("%.3g ns", ns)
+}
+
+// gate is the CI check: ratios from this run, never absolute times.
+func gate(results map[string]*result) error {
+	m, in, seg := results["MapUint64"], results["In"], results["Segments"]
+	if m == nil || in == nil || seg == nil {
+		return fmt.Errorf("-check needs In, Segments and MapUint64")
+	}
+	var failed []string
+	if r := in.nsOp / m.nsOp; r > 2 {
+		failed = append(failed, fmt.Sprintf("In is %.2fx the map lookup (gate: 2x)", r))
+	}
+	if r := seg.nsOp / m.nsOp; r > 5 {
+		failed = append(failed, fmt.Sprintf("Segments is %.2fx the map lookup (gate: 5x)", r))
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("ratio gate failed: %s", strings.Join(failed, "; "))
+	}
+	fmt.Printf("ratio gate passed: In %.2fx, Segments %.2fx the map lookup\n", in.nsOp/m.nsOp, seg.nsOp/m.nsOp)
+	return nil
+}

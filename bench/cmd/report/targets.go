@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/personify-go/personify/bench"
+)
+
+// target is one DESIGN.md performance target and what this run measured.
+type target struct {
+	path, want, measured string
+	met                  bool
+	known                bool // false: a benchmark it needs did not run
+}
+
+// targets evaluates DESIGN.md's table on this run. Ratios compare
+// benchmarks of the same run.
+func targets(w *bench.Workload, m memory, r map[string]*result) []target {
+	ns := func(name string) float64 {
+		if x := r[name]; x != nil {
+			return x.nsOp
+		}
+		return math.NaN()
+	}
+	allocs := func(name string) int64 {
+		if x := r[name]; x != nil {
+			return x.allocs
+		}
+		return -1
+	}
+	has := func(names ...string) bool {
+		for _, n := range names {
+			if r[n] == nil {
+				return false
+			}
+		}
+		return true
+	}
+	memberships := float64(w.Memberships())
+	var ts []target
+	add := func(t target) { ts = append(ts, t) }
+
+	in, seg, mp := ns("In"), ns("Segments"), ns("MapUint64")
+	add(target{"In(p, seg)", "<= 1.5x map lookup, 0 allocs",
+		fmt.Sprintf("%.2fx (%s vs %s), %d allocs", in/mp, formatNs(in), formatNs(mp), allocs("In")),
+		in/mp <= 1.5 && allocs("In") == 0, has("In", "MapUint64")})
+	loop := ns("RoaringLoop")
+	add(target{"Segments(dst, p, purpose), 1,000 segments", "<= 3x map lookup; >= 500x faster than looping roaring.Contains; 0 allocs",
+		fmt.Sprintf("%.2fx map (%s); %.0fx faster than the loop (%s); %d allocs", seg/mp, formatNs(seg), loop/seg, formatNs(loop), allocs("Segments")),
+		seg/mp <= 3 && loop/seg >= 500 && allocs("Segments") == 0, has("Segments", "MapUint64", "RoaringLoop")})
+	ps := ns("Pseudonym/engine")
+	add(target{"Pseudonym(Email), default hasher", "<= 60 ns including normalization, 0 allocs",
+		fmt.Sprintf("%s, %d allocs", formatNs(ps), allocs("Pseudonym/engine")), ps <= 60 && allocs("Pseudonym/engine") == 0,
+		has("Pseudonym/engine")})
+	perM := float64(m.engineHeap) / memberships
+	add(target{"memory, whole engine", "<= 6 bytes per membership (raw email map > 100)",
+		fmt.Sprintf("%.2f B/membership (live heap; Stats says %.2f); raw email map %.1f", perM,
+			float64(m.engineStats)/memberships, float64(m.emailHeap)/memberships), perM <= 6, m.engineHeap > 0})
+	if x := r["Ingest"]; x != nil {
+		rate := x.extra["memberships/s"]
+		add(target{"bulk ingest (AddPseudonyms, any order), one core", ">= 10M memberships/s",
+			fmt.Sprintf("%.1fM memberships/s", rate/1e6), rate >= 10e6, true})
+	} else {
+		add(target{path: "bulk ingest (AddPseudonyms, any order), one core", want: ">= 10M memberships/s"})
+	}
+	add(target{path: "snapshot write / open", want: ">= 1 GB/s; open does not re-insert value by value",
+		measured: "measured with the durable engine (Open), not in this suite"})
+	one, two := ns("InReaders/readers=1/writer=true"), ns("InReaders/readers=2/writer=true")
+	add(target{"concurrent readers", "2 readers >= 1.8x one, with a writer adding 100K memberships/s",
+		fmt.Sprintf("%.2fx (%s and %s per lookup, wall time)", one/two, formatNs(one), formatNs(two)), one/two >= 1.8,
+		has("InReaders/readers=1/writer=true", "InReaders/readers=2/writer=true")})
+	single, piped := ns("Redis/SISMEMBER"), ns("Redis/SISMEMBER-pipelined=16")
+	redisMem := float64(m.redis) / memberships
+	add(target{"against Redis SISMEMBER (loopback)", ">= 500x one connection, >= 20x pipelined, <= 1/10 of its memory",
+		fmt.Sprintf("%.0fx one connection (%s), %.0fx pipelined (%s), memory %.2f vs %.1f B/membership (1/%.0f)",
+			single/in, formatNs(single), piped/in, formatNs(piped), perM, redisMem, redisMem/perM),
+		single/in >= 500 && piped/in >= 20 && redisMem/perM >= 10, has("In", "Redis/SISMEMBER", "Redis/SISMEMBER-pipelined=16") && m.redis > 0})
+	return ts
+}
+
+func (t target) status() string {
+	switch {
+	case !t.known:
+		return "not measured"
+	case t.met:
+		return "met"
+	}
+	return "NOT MET"
+}
+
+func printTargets(w io.Writer, ts []target) {
+	fmt.Fprintln(w, "DESIGN.md targets:")
+	for _, t := range ts {
+		fmt.Fprintf(w, "  %-13s %s: %s\n                target %s\n", "["+t.status()+"]", t.path, t.measured, t.want)
+	}
+}
