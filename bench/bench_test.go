@@ -45,6 +45,16 @@ func BenchmarkRoaringLoop(b *testing.B) { theSuite(b).RoaringLoop(b) }
 func BenchmarkRawEmailMap(b *testing.B) { theSuite(b).RawEmailMap(b) }
 func BenchmarkIngest(b *testing.B)      { theSuite(b).Ingest(b) }
 
+func BenchmarkWriteSnapshot(b *testing.B) { theSuite(b).WriteSnapshot(b) }
+func BenchmarkOpen(b *testing.B)          { theSuite(b).Open(b) }
+
+func BenchmarkDurableAdd(b *testing.B) {
+	s := theSuite(b)
+	for _, w := range []int{1, 8} {
+		b.Run(fmt.Sprintf("writers=%d", w), s.DurableAdd(w))
+	}
+}
+
 func BenchmarkPseudonym(b *testing.B) {
 	s := theSuite(b)
 	b.Run("engine", s.Pseudonym)

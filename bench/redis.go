@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/personify-go/personify/bench/internal/redisbench"
@@ -28,6 +29,9 @@ func (s *Suite) Redis() (*RedisBaseline, error) {
 
 // Close stops what the suite started (the Redis server).
 func (s *Suite) Close() error {
+	if s.snapDir != "" {
+		os.RemoveAll(s.snapDir)
+	}
 	if s.redis != nil {
 		s.redis.Conn.Close()
 		return s.redis.Server.Close()

@@ -29,6 +29,11 @@ type Suite struct {
 	redis                      *RedisBaseline
 	redisErr                   error
 	redisKeys, redisMembers    [][]byte
+
+	snapOnce sync.Once
+	snapDir  string
+	snapSize int64
+	snapErr  error
 }
 
 // NewSuite returns a suite over w.

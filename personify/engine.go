@@ -78,8 +78,13 @@ type Engine struct {
 	dir        *directory // lock-free lookups; changed under mu
 	rt         atomic.Pointer[readTable]
 	states     atomic.Pointer[[]privState]
-	hasAliases atomic.Bool   // whether lookups may need the alias map
-	closed     atomic.Bool   // set by Close
+	hasAliases atomic.Bool                             // whether lookups may need the alias map
+	closed     atomic.Bool                             // set by Close
+	gen        atomic.Uint64                           // odd while closed or while a snapshot is being installed
+	store      *store                                  // nil in memory
+	keys       map[anonymize.Fingerprint]anonymize.Key // every key given in Options
+	hasher     func(anonymize.Key) anonymize.Hasher
+	replaying  bool          // Open is replaying the log: no audit events
 	forgets    atomic.Uint64 // counts erasures, for Audience iterators
 
 	mu            sync.RWMutex // guards the state below; writers hold it briefly
@@ -132,6 +137,8 @@ func New(opts Options) (*Engine, error) {
 		aliases:       map[anonymize.Pseudonym]alias{},
 		doNotReAdd:    map[anonymize.Pseudonym]anonymize.Fingerprint{},
 		suppressedAll: segment.New(),
+		keys:          map[anonymize.Fingerprint]anonymize.Key{opts.Key.Fingerprint(): opts.Key},
+		hasher:        opts.Hasher,
 	}
 	if e.k == 0 {
 		e.k = DefaultK
@@ -148,6 +155,10 @@ func New(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("personify: Options.ReceiptKey has %d bytes, want an ed25519.PrivateKey of %d", len(e.receiptKey), ed25519.PrivateKeySize)
 	}
 	for _, pk := range opts.PreviousKeys {
+		if pk.Key.IsZero() {
+			return nil, fmt.Errorf("personify: Options.PreviousKeys: a key is zero or destroyed")
+		}
+		e.keys[pk.Key.Fingerprint()] = pk.Key
 		if err := e.ring.Add(pk.Key, pk.Until); err != nil {
 			return nil, fmt.Errorf("personify: Options.PreviousKeys: %w", err)
 		}
@@ -160,10 +171,27 @@ func New(opts Options) (*Engine, error) {
 }
 
 // Close releases the engine. Afterwards every method returns ErrClosed or
-// reports nothing.
+// reports nothing. A durable engine stops its maintenance, finishes the
+// write in flight and releases its directory; every write acknowledged
+// before is on disk. Closing twice is not an error.
 func (e *Engine) Close() error {
-	e.closed.Store(true)
+	e.mu.Lock()
+	if e.closed.Swap(true) {
+		e.mu.Unlock()
+		return nil
+	}
+	e.gen.Add(1) // odd for good: lookups take the locked path, which answers nothing
+	e.mu.Unlock()
+	if e.store != nil {
+		return e.store.close()
+	}
 	return nil
+}
+
+// hasKey reports whether the engine was given the key with fingerprint fp.
+func (e *Engine) hasKey(fp anonymize.Fingerprint) bool {
+	_, ok := e.keys[fp]
+	return ok
 }
 
 // ReceiptPublicKey returns the public key that verifies this engine's
@@ -191,6 +219,9 @@ func (e *Engine) lock() error {
 // event writes one audit event. Attributes hold pseudonyms, names and
 // counts, never identifiers.
 func (e *Engine) event(name string, attrs ...slog.Attr) {
+	if e.replaying {
+		return
+	}
 	e.audit.LogAttrs(context.Background(), slog.LevelInfo, "personify."+name, attrs...)
 }
 

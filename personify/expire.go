@@ -17,10 +17,16 @@ import (
 // that not even a pseudonym outlives the data. Memberships that have
 // expired are never served, even before Expire drops them.
 func (e *Engine) Expire(now time.Time) (int, error) {
+	res, err := e.commit(&op{kind: opExpire, at: now})
+	return res.n, err
+}
+
+func (e *Engine) applyExpire(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return 0, err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
+	now := o.at
 	dropped := 0
 	removed := map[uint32]*segment.Set{}
 	for _, st := range e.segs {
@@ -63,7 +69,7 @@ func (e *Engine) Expire(now time.Time) (int, error) {
 		attrs = append(attrs, slog.Int("shredded", shredded))
 	}
 	e.event("expire", attrs...)
-	return dropped, nil
+	return opResult{n: dropped}, nil
 }
 
 // releaseEmptyLocked erases the directory entries of people who are in no
@@ -92,18 +98,26 @@ func (e *Engine) RotateKey(next anonymize.Key, grace time.Duration) error {
 	if next.IsZero() {
 		return fmt.Errorf("personify: RotateKey: the new key is zero or destroyed")
 	}
+	_, err := e.commit(&op{kind: opRotateKey, at: e.now(), key: next.Fingerprint(), grace: grace, next: next})
+	return err
+}
+
+func (e *Engine) applyRotateKey(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
-	old := e.ring.Current()
-	if err := e.ring.Rotate(next, e.now(), grace); err != nil {
-		return fmt.Errorf("personify: RotateKey: %w", err)
+	if o.next.IsZero() {
+		return opResult{}, fmt.Errorf("personify: RotateKey to key %s: the key is not available (pass it in Options.Key or Options.PreviousKeys)", o.key)
 	}
-	e.keyGenSet(next.Fingerprint())
-	e.event("rotate_key", slog.String("from_key", old.String()), slog.String("to_key", next.Fingerprint().String()),
-		slog.Duration("grace", grace))
-	return nil
+	old := e.ring.Current()
+	if err := e.ring.Rotate(o.next, o.at, o.grace); err != nil {
+		return opResult{}, fmt.Errorf("personify: RotateKey: %w", err)
+	}
+	e.keyGenSet(o.key)
+	e.event("rotate_key", slog.String("from_key", old.String()), slog.String("to_key", o.key.String()),
+		slog.Duration("grace", o.grace))
+	return opResult{}, nil
 }
 
 // Stats describes an engine's contents and memory.

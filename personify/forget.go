@@ -47,6 +47,10 @@ type Receipt struct {
 	DurableAt time.Time `json:"durable_at"`
 	PurgeBy   time.Time `json:"purge_by"`
 	Signature []byte    `json:"signature"`
+	// Seq locates the erasure in a durable engine's log, for Engine.Purged;
+	// zero in memory. It is a locator, not a claim: the signature does not
+	// cover it.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // ErasedSegment is a segment the erased person was removed from.
@@ -73,47 +77,63 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 	}
 	var rid [16]byte
 	_, _ = rand.Read(rid[:])
-	if err := e.lock(); err != nil {
+	res, err := e.commit(&op{kind: opForget, at: e.now(), flag: opts.DoNotReAdd, people: [][]anonymize.KeyedPseudonym{kps}, receipt: hex.EncodeToString(rid[:])})
+	if err != nil {
 		return Receipt{}, err
 	}
-	defer e.mu.Unlock()
 	r := Receipt{ID: hex.EncodeToString(rid[:]), RequestID: opts.RequestID, Pseudonyms: kps,
-		Segments: []ErasedSegment{}, DoNotReAdd: opts.DoNotReAdd, Key: e.ring.Current()}
+		Segments: []ErasedSegment{}, DoNotReAdd: opts.DoNotReAdd, Key: e.ring.Current(), Seq: res.seq,
+		Consents: res.erased.consents, Suppressions: res.erased.suppressions}
 	counts := map[string]int{}
+	for _, s := range res.erased.segments {
+		counts[s]++
+	}
+	for name, n := range counts {
+		r.Segments = append(r.Segments, ErasedSegment{Name: name, Memberships: n})
+	}
+	slices.SortFunc(r.Segments, func(a, b ErasedSegment) int { return strings.Compare(a.Name, b.Name) })
+	r.ErasedAt = e.now().UTC()
+	r.DurableAt, r.PurgeBy = r.ErasedAt, r.ErasedAt
+	if e.store != nil {
+		r.PurgeBy = r.DurableAt.Add(e.store.purgeWithin)
+		e.store.schedulePurge()
+	}
+	r.Signature = ed25519.Sign(e.receiptKey, r.SignedMessage())
+	return r, nil
+}
+
+func (e *Engine) applyForget(o *op) (opResult, error) {
+	if err := e.lock(); err != nil {
+		return opResult{}, err
+	}
+	defer e.mu.Unlock()
+	var out erased
+	kps := o.person()
 	for _, kp := range kps {
 		ord, p, ok := e.resolveLocked(kp.Pseudonym)
 		if !ok {
 			continue
 		}
 		gone := e.dropPersonLocked(p, ord)
-		for _, s := range gone.segments {
-			counts[s]++
-		}
-		r.Consents += gone.consents
-		r.Suppressions += gone.suppressions
+		out.segments = append(out.segments, gone.segments...)
+		out.consents += gone.consents
+		out.suppressions += gone.suppressions
 	}
 	for _, kp := range kps {
-		if opts.DoNotReAdd {
+		if o.flag {
 			e.doNotReAdd[kp.Pseudonym] = kp.Key
 		} else {
 			delete(e.doNotReAdd, kp.Pseudonym)
 		}
 	}
-	for name, n := range counts {
-		r.Segments = append(r.Segments, ErasedSegment{Name: name, Memberships: n})
-	}
 	e.maybeCompactLocked()
-	slices.SortFunc(r.Segments, func(a, b ErasedSegment) int { return strings.Compare(a.Name, b.Name) })
-	r.ErasedAt = e.now().UTC()
-	r.DurableAt, r.PurgeBy = r.ErasedAt, r.ErasedAt
-	r.Signature = ed25519.Sign(e.receiptKey, r.SignedMessage())
-	attrs := []slog.Attr{slog.String("receipt", r.ID), slog.Int("segments", len(r.Segments)),
-		slog.Int("consents", r.Consents), slog.Int("suppressions", r.Suppressions), slog.Bool("do_not_re_add", opts.DoNotReAdd)}
+	attrs := []slog.Attr{slog.String("receipt", o.receipt), slog.Int("segments", len(out.segments)),
+		slog.Int("consents", out.consents), slog.Int("suppressions", out.suppressions), slog.Bool("do_not_re_add", o.flag)}
 	for _, kp := range kps {
 		attrs = append(attrs, pseudonymAttr(kp.Pseudonym))
 	}
 	e.event("forget", attrs...)
-	return r, nil
+	return opResult{erased: out}, nil
 }
 
 // SignedMessage returns the bytes the signature covers: a canonical text

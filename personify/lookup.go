@@ -43,9 +43,10 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 	// The whole path is written out here, without calls: a lookup costs a
 	// few dozen instructions besides its cache miss, and every instruction
 	// waiting on the miss delays the next lookup's.
+	g := e.gen.Load() // odd while closed or loading a snapshot
 	t := e.dir.tab.Load()
-	if uint64(p) <= slotTombstone || e.closed.Load() {
-		return e.inLocked(p, segmentName) // the two reserved pseudonym values; closed
+	if uint64(p) <= slotTombstone || g&1 != 0 {
+		return e.inLocked(p, segmentName) // the two reserved pseudonym values; closed; loading
 	}
 	slots := t.slots
 	i := home(uint64(p), len(slots))
@@ -55,7 +56,10 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 			break
 		}
 		if k == slotEmpty {
-			return e.hasAliases.Load() && e.inLocked(p, segmentName)
+			if e.hasAliases.Load() || e.gen.Load() != g {
+				return e.inLocked(p, segmentName)
+			}
+			return false
 		}
 		if i++; i == len(slots) {
 			i = 0
@@ -69,27 +73,25 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 	}
 	rt := e.rt.Load()
 	id, ok := rt.byName.get(segmentName)
-	if !ok {
-		return false
-	}
 	en := entry{m, lo, hi}
-	if en.overflow() {
-		if !(bloom96{uint32(lo >> 32), hi}).covers(rt.segs[id].bloom) || !viewRecord(t.arena.record(en.ref())).has(id) {
-			return false
-		}
-	} else {
+	switch {
+	case !ok:
+	case en.overflow():
+		ok = (bloom96{uint32(lo >> 32), hi}).covers(rt.segs[id].bloom) && viewRecord(t.arena.record(en.ref())).has(id)
+	default:
 		c := en.code() & 7
-		if uint64(id) > laneMax[c] || !laneMatch(lo, hi, c, uint64(id)*laneLow[c], ^uint64(0)) {
-			return false
-		}
+		ok = uint64(id) <= laneMax[c] && laneMatch(lo, hi, c, uint64(id)*laneLow[c], ^uint64(0))
 	}
-	if rt.anyTimed && hasBit(rt.timed, id) {
+	if ok && rt.anyTimed && hasBit(rt.timed, id) {
 		st := rt.segs[id].st
 		if now := e.now(); now.UnixNano() >= st.live.deadline.Load() {
-			return e.stillHolds(st, en.ord(), now)
+			ok = e.stillHolds(st, en.ord(), now)
 		}
 	}
-	return true
+	if e.gen.Load() != g { // a snapshot was loaded meanwhile: t and rt may not match
+		return e.inLocked(p, segmentName)
+	}
+	return ok
 }
 
 // Segments appends to dst the names, in order of segment definition, of
@@ -105,9 +107,19 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 // of the directory (one cache miss for most people) and, per segment of the
 // person, a few bit tests against the (cached) segment table.
 func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) []string {
-	if e.closed.Load() {
-		return dst
+	g := e.gen.Load() // odd while closed or loading a snapshot
+	if g&1 != 0 {
+		return e.segmentsLocked(dst, p, purpose)
 	}
+	n0 := len(dst)
+	dst = e.segmentsFast(dst, p, purpose)
+	if e.gen.Load() != g { // a snapshot was loaded meanwhile: start again under the lock
+		return e.segmentsLocked(dst[:n0], p, purpose)
+	}
+	return dst
+}
+
+func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose string) []string {
 	t := e.dir.tab.Load()
 	en, ok, stuck := t.read(uint64(p))
 	if !ok || stuck {

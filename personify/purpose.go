@@ -63,22 +63,38 @@ func (e *Engine) DefinePurpose(p Purpose) error {
 	if p.Model != OptIn && p.Model != OptOut {
 		return fmt.Errorf("%w: purpose %q: Model must be personify.OptIn or personify.OptOut", ErrInvalidDefinition, p.Name)
 	}
+	if len(p.Description) > maxDescriptionLen {
+		return fmt.Errorf("%w: purpose %q: Description has %d bytes, at most %d", ErrInvalidDefinition, p.Name, len(p.Description), maxDescriptionLen)
+	}
+	_, err := e.commit(&op{kind: opDefinePurpose, at: e.now(), purpose: p})
+	return err
+}
+
+func (e *Engine) applyDefinePurpose(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
+	if err := e.checkDefinePurposeLocked(o); err != nil {
+		return opResult{}, err
+	}
+	p := o.purpose
 	if ps, ok := e.purposes[p.Name]; ok {
 		ps.Purpose = p
 	} else {
-		if len(e.purposeByBit) == MaxPurposes {
-			return fmt.Errorf("%w: an engine holds at most %d", ErrTooManyPurposes, MaxPurposes)
-		}
 		ps := &purposeState{Purpose: p, bit: uint8(len(e.purposeByBit)), granted: segment.New(), denied: segment.New(), suppressed: segment.New()}
 		e.purposes[p.Name] = ps
 		e.purposeByBit = append(e.purposeByBit, ps)
 	}
 	e.publishLocked()
 	e.event("define_purpose", slog.String("purpose", p.Name), slog.String("model", p.Model.String()))
+	return opResult{}, nil
+}
+
+func (e *Engine) checkDefinePurposeLocked(o *op) error {
+	if _, ok := e.purposes[o.purpose.Name]; !ok && len(e.purposeByBit) == MaxPurposes {
+		return fmt.Errorf("%w: an engine holds at most %d", ErrTooManyPurposes, MaxPurposes)
+	}
 	return nil
 }
 
@@ -114,14 +130,24 @@ func (e *Engine) SetConsent(id anonymize.Identifier, purpose string, granted boo
 	if err != nil {
 		return err
 	}
+	_, err = e.commit(&op{kind: opConsent, at: e.now(), name: purpose, flag: granted, people: [][]anonymize.KeyedPseudonym{kps}})
+	return err
+}
+
+func (e *Engine) applyConsent(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
-	ps, err := e.purposeLocked(purpose)
+	ps, err := e.purposeLocked(o.name)
 	if err != nil {
-		return err
+		return opResult{}, err
 	}
+	kps := o.person()
+	if len(kps) == 0 {
+		return opResult{}, nil
+	}
+	granted := o.flag
 	ord, p := e.resolveForWrite(kps)
 	bit := uint64(1) << ps.bit
 	if granted {
@@ -140,8 +166,8 @@ func (e *Engine) SetConsent(id anonymize.Identifier, purpose string, granted boo
 		}
 	})
 	e.maybeCompactLocked()
-	e.event("consent", pseudonymAttr(p), slog.String("purpose", purpose), slog.Bool("granted", granted))
-	return nil
+	e.event("consent", pseudonymAttr(p), slog.String("purpose", o.name), slog.Bool("granted", granted))
+	return opResult{}, nil
 }
 
 // consentState describes a person's consent for a purpose.

@@ -91,13 +91,25 @@ func (e *Engine) Define(s Segment) error {
 	if s.Retention < 0 || s.MinSize < 0 {
 		return fmt.Errorf("%w: segment %q: Retention and MinSize cannot be negative", ErrInvalidDefinition, s.Name)
 	}
+	if len(s.Description) > maxDescriptionLen {
+		return fmt.Errorf("%w: segment %q: Description has %d bytes, at most %d", ErrInvalidDefinition, s.Name, len(s.Description), maxDescriptionLen)
+	}
+	_, err := e.commit(&op{kind: opDefine, at: e.now(), seg: s})
+	return err
+}
+
+// maxDescriptionLen bounds the description of a segment or purpose.
+const maxDescriptionLen = 64 << 10
+
+func (e *Engine) applyDefine(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
+	s := o.seg
 	ps, err := e.purposeLocked(s.Purpose)
 	if err != nil {
-		return fmt.Errorf("segment %q: %w", s.Name, err)
+		return opResult{}, fmt.Errorf("segment %q: %w", s.Name, err)
 	}
 	st, redefined := e.segs[s.Name]
 	if !redefined {
@@ -105,7 +117,7 @@ func (e *Engine) Define(s Segment) error {
 		e.nextSegID++
 		e.segs[s.Name] = st
 	}
-	st.retime(s.Retention, e.now())
+	st.retime(s.Retention, o.at)
 	if old := st.purpose; old != ps {
 		if old != nil {
 			old.segments = slices.DeleteFunc(old.segments, func(x *segState) bool { return x == st })
@@ -119,7 +131,7 @@ func (e *Engine) Define(s Segment) error {
 	e.event("define", slog.String("segment", s.Name), slog.String("purpose", s.Purpose),
 		slog.Duration("retention", s.Retention), slog.Int("min_size", s.MinSize),
 		slog.Bool("sensitive", s.Sensitive), slog.Bool("redefined", redefined))
-	return nil
+	return opResult{}, nil
 }
 
 // retime moves the members to the storage that a retention needs.
@@ -142,20 +154,25 @@ func (st *segState) retime(retention time.Duration, now time.Time) {
 
 // Drop removes a segment and all its memberships.
 func (e *Engine) Drop(name string) error {
+	_, err := e.commit(&op{kind: opDrop, at: e.now(), name: name})
+	return err
+}
+
+func (e *Engine) applyDrop(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
-	st, err := e.segmentLocked(name)
+	st, err := e.segmentLocked(o.name)
 	if err != nil {
-		return err
+		return opResult{}, err
 	}
 	n := st.len()
-	delete(e.segs, name)
+	delete(e.segs, o.name)
 	st.purpose.segments = slices.DeleteFunc(st.purpose.segments, func(x *segState) bool { return x == st })
 	e.publishLocked() // records keep the dropped id until compaction; lookups skip it
-	e.event("drop", slog.String("segment", name), slog.Int("memberships", n))
-	return nil
+	e.event("drop", slog.String("segment", o.name), slog.Int("memberships", n))
+	return opResult{n: n}, nil
 }
 
 // Definitions returns the defined segments, by name.

@@ -28,17 +28,23 @@ func (e *Engine) setSuppressed(id anonymize.Identifier, on bool, purposes []stri
 	if err != nil {
 		return err
 	}
+	_, err = e.commit(&op{kind: opSuppress, at: e.now(), flag: on, names: purposes, people: [][]anonymize.KeyedPseudonym{kps}})
+	return err
+}
+
+func (e *Engine) applySuppress(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
+	on, purposes, kps := o.flag, o.names, o.person()
 	var ok bool
 	lists := make([]*segment.Set, 0, max(1, len(purposes)))
 	var bits uint64
 	for _, name := range purposes {
 		ps, err := e.purposeLocked(name)
 		if err != nil {
-			return err
+			return opResult{}, err
 		}
 		lists = append(lists, ps.suppressed)
 		bits |= 1 << ps.bit
@@ -46,12 +52,15 @@ func (e *Engine) setSuppressed(id anonymize.Identifier, on bool, purposes []stri
 	if len(purposes) == 0 {
 		lists = append(lists, e.suppressedAll)
 	}
+	if len(kps) == 0 {
+		return opResult{}, nil
+	}
 	var ord uint32
 	var p anonymize.Pseudonym
 	if on {
 		ord, p = e.resolveForWrite(kps)
 	} else if ord, p, ok = e.findLocked(kps); !ok {
-		return nil // never stored: nothing to lift
+		return opResult{}, nil // never stored: nothing to lift
 	}
 	for _, l := range lists {
 		if on {
@@ -76,5 +85,5 @@ func (e *Engine) setSuppressed(id anonymize.Identifier, on bool, purposes []stri
 		scope = strings.Join(purposes, ",")
 	}
 	e.event(map[bool]string{true: "suppress", false: "unsuppress"}[on], pseudonymAttr(p), slog.String("purposes", scope))
-	return nil
+	return opResult{}, nil
 }

@@ -1,8 +1,10 @@
 package personify
 
 import (
+	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 	"unsafe"
 
 	"github.com/personify-go/personify/anonymize"
@@ -22,30 +24,37 @@ func (e *Engine) Add(segmentName string, ids ...anonymize.Identifier) error {
 	if err != nil {
 		return err
 	}
+	_, err = e.commit(&op{kind: opAdd, at: e.now(), name: segmentName, people: kps})
+	return err
+}
+
+func (e *Engine) applyAdd(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
-	st, err := e.segmentLocked(segmentName)
+	st, err := e.segmentLocked(o.name)
 	if err != nil {
-		return err
+		return opResult{}, err
 	}
-	now := e.now()
 	added, skipped := 0, 0
-	for _, kp := range kps {
+	for _, kp := range o.people {
+		if len(kp) == 0 {
+			continue
+		}
 		if _, ok := e.doNotReAdd[kp[0].Pseudonym]; ok {
 			skipped++
 			continue
 		}
 		ord, p := e.resolveForWrite(kp)
-		st.add(ord, now)
+		st.add(ord, o.at)
 		e.addIDLocked(p, st.id)
 		added++
 	}
 	e.refreshLocked(st)
 	e.maybeCompactLocked()
-	e.event("add", slog.String("segment", segmentName), slog.Int("count", added), slog.Int("skipped_do_not_re_add", skipped))
-	return nil
+	e.event("add", slog.String("segment", o.name), slog.Int("count", added), slog.Int("skipped_do_not_re_add", skipped))
+	return opResult{n: added}, nil
 }
 
 // pseudonymizeAll computes every keyed pseudonym of every identifier, before
@@ -70,22 +79,31 @@ func (e *Engine) pseudonymizeAll(ids []anonymize.Identifier) ([][]anonymize.Keye
 // added again are skipped. Large batches are applied in chunks, so readers
 // never wait long; a concurrent reader may see part of a batch.
 func (e *Engine) AddPseudonyms(segmentName string, ps []anonymize.Pseudonym) error {
+	if e.store != nil && len(ps) > maxRecordLen/8-1024 {
+		return fmt.Errorf("personify: AddPseudonyms: %d pseudonyms in one call; a durable engine logs a call as one record of at most %d: split the batch", len(ps), maxRecordLen/8-1024)
+	}
+	_, err := e.commit(&op{kind: opAddPseudonyms, at: e.now(), name: segmentName, ps: ps})
+	return err
+}
+
+func (e *Engine) applyAddPseudonyms(o *op) (opResult, error) {
+	ps := o.ps
 	added, skipped := 0, 0
 	for start := 0; ; start += writeChunk {
-		a, s, err := e.addPseudonymChunk(segmentName, ps[start:min(start+writeChunk, len(ps))])
+		a, s, err := e.addPseudonymChunk(o.name, ps[start:min(start+writeChunk, len(ps))], o.at)
 		added, skipped = added+a, skipped+s
 		if err != nil {
-			return err
+			return opResult{n: added}, err
 		}
 		if start+writeChunk >= len(ps) {
 			break
 		}
 	}
-	e.event("add_pseudonyms", slog.String("segment", segmentName), slog.Int("count", added), slog.Int("skipped_do_not_re_add", skipped))
-	return nil
+	e.event("add_pseudonyms", slog.String("segment", o.name), slog.Int("count", added), slog.Int("skipped_do_not_re_add", skipped))
+	return opResult{n: added}, nil
 }
 
-func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym) (added, skipped int, err error) {
+func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym, at time.Time) (added, skipped int, err error) {
 	if err := e.lock(); err != nil {
 		return 0, 0, err
 	}
@@ -133,7 +151,7 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym)
 			ords = append(ords, ord)
 		}
 	}
-	st.addMany(ords, e.now())
+	st.addMany(ords, at)
 	e.ordBuf = ords[:0]
 	e.refreshLocked(st)
 	e.maybeCompactLocked()
@@ -147,7 +165,8 @@ func (e *Engine) Remove(segmentName string, id anonymize.Identifier) error {
 	if err != nil {
 		return err
 	}
-	return e.removePseudonyms(segmentName, kps...)
+	_, err = e.commit(&op{kind: opRemove, at: e.now(), name: segmentName, people: [][]anonymize.KeyedPseudonym{kps}})
+	return err
 }
 
 // RemovePseudonyms removes people by pseudonym from a segment.
@@ -156,20 +175,21 @@ func (e *Engine) RemovePseudonyms(segmentName string, ps []anonymize.Pseudonym) 
 	for i, p := range ps {
 		kps[i].Pseudonym = p
 	}
-	return e.removePseudonyms(segmentName, kps...)
+	_, err := e.commit(&op{kind: opRemove, at: e.now(), name: segmentName, people: [][]anonymize.KeyedPseudonym{kps}})
+	return err
 }
 
-func (e *Engine) removePseudonyms(segmentName string, kps ...anonymize.KeyedPseudonym) error {
+func (e *Engine) applyRemove(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
-		return err
+		return opResult{}, err
 	}
 	defer e.mu.Unlock()
-	st, err := e.segmentLocked(segmentName)
+	st, err := e.segmentLocked(o.name)
 	if err != nil {
-		return err
+		return opResult{}, err
 	}
 	removed := 0
-	for _, kp := range kps {
+	for _, kp := range o.person() {
 		if ord, p, ok := e.resolveLocked(kp.Pseudonym); ok && st.remove(ord) {
 			e.removeIDLocked(p, st.id)
 			removed++
@@ -177,8 +197,8 @@ func (e *Engine) removePseudonyms(segmentName string, kps ...anonymize.KeyedPseu
 	}
 	e.refreshLocked(st)
 	e.maybeCompactLocked()
-	e.event("remove", slog.String("segment", segmentName), slog.Int("count", removed))
-	return nil
+	e.event("remove", slog.String("segment", o.name), slog.Int("count", removed))
+	return opResult{n: removed}, nil
 }
 
 // sortPseudonyms orders ps by their top 24 bits with an LSD radix sort (3

@@ -23,6 +23,8 @@ type Section struct {
 	// Aux is the attribute written with a blob; for a KindTimed section, the
 	// epoch in nanoseconds; 0 for a set.
 	Aux int64
+	// Offset is where the section starts in the snapshot, in bytes.
+	Offset int64
 
 	set   *Set
 	timed *Timed
@@ -135,7 +137,7 @@ func (r *Reader) next() (*Section, error) {
 	if err != nil {
 		return nil, err
 	}
-	sec := &Section{Kind: h.kind, Name: h.name, Aux: h.aux}
+	sec := &Section{Kind: h.kind, Name: h.name, Aux: h.aux, Offset: h.off}
 	switch h.kind {
 	case KindSet:
 		if h.aux != 0 {

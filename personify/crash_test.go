@@ -1,0 +1,155 @@
+//go:build unix
+
+package personify
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const crashBatch = 5 // people per write: a write is visible whole or not at all
+
+func crashID(round, writer, n, j int) anonymize.Identifier {
+	return anonymize.UserID(fmt.Sprintf("crash-%d-%d-%d-%d", round, writer, n, j))
+}
+
+// TestCrashChild is the child of TestCrashRecovery: it writes until it is
+// killed, printing each write it got an acknowledgement for.
+func TestCrashChild(t *testing.T) {
+	dir := os.Getenv("PERSONIFY_CRASH_DIR")
+	if dir == "" {
+		t.Skip("run by TestCrashRecovery")
+	}
+	var round int
+	fmt.Sscan(os.Getenv("PERSONIFY_CRASH_ROUND"), &round)
+	e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3},
+		DurableOptions{CompactAfter: 32 << 10, MaintenanceInterval: 5 * time.Millisecond})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(3)
+	}
+	if round == 0 {
+		_ = e.DefinePurpose(Purpose{Name: "ads", Model: OptOut})
+		_ = e.Define(Segment{Name: "s", Purpose: "ads"})
+		fmt.Println("ready")
+	}
+	out := bufio.NewWriter(os.Stdout)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 4 { // concurrent writers: group commit
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				ids := make([]anonymize.Identifier, crashBatch)
+				for j := range ids {
+					ids[j] = crashID(round, w, n, j)
+				}
+				var err error
+				if n%7 == 3 {
+					_, err = e.Forget(crashID(round, w, n-1, 0)) // erase one of the previous batch
+				}
+				if err == nil {
+					err = e.Add("s", ids...)
+				}
+				if err != nil {
+					fmt.Println("write:", err)
+					os.Exit(4)
+				}
+				mu.Lock()
+				fmt.Fprintf(out, "ack %d %d\n", w, n)
+				out.Flush()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestCrashRecovery(t *testing.T) {
+	if os.Getenv("PERSONIFY_CRASH_DIR") != "" {
+		t.Skip("in the child")
+	}
+	dir := t.TempDir()
+	rounds := 50
+	r := rand.New(rand.NewPCG(7, 7))
+	for round := range rounds {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "PERSONIFY_CRASH_DIR="+dir, fmt.Sprintf("PERSONIFY_CRASH_ROUND=%d", round))
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		acked := map[[2]int]bool{}
+		maxN := map[int]int{}
+		var lines []string
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				lines = append(lines, sc.Text())
+				var w, n int
+				if _, err := fmt.Sscanf(sc.Text(), "ack %d %d", &w, &n); err == nil {
+					acked[[2]int{w, n}] = true
+					maxN[w] = max(maxN[w], n)
+				}
+			}
+		}()
+		time.Sleep(time.Duration(30+r.IntN(150)) * time.Millisecond)
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		<-done
+		_ = cmd.Wait()
+		for _, l := range lines {
+			require.False(t, strings.HasPrefix(l, "open:") || strings.HasPrefix(l, "write:"), "child failed: %s", l)
+		}
+
+		e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3}, DurableOptions{MaintenanceInterval: -1})
+		require.NoError(t, err, "round %d", round)
+		for w := range 4 {
+			for n := 0; n <= maxN[w]+2; n++ {
+				// Write n+1 may have erased person 0 of this batch first
+				// (whether or not it was acknowledged): check the others.
+				from := 0
+				if (n+1)%7 == 3 {
+					from = 1
+				}
+				in := 0
+				for j := from; j < crashBatch; j++ {
+					p, err := e.Pseudonym(crashID(round, w, n, j))
+					require.NoError(t, err)
+					if e.In(p, "s") {
+						in++
+					}
+				}
+				if acked[[2]int{w, n}] {
+					assert.Equal(t, crashBatch-from, in, "round %d: acknowledged write %d/%d lost", round, w, n)
+				} else {
+					assert.Contains(t, []int{0, crashBatch - from}, in, "round %d: write %d/%d half applied", round, w, n)
+				}
+			}
+		}
+		if round%10 == 0 {
+			t.Logf("round %d: %d acknowledged writes; %d files", round, len(acked), len(mustReadDir(t, dir)))
+		}
+		require.NoError(t, e.Close())
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func mustReadDir(t *testing.T, dir string) []os.DirEntry {
+	des, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	return des
+}

@@ -1,0 +1,5 @@
+package personify
+
+import "syscall"
+
+const syscallENOSPC = syscall.ENOSPC

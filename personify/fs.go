@@ -1,0 +1,58 @@
+package personify
+
+import (
+	"io"
+	"os"
+)
+
+// fileSystem is the seam between a durable engine and the disk, so that
+// tests can inject failures (a full disk, a failing fsync). Paths are
+// absolute or relative to the process; osFS is the real one.
+type fileSystem interface {
+	OpenFile(name string, flag int, perm os.FileMode) (file, error)
+	Rename(oldpath, newpath string) error
+	Remove(name string) error
+	ReadDir(name string) ([]os.DirEntry, error)
+	MkdirAll(path string, perm os.FileMode) error
+	// SyncDir makes the directory's entries (creations, renames, removals)
+	// durable.
+	SyncDir(name string) error
+	// Lock takes an exclusive lock on the file name, for the life of the
+	// returned closer, or fails at once if another process holds it.
+	Lock(name string) (io.Closer, error)
+}
+
+// file is what a durable engine does with an open file.
+type file interface {
+	io.Reader
+	io.ReaderAt
+	io.Writer
+	io.WriterAt
+	Sync() error
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+	Close() error
+}
+
+type osFS struct{}
+
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
+	return os.OpenFile(name, flag, perm)
+}
+func (osFS) Rename(oldpath, newpath string) error         { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error                     { return os.Remove(name) }
+func (osFS) ReadDir(name string) ([]os.DirEntry, error)   { return os.ReadDir(name) }
+func (osFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+func (osFS) Lock(name string) (io.Closer, error)          { return lockFile(name) }
+
+func (osFS) SyncDir(name string) error {
+	d, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,661 @@
+package personify
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/segment"
+)
+
+// A snapshot is a file in the segment package's codec (magic, version,
+// per-section lengths and xxhash64 checksums, Roaring's portable format for
+// the sets) holding the whole engine:
+//
+//	blob  "personify/meta"      JSON (snapMeta): definitions, key fingerprints, privacy states, aliases
+//	set   "live"                every stored ordinal
+//	set   "suppressed-all"
+//	set   "keygen/<fp>"         ordinals stored under each key
+//	set   "purpose/<bit>/granted", ".../denied", ".../suppressed"
+//	set or timed "segment/<id>" members, with their add times when the segment has a retention
+//	blob  "index/slots"         the lookup index's directory table, as in memory (little endian)
+//	blob  "index/arena"         its overflow records, one section per chunk
+//
+// The index sections are the in-memory layout, so that opening a snapshot
+// copies memory instead of re-inserting 100 million memberships one by one
+// (DESIGN.md: open at >= 1 GB/s); they are checked entry by entry on load.
+// Only pseudonyms, ordinals and names are stored: no identifier, no key.
+const (
+	snapFormat     = 1
+	snapMetaName   = "personify/meta"
+	snapSlotsName  = "index/slots"
+	snapArenaName  = "index/arena"
+	snapLittleEndn = "little"
+)
+
+type snapMeta struct {
+	Format   int    `json:"format"`
+	Endian   string `json:"endian"`
+	Seq      uint64 `json:"seq"` // the last log record the snapshot includes
+	Written  time.Time
+	Ring     []snapKey      `json:"ring"`
+	Purposes []snapPurpose  `json:"purposes"`
+	Segments []snapSegment  `json:"segments"`
+	NextSeg  uint32         `json:"next_segment_id"`
+	States   []snapState    `json:"states"`
+	Aliases  []snapAlias    `json:"aliases"`
+	NoReAdd  []snapKeyed    `json:"do_not_re_add"`
+	Dir      snapDir        `json:"directory"`
+	Arena    snapArenaState `json:"arena"`
+}
+
+type snapKey struct {
+	Key     anonymize.Fingerprint `json:"key"`
+	Current bool                  `json:"current,omitempty"`
+	Until   time.Time             `json:"until"`
+}
+
+type snapPurpose struct {
+	Name        string `json:"name"`
+	Model       uint8  `json:"model"`
+	Description string `json:"description"`
+	Bit         uint8  `json:"bit"`
+}
+
+type snapSegment struct {
+	Segment
+	ID uint32 `json:"id"`
+}
+
+type snapState struct {
+	Granted    uint64 `json:"g,omitempty"`
+	Denied     uint64 `json:"d,omitempty"`
+	Suppressed uint64 `json:"s,omitempty"`
+	All        bool   `json:"a,omitempty"`
+}
+
+type snapAlias struct {
+	P       anonymize.Pseudonym   `json:"p"`
+	Ord     uint32                `json:"ord"`
+	Key     anonymize.Fingerprint `json:"key"`
+	Primary anonymize.Pseudonym   `json:"primary"`
+}
+
+type snapKeyed struct {
+	P   anonymize.Pseudonym   `json:"p"`
+	Key anonymize.Fingerprint `json:"key"`
+}
+
+type snapDir struct {
+	Next    uint32       `json:"next"`
+	Free    []uint32     `json:"free"`
+	Live    int          `json:"live"`
+	Special [2][4]uint64 `json:"special"`
+}
+
+type snapArenaState struct {
+	Cur     int   `json:"cur"`
+	Off     int   `json:"off"`
+	Used    int64 `json:"used"`
+	Garbage int64 `json:"garbage"`
+}
+
+// ErrCorrupt is returned when a snapshot or log is damaged or inconsistent.
+// The error names the file and the offset.
+var ErrCorrupt = errors.New("personify: stored data is corrupt")
+
+// WriteSnapshot writes the engine's whole state to w in the snapshot format
+// (see LoadSnapshot) and returns the bytes written. Lookups continue while
+// it runs; writes wait. The snapshot holds pseudonyms, never identifiers or
+// keys, and names the key fingerprints it was written under.
+func (e *Engine) WriteSnapshot(w io.Writer) (int64, error) {
+	if e.store != nil {
+		var n int64
+		err := e.store.exclusive(func() error {
+			var err error
+			n, err = e.writeSnapshot(w, e.store.seq)
+			return err
+		})
+		return n, err
+	}
+	return e.writeSnapshot(w, 0)
+}
+
+// writeSnapshot writes the state; the caller keeps writers out.
+func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return 0, ErrClosed
+	}
+	cw := &countWriter{w: w}
+	sw, err := segment.NewWriter(cw)
+	if err != nil {
+		return cw.n, err
+	}
+	t := e.dir.tab.Load()
+	meta := snapMeta{Format: snapFormat, Endian: snapLittleEndn, Seq: seq, Written: e.now().UTC(), NextSeg: e.nextSegID,
+		Dir:   snapDir{Next: e.dir.next, Free: e.dir.free, Live: e.dir.live},
+		Arena: snapArenaState{Cur: t.arena.cur, Off: t.arena.off, Used: t.arena.used, Garbage: t.arena.garbage}}
+	for i, s := range t.special {
+		meta.Dir.Special[i] = [4]uint64{s.key, s.meta &^ seqMask, s.lo, s.hi}
+	}
+	for _, k := range e.ring.Keys() {
+		meta.Ring = append(meta.Ring, snapKey{Key: k.Fingerprint, Current: k.Current, Until: k.Until})
+	}
+	for _, ps := range e.purposeByBit {
+		meta.Purposes = append(meta.Purposes, snapPurpose{ps.Name, uint8(ps.Model), ps.Description, ps.bit})
+	}
+	for _, st := range e.segs {
+		meta.Segments = append(meta.Segments, snapSegment{st.Segment, st.id})
+	}
+	slices.SortFunc(meta.Segments, func(a, b snapSegment) int { return int(a.ID) - int(b.ID) })
+	for _, s := range *e.states.Load() {
+		meta.States = append(meta.States, snapState{s.granted, s.denied, s.suppressed, s.all})
+	}
+	for p, a := range e.aliases {
+		meta.Aliases = append(meta.Aliases, snapAlias{p, a.ord, a.key, a.primary})
+	}
+	for p, k := range e.doNotReAdd {
+		meta.NoReAdd = append(meta.NoReAdd, snapKeyed{p, k})
+	}
+	mb, err := json.Marshal(meta)
+	if err != nil {
+		return cw.n, err
+	}
+	if err := sw.Blob(snapMetaName, snapFormat, mb); err != nil {
+		return cw.n, err
+	}
+	if err := sw.Set("live", e.live); err != nil {
+		return cw.n, err
+	}
+	if err := sw.Set("suppressed-all", e.suppressedAll); err != nil {
+		return cw.n, err
+	}
+	for fp, s := range e.keyGen {
+		if err := sw.Set("keygen/"+fp.String(), s); err != nil {
+			return cw.n, err
+		}
+	}
+	for _, ps := range e.purposeByBit {
+		for _, part := range []struct {
+			name string
+			s    *segment.Set
+		}{{"granted", ps.granted}, {"denied", ps.denied}, {"suppressed", ps.suppressed}} {
+			if err := sw.Set(fmt.Sprintf("purpose/%d/%s", ps.bit, part.name), part.s); err != nil {
+				return cw.n, err
+			}
+		}
+	}
+	for _, s := range meta.Segments {
+		st := e.segs[s.Name]
+		name := "segment/" + strconv.FormatUint(uint64(st.id), 10)
+		if st.timed != nil {
+			err = sw.Timed(name, st.timed)
+		} else {
+			err = sw.Set(name, st.set)
+		}
+		if err != nil {
+			return cw.n, err
+		}
+	}
+	if err := sw.Blob(snapSlotsName, int64(len(t.slots)), slotBytes(t.slots)); err != nil {
+		return cw.n, err
+	}
+	for i := 0; i <= t.arena.cur; i++ {
+		if err := sw.Blob(snapArenaName, int64(i), *t.arena.chunks[i].Load()); err != nil {
+			return cw.n, err
+		}
+	}
+	err = sw.Close()
+	return cw.n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// slotBytes views a table's slots as bytes: the little-endian layout the
+// snapshot stores (loading on a big-endian machine is refused).
+func slotBytes(s []dirSlot) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(dirSlot{})))
+}
+
+// state is an engine's whole stored state, as a snapshot loads it before
+// it is installed.
+type state struct {
+	meta          snapMeta
+	ring          *anonymize.Keyring
+	dir           *directory
+	states        []privState
+	stateIDs      map[privState]uint32
+	segs          map[string]*segState
+	purposes      map[string]*purposeState
+	purposeByBit  []*purposeState
+	suppressedAll *segment.Set
+	live          *segment.Set
+	keyGen        map[anonymize.Fingerprint]*segment.Set
+	aliases       map[anonymize.Pseudonym]alias
+	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint
+}
+
+// corrupt builds an ErrCorrupt error for a file (or "snapshot") at offset.
+func corrupt(name string, off int64, format string, args ...any) error {
+	return fmt.Errorf("%w: %s at offset %d: %s", ErrCorrupt, name, off, fmt.Sprintf(format, args...))
+}
+
+// readState reads and checks a snapshot. name is used in errors. keys
+// gives the keys the engine may use, by fingerprint; hasher makes their
+// hashers.
+func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymize.Key, hasher func(anonymize.Key) anonymize.Hasher) (*state, error) {
+	sr, err := segment.NewReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	st := &state{segs: map[string]*segState{}, purposes: map[string]*purposeState{},
+		keyGen: map[anonymize.Fingerprint]*segment.Set{}, aliases: map[anonymize.Pseudonym]alias{},
+		doNotReAdd: map[anonymize.Pseudonym]anonymize.Fingerprint{}}
+	var slots []dirSlot
+	var chunks [][]byte
+	sets := map[string]*segment.Section{}
+	haveMeta := false
+	for {
+		sec, err := sr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+		}
+		off := sec.Offset
+		switch {
+		case sec.Name == snapMetaName:
+			if err := json.Unmarshal(sec.Blob(), &st.meta); err != nil {
+				return nil, corrupt(name, off, "metadata: %v", err)
+			}
+			if st.meta.Format != snapFormat {
+				return nil, corrupt(name, off, "snapshot format %d, this version reads %d", st.meta.Format, snapFormat)
+			}
+			if st.meta.Endian != snapLittleEndn || !littleEndian() {
+				return nil, corrupt(name, off, "snapshot is %s-endian; this machine cannot load it", st.meta.Endian)
+			}
+			if err := st.setKeys(keys, hasher); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			haveMeta = true
+		case !haveMeta:
+			return nil, corrupt(name, off, "section %q before the metadata", sec.Name)
+		case sec.Name == snapSlotsName:
+			b := sec.Blob()
+			if len(b)%int(unsafe.Sizeof(dirSlot{})) != 0 || len(b)/32 < dirMinSlots || int64(len(b)/32) != sec.Aux {
+				return nil, corrupt(name, off, "index table of %d bytes", len(b))
+			}
+			slots = adoptSlots(b)
+		case sec.Name == snapArenaName:
+			if sec.Aux != int64(len(chunks)) || len(chunks) >= maxChunks {
+				return nil, corrupt(name, off, "index arena chunk %d out of order", sec.Aux)
+			}
+			chunks = append(chunks, sec.Blob())
+		default:
+			sets[sec.Name] = sec
+		}
+	}
+	if !haveMeta || slots == nil || len(chunks) == 0 {
+		return nil, fmt.Errorf("%w: %s: the snapshot lacks its metadata or index", ErrCorrupt, name)
+	}
+	if err := st.build(sets, slots, chunks); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	return st, nil
+}
+
+func littleEndian() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}
+
+// adoptSlots views b as slots without copying when it is aligned.
+func adoptSlots(b []byte) []dirSlot {
+	n := len(b) / int(unsafe.Sizeof(dirSlot{}))
+	if uintptr(unsafe.Pointer(&b[0]))%8 == 0 {
+		return unsafe.Slice((*dirSlot)(unsafe.Pointer(&b[0])), n)
+	}
+	s := make([]dirSlot, n)
+	copy(slotBytes(s), b)
+	return s
+}
+
+// setKeys builds the keyring the snapshot was written under from the keys
+// the caller has.
+func (st *state) setKeys(keys map[anonymize.Fingerprint]anonymize.Key, hasher func(anonymize.Key) anonymize.Hasher) error {
+	var cur *snapKey
+	for i := range st.meta.Ring {
+		if st.meta.Ring[i].Current {
+			cur = &st.meta.Ring[i]
+		}
+	}
+	if cur == nil {
+		return fmt.Errorf("%w: no current key in the metadata", ErrCorrupt)
+	}
+	k, ok := keys[cur.Key]
+	if !ok {
+		have := make([]string, 0, len(keys))
+		for fp := range keys {
+			have = append(have, fp.String())
+		}
+		slices.Sort(have)
+		return fmt.Errorf("%w: the data was written under key %s, and the keys given have fingerprints %s: open it with the key it was written with (Options.Key, or Options.PreviousKeys during a rotation)",
+			ErrWrongKey, cur.Key, strings.Join(have, ", "))
+	}
+	st.ring = anonymize.NewKeyring(k, hasher)
+	for _, rk := range st.meta.Ring {
+		if rk.Current {
+			continue
+		}
+		if pk, ok := keys[rk.Key]; ok {
+			if err := st.ring.Add(pk, rk.Until); err != nil {
+				return err
+			}
+		}
+		// A previous key not given is gone for this process: lookups
+		// under it find nothing, and its data expires with its grace.
+	}
+	return nil
+}
+
+// build checks the loaded sections against the metadata and assembles the
+// state. Every reference is checked, so a damaged snapshot whose checksums
+// were forged still cannot make a lookup read out of bounds.
+func (st *state) build(sets map[string]*segment.Section, slots []dirSlot, chunks [][]byte) error {
+	m := &st.meta
+	getSet := func(name string) (*segment.Set, error) {
+		sec, ok := sets[name]
+		if !ok || sec.Set() == nil {
+			return nil, fmt.Errorf("set %q is missing", name)
+		}
+		return sec.Set(), nil
+	}
+	var err error
+	if st.live, err = getSet("live"); err != nil {
+		return err
+	}
+	if st.suppressedAll, err = getSet("suppressed-all"); err != nil {
+		return err
+	}
+	for _, k := range m.Ring {
+		if s, ok := sets["keygen/"+k.Key.String()]; ok && s.Set() != nil {
+			st.keyGen[k.Key] = s.Set()
+		} else {
+			st.keyGen[k.Key] = segment.New()
+		}
+	}
+	for i, p := range m.Purposes {
+		model := ConsentModel(p.Model)
+		if int(p.Bit) != i || i >= MaxPurposes || validName("purpose", p.Name) != nil || st.purposes[p.Name] != nil || model != OptIn && model != OptOut {
+			return fmt.Errorf("purpose %d (%q) is not valid", i, p.Name)
+		}
+		ps := &purposeState{Purpose: Purpose{p.Name, model, p.Description}, bit: p.Bit}
+		for _, part := range []struct {
+			name string
+			dst  **segment.Set
+		}{{"granted", &ps.granted}, {"denied", &ps.denied}, {"suppressed", &ps.suppressed}} {
+			if *part.dst, err = getSet(fmt.Sprintf("purpose/%d/%s", p.Bit, part.name)); err != nil {
+				return err
+			}
+		}
+		st.purposes[p.Name] = ps
+		st.purposeByBit = append(st.purposeByBit, ps)
+	}
+	for _, s := range m.Segments {
+		ps := st.purposes[s.Purpose]
+		if ps == nil || s.ID >= m.NextSeg || validName("segment", s.Name) != nil || st.segs[s.Name] != nil || s.Retention < 0 {
+			return fmt.Errorf("segment %q (id %d) is not valid", s.Name, s.ID)
+		}
+		sec, ok := sets["segment/"+strconv.FormatUint(uint64(s.ID), 10)]
+		if !ok {
+			return fmt.Errorf("members of segment %q are missing", s.Name)
+		}
+		ss := &segState{Segment: s.Segment, id: s.ID, purpose: ps}
+		switch {
+		case s.Retention > 0 && sec.Timed() != nil && sec.Timed().Epoch() == epochFor(s.Retention):
+			ss.timed = sec.Timed()
+		case s.Retention == 0 && sec.Set() != nil:
+			ss.set = sec.Set()
+		default:
+			return fmt.Errorf("members of segment %q do not match its retention", s.Name)
+		}
+		st.segs[s.Name] = ss
+		ps.segments = append(ps.segments, ss)
+	}
+	for _, ps := range st.purposeByBit {
+		slices.SortFunc(ps.segments, func(a, b *segState) int { return strings.Compare(a.Name, b.Name) })
+	}
+	st.stateIDs = map[privState]uint32{}
+	for i, s := range m.States {
+		ps := privState{s.Granted, s.Denied, s.Suppressed, s.All}
+		if _, dup := st.stateIDs[ps]; dup || (i == 0 && ps != (privState{})) {
+			return fmt.Errorf("privacy state %d is not valid", i)
+		}
+		st.stateIDs[ps] = uint32(i)
+		st.states = append(st.states, ps)
+	}
+	if len(st.states) == 0 {
+		return fmt.Errorf("no privacy states")
+	}
+	for _, a := range m.Aliases {
+		st.aliases[a.P] = alias{ord: a.Ord, key: a.Key, primary: a.Primary}
+	}
+	for _, k := range m.NoReAdd {
+		st.doNotReAdd[k.P] = k.Key
+	}
+
+	// The index: arena first, then every slot's references.
+	a := &arena{cur: m.Arena.Cur, off: m.Arena.Off, used: m.Arena.Used, garbage: m.Arena.Garbage}
+	if a.cur != len(chunks)-1 || a.off < 0 || a.off > chunkSize || a.off > len(chunks[a.cur]) && a.off != chunkSize {
+		return fmt.Errorf("index arena position %d:%d does not match its %d chunks", a.cur, a.off, len(chunks))
+	}
+	for i, c := range chunks {
+		if len(c) < bigRecord && len(c) < chunkSize || i == a.cur && a.off < chunkSize && len(c) < chunkSize {
+			return fmt.Errorf("index arena chunk %d has %d bytes", i, len(c))
+		}
+		c := c
+		a.chunks[i].Store(&c)
+	}
+	d := &directory{next: m.Dir.Next, free: m.Dir.Free, live: m.Dir.Live}
+	t := &dirTable{slots: slots, arena: a}
+	for i, sp := range m.Dir.Special {
+		t.special[i] = dirSlot{sp[0], sp[1], sp[2], sp[3]}
+	}
+	ids := make([]uint32, 0, 64)
+	live := 0
+	check := func(s *dirSlot) error {
+		s.meta &^= seqMask // no writer was mid-update in a snapshot
+		en := entry{s.meta, s.lo, s.hi}
+		if en.ord() >= d.next {
+			return fmt.Errorf("index entry has ordinal %d, past %d", en.ord(), d.next)
+		}
+		var state uint32
+		ids = ids[:0]
+		if en.overflow() {
+			ref := en.ref()
+			c := int(ref >> chunkBits)
+			if c > a.cur || int(ref&chunkMask) >= len(chunks[c]) {
+				return fmt.Errorf("index entry refers past the arena")
+			}
+			var ok bool
+			if state, ids, ok = safeRecord(chunks[c][ref&chunkMask:], ids); !ok {
+				return fmt.Errorf("index overflow record at %d is malformed", ref)
+			}
+		} else {
+			state = en.state()
+			if en.code() >= laneCodes || en.count() > 2*lanesPer[en.code()] {
+				return fmt.Errorf("index entry has lane code %d and %d ids", en.code(), en.count())
+			}
+			for k := range en.count() {
+				ids = append(ids, laneID(en.lo, en.hi, en.code(), k))
+			}
+		}
+		if int(state) >= len(st.states) {
+			return fmt.Errorf("index entry has privacy state %d of %d", state, len(st.states))
+		}
+		for _, id := range ids {
+			if id >= m.NextSeg {
+				return fmt.Errorf("index entry has segment id %d, past %d", id, m.NextSeg)
+			}
+		}
+		live++
+		return nil
+	}
+	for i := range t.special {
+		if s := &t.special[i]; s.key == 1 {
+			if err := check(s); err != nil {
+				return err
+			}
+		} else if s.key != 0 {
+			return fmt.Errorf("reserved index slot %d has key %d", i, s.key)
+		}
+	}
+	for i := range slots {
+		s := &slots[i]
+		switch s.key {
+		case slotEmpty:
+			continue
+		case slotTombstone:
+			t.used++
+			continue
+		}
+		t.used++
+		if err := check(s); err != nil {
+			return err
+		}
+	}
+	if live != d.live || t.used >= len(slots) || d.live != st.live.Len() {
+		return fmt.Errorf("index holds %d people, metadata says %d and the live set %d", live, d.live, st.live.Len())
+	}
+	for _, o := range d.free {
+		if o >= d.next || st.live.Contains(o) {
+			return fmt.Errorf("free ordinal %d is in use or out of range", o)
+		}
+	}
+	d.tab.Store(t)
+	st.dir = d
+	return nil
+}
+
+// safeRecord decodes an overflow record with every bound checked.
+func safeRecord(b []byte, ids []uint32) (uint32, []uint32, bool) {
+	state, k := binary.Uvarint(b)
+	if k <= 0 || state > 1<<32-1 {
+		return 0, ids, false
+	}
+	b = b[k:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return 0, ids, false
+	}
+	b = b[k:]
+	cur := uint64(0)
+	for range n {
+		d, k := binary.Uvarint(b)
+		if k <= 0 {
+			return 0, ids, false
+		}
+		b = b[k:]
+		if cur += d; cur > 1<<32-1 {
+			return 0, ids, false
+		}
+		ids = append(ids, uint32(cur))
+	}
+	return uint32(state), ids, true
+}
+
+// install replaces the engine's state with st. The caller holds mu and
+// keeps lock-free readers out (gen odd).
+func (e *Engine) installLocked(st *state, replaceRing bool) {
+	if replaceRing {
+		e.ring = st.ring // only while no one else has the engine (Open)
+	}
+	e.dir.next, e.dir.free, e.dir.live = st.dir.next, st.dir.free, st.dir.live
+	e.dir.tab.Store(st.dir.tab.Load())
+	e.segs = st.segs
+	e.nextSegID = st.meta.NextSeg
+	e.purposes = st.purposes
+	e.purposeByBit = st.purposeByBit
+	e.suppressedAll = st.suppressedAll
+	e.live = st.live
+	e.keyGen = st.keyGen
+	e.aliases = st.aliases
+	e.doNotReAdd = st.doNotReAdd
+	e.stateIDs = st.stateIDs
+	states := st.states
+	e.states.Store(&states)
+	e.hasAliases.Store(len(e.aliases) > 0)
+	for _, s := range e.segs {
+		e.refreshLocked(s)
+	}
+	e.publishLocked()
+}
+
+// LoadSnapshot replaces the engine's whole state with a snapshot written by
+// WriteSnapshot (of this engine or another with the same key), for fleets
+// where one process builds segments and replicas load them. The snapshot
+// is read and checked completely before anything changes; a bad snapshot
+// returns an error wrapping ErrCorrupt (or ErrWrongKey) and leaves the
+// engine as it was. Lookups see the old state or the new one, never a mix;
+// lookups that overlap the switch take the locked path for a moment.
+//
+// The snapshot's keys must be among the engine's (Options.Key and
+// Options.PreviousKeys). A durable engine writes the loaded state as its
+// new snapshot before LoadSnapshot returns.
+func (e *Engine) LoadSnapshot(r io.Reader) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	st, err := readState(r, "snapshot", e.keys, e.hasher)
+	if err != nil {
+		return err
+	}
+	load := func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.closed.Load() {
+			return ErrClosed
+		}
+		if cur := st.ring.Current(); cur != e.ring.Current() {
+			return fmt.Errorf("%w: the snapshot's current key is %s, this engine's is %s: replicas must share the key", ErrWrongKey, cur, e.ring.Current())
+		}
+		e.gen.Add(1) // odd: lock-free lookups step aside
+		e.installLocked(st, false)
+		e.gen.Add(1)
+		e.event("load_snapshot", slog.Int("people", e.dir.len()), slog.Int("segments", len(e.segs)))
+		return nil
+	}
+	if e.store == nil {
+		return load()
+	}
+	return e.store.exclusive(func() error {
+		if err := load(); err != nil {
+			return err
+		}
+		return e.store.compactLocked(e)
+	})
+}

@@ -1,0 +1,670 @@
+package personify
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+)
+
+// Files of a durable engine's directory:
+//
+//	LOCK                      held (flock) while an engine has the directory open
+//	snapshot-<seq>.pfy        the state after log record <seq> (16 hex digits)
+//	log-<seq>.wal             log records from <seq> on
+//	*.tmp                     a snapshot being written; removed by Open
+//
+// A log file starts with a 24-byte header (magic "PFYLOG1\n", the key
+// fingerprint it was started under, the first sequence number), then
+// records (see op.go). After a snapshot at <seq> is durable, a new log
+// starts at <seq>+1 and every older file is removed: that is how an erasure
+// leaves the disk.
+const (
+	logMagic     = "PFYLOG1\n"
+	logHeaderLen = 24
+	lockName     = "LOCK"
+)
+
+// Durable-mode errors.
+var (
+	// ErrLocked is returned by Open when another engine (in this process or
+	// another) has the directory open.
+	ErrLocked = errors.New("personify: directory is in use by another engine")
+	// ErrWrongKey is returned by Open and LoadSnapshot when the data was
+	// written under a key the engine was not given.
+	ErrWrongKey = errors.New("personify: data was written under another key")
+
+	errLockHeld = errors.New("lock held")
+)
+
+// DurableOptions are the settings of Open that New does not use.
+type DurableOptions struct {
+	// MaintenanceInterval is how often the engine applies retention
+	// (Expire), ends key grace periods, and writes a snapshot when the log
+	// has grown. Zero means one minute; negative turns maintenance off
+	// (call Expire and Compact yourself).
+	MaintenanceInterval time.Duration
+	// CompactAfter is the log size, in bytes, past which maintenance writes
+	// a snapshot and starts a new log. Zero means 64 MiB.
+	CompactAfter int64
+	// PurgeWithin is the deadline an erasure's receipt promises for its
+	// physical deletion (Receipt.PurgeBy); Forget starts a compaction at
+	// once. Zero means one minute.
+	PurgeWithin time.Duration
+
+	fs fileSystem // nil: the real one; tests inject faults here
+}
+
+// store is a durable engine's log and snapshots.
+type store struct {
+	dir         string
+	fs          fileSystem
+	lock        io.Closer
+	purgeWithin time.Duration
+	compactAt   int64
+	interval    time.Duration
+	audit       *slog.Logger
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []*pending
+	leading bool // a leader is writing: the others wait
+
+	// Leader-only.
+	log      file
+	logName  string
+	logSize  int64
+	dirty    bool   // a failed write may have left bytes past logSize
+	seq      uint64 // last record written
+	snapSeq  uint64 // last snapshot's seq
+	buf      []byte
+	lastSnap time.Time
+
+	purged  atomic.Uint64 // every record up to here is in a snapshot and no older file remains
+	purge   chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+type pending struct {
+	o    *op
+	seq  uint64
+	res  opResult
+	err  error
+	done bool
+}
+
+// Open opens (creating if needed) a durable engine whose data lives in dir:
+// every change is logged and fsynced before it returns, so that it
+// survives a crash, and the state is snapshotted from time to time. Open
+// loads the newest snapshot and replays the log after it; a torn record at
+// the end of the log (a crash mid-write) is dropped with a warning in the
+// audit log, and any other damage is an error wrapping ErrCorrupt that
+// names the file and offset. Data written under another key is refused
+// with ErrWrongKey; a directory that another engine has open, with
+// ErrLocked.
+//
+// The engine runs maintenance in the background (see DurableOptions) until
+// Close, which must be called to release the directory.
+func Open(dir string, opts Options, dopts DurableOptions) (*Engine, error) {
+	e, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	fs := dopts.fs
+	if fs == nil {
+		fs = osFS{}
+	}
+	s := &store{dir: dir, fs: fs, purgeWithin: dopts.PurgeWithin, compactAt: dopts.CompactAfter,
+		interval: dopts.MaintenanceInterval, audit: e.audit,
+		purge: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	if s.purgeWithin <= 0 {
+		s.purgeWithin = time.Minute
+	}
+	if s.compactAt <= 0 {
+		s.compactAt = 64 << 20
+	}
+	if s.interval == 0 {
+		s.interval = time.Minute
+	}
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("personify: open %s: %w", dir, err)
+	}
+	lock, err := fs.Lock(filepath.Join(dir, lockName))
+	if errors.Is(err, errLockHeld) {
+		return nil, fmt.Errorf("%w: %s (close the other engine first; a crashed process releases it by itself)", ErrLocked, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("personify: open %s: lock: %w", dir, err)
+	}
+	s.lock = lock
+	if err := s.load(e, opts); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	e.store = s
+	if s.interval > 0 {
+		go s.maintain(e)
+	} else {
+		close(s.stopped)
+	}
+	return e, nil
+}
+
+func snapName(seq uint64) string { return fmt.Sprintf("snapshot-%016x.pfy", seq) }
+func logName(seq uint64) string  { return fmt.Sprintf("log-%016x.wal", seq) }
+
+// parseName returns the sequence number in a snapshot or log file name.
+func parseName(name, prefix, suffix string) (uint64, bool) {
+	if !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, suffix) {
+		return 0, false
+	}
+	hex := strings.TrimSuffix(strings.TrimPrefix(name, prefix), suffix)
+	if len(hex) != 16 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(hex, 16, 64)
+	return v, err == nil
+}
+
+func (s *store) path(name string) string { return filepath.Join(s.dir, name) }
+
+// load brings e to the state on disk, or initializes an empty directory.
+func (s *store) load(e *Engine, opts Options) error {
+	entries, err := s.fs.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("personify: open %s: %w", s.dir, err)
+	}
+	var snaps, logs []uint64
+	for _, de := range entries {
+		name := de.Name()
+		if strings.HasSuffix(name, ".tmp") {
+			_ = s.fs.Remove(s.path(name)) // an unfinished snapshot
+			continue
+		}
+		if seq, ok := parseName(name, "snapshot-", ".pfy"); ok {
+			snaps = append(snaps, seq)
+		} else if seq, ok := parseName(name, "log-", ".wal"); ok {
+			logs = append(logs, seq)
+		}
+	}
+	slices.Sort(snaps)
+	slices.Sort(logs)
+	if len(snaps) == 0 {
+		if len(logs) > 0 {
+			return fmt.Errorf("%w: %s holds logs but no snapshot: restore the snapshot from a backup", ErrCorrupt, s.dir)
+		}
+		// A new directory: an empty snapshot records the key.
+		return s.compactLocked(e)
+	}
+	s.snapSeq = snaps[len(snaps)-1]
+	name := s.path(snapName(s.snapSeq))
+	f, err := s.fs.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("personify: open %s: %w", name, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("personify: open %s: %w", name, err)
+	}
+	st, err := readState(io.NewSectionReader(f, 0, fi.Size()), name, e.keys, e.hasher)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if st.meta.Seq != s.snapSeq {
+		return corrupt(name, 0, "holds sequence %d, its name says %d", st.meta.Seq, s.snapSeq)
+	}
+	e.mu.Lock()
+	e.installLocked(st, true)
+	e.mu.Unlock()
+	s.seq = s.snapSeq
+
+	// Replay every record after the snapshot, in order.
+	e.replaying = true
+	defer func() { e.replaying = false }()
+	var live []uint64 // logs that may hold records after the snapshot
+	for i, start := range logs {
+		if i+1 < len(logs) && logs[i+1] <= s.snapSeq+1 {
+			continue // every record is in the snapshot
+		}
+		live = append(live, start)
+	}
+	for i, start := range live {
+		last := i == len(live)-1
+		if err := s.replay(e, start, last); err != nil {
+			return err
+		}
+	}
+	if len(live) == 0 {
+		if err := s.newLog(e, s.seq+1); err != nil {
+			return err
+		}
+	}
+	if cur := e.ring.Current(); cur != opts.Key.Fingerprint() {
+		return fmt.Errorf("%w: the data in %s is under key %s, Options.Key is %s: open it with that key, then call Engine.RotateKey to move to the new one",
+			ErrWrongKey, s.dir, cur, opts.Key.Fingerprint())
+	}
+	s.removeStale()
+	s.purged.Store(s.snapSeq)
+	return nil
+}
+
+// replay applies the records of one log file after the snapshot. In the
+// last file, a damaged record with nothing valid after it is a torn write
+// (a crash mid-append) and is cut off; anywhere else damage is an error.
+func (s *store) replay(e *Engine, start uint64, last bool) error {
+	name := s.path(logName(start))
+	f, err := s.fs.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("personify: open %s: %w", name, err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("personify: read %s: %w", name, err)
+	}
+	keep := func() {
+		if last {
+			s.log, s.logName, s.logSize = f, name, int64(len(b))
+		} else {
+			f.Close()
+		}
+	}
+	if len(b) < logHeaderLen || string(b[:8]) != logMagic || binary.LittleEndian.Uint64(b[16:]) != start {
+		if last && len(b) < logHeaderLen && bytes.Equal(b, []byte(logMagic + "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")[:len(b)]) {
+			// Created but its header never reached the disk whole.
+			f.Close()
+			_ = s.fs.Remove(name)
+			return s.newLog(e, s.seq+1)
+		}
+		f.Close()
+		return corrupt(name, 0, "not a personify log header")
+	}
+	var fp anonymize.Fingerprint
+	copy(fp[:], b[8:16])
+	if !e.hasKey(fp) {
+		f.Close()
+		return fmt.Errorf("%w: %s was written under key %s, which the engine was not given", ErrWrongKey, name, fp)
+	}
+	off := logHeaderLen
+	for off < len(b) {
+		seq, o, size, err := decodeRecord(b[off:])
+		if err != nil {
+			if last && !validRecordAfter(b, off+1) {
+				s.audit.LogAttrs(context.Background(), slog.LevelWarn, "personify.torn_log_tail",
+					slog.String("file", name), slog.Int("offset", off), slog.Int("bytes_dropped", len(b)-off), slog.String("reason", err.Error()))
+				if err := f.Truncate(int64(off)); err != nil {
+					f.Close()
+					return fmt.Errorf("personify: truncate the torn tail of %s at %d: %w", name, off, err)
+				}
+				if err := f.Sync(); err != nil {
+					f.Close()
+					return fmt.Errorf("personify: sync %s: %w", name, err)
+				}
+				b = b[:off]
+				break
+			}
+			f.Close()
+			return corrupt(name, int64(off), "%v (valid records follow, so this is not a torn write)", err)
+		}
+		switch {
+		case seq <= s.seq && seq >= start:
+			// Already in the snapshot.
+		case seq == s.seq+1:
+			if o.kind == opRotateKey {
+				o.next = e.keys[o.key]
+			}
+			_, _ = e.apply(&o) // an op that failed live fails the same way here
+			s.seq = seq
+		default:
+			f.Close()
+			return corrupt(name, int64(off), "record %d follows record %d", seq, s.seq)
+		}
+		off += size
+	}
+	keep()
+	return nil
+}
+
+// validRecordAfter reports whether any valid record starts at or after off.
+func validRecordAfter(b []byte, off int) bool {
+	for off < len(b) {
+		i := bytes.Index(b[off:], []byte(recMagic))
+		if i < 0 {
+			return false
+		}
+		if _, _, _, err := decodeRecord(b[off+i:]); err == nil {
+			return true
+		}
+		off += i + 1
+	}
+	return false
+}
+
+// newLog starts log file <start> and makes it the one appended to.
+func (s *store) newLog(e *Engine, start uint64) error {
+	name := s.path(logName(start))
+	f, err := s.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("personify: create %s: %w", name, err)
+	}
+	var h [logHeaderLen]byte
+	copy(h[:], logMagic)
+	fp := e.ring.Current()
+	copy(h[8:], fp[:])
+	binary.LittleEndian.PutUint64(h[16:], start)
+	if _, err := f.WriteAt(h[:], 0); err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = s.fs.SyncDir(s.dir)
+	}
+	if err != nil {
+		f.Close()
+		_ = s.fs.Remove(name)
+		return fmt.Errorf("personify: create %s: %w", name, err)
+	}
+	if s.log != nil {
+		s.log.Close()
+	}
+	s.log, s.logName, s.logSize, s.dirty = f, name, logHeaderLen, false
+	return nil
+}
+
+// removeStale removes snapshots older than the newest and logs whose
+// records are all in it.
+func (s *store) removeStale() {
+	entries, err := s.fs.ReadDir(s.dir)
+	if err != nil {
+		return
+	}
+	removed := false
+	for _, de := range entries {
+		name := de.Name()
+		if seq, ok := parseName(name, "snapshot-", ".pfy"); ok && seq < s.snapSeq {
+			removed = s.fs.Remove(s.path(name)) == nil || removed
+		}
+		if seq, ok := parseName(name, "log-", ".wal"); ok && seq <= s.snapSeq && s.path(name) != s.logName {
+			removed = s.fs.Remove(s.path(name)) == nil || removed
+		}
+	}
+	if removed {
+		_ = s.fs.SyncDir(s.dir)
+	}
+}
+
+// commit logs o with whatever other writers have queued meanwhile (one
+// write and one fsync for all of them: group commit), then applies them in
+// log order. A write or fsync that fails fails every op of the batch, and
+// none of them is applied.
+func (s *store) commit(e *Engine, o *op) (opResult, error) {
+	p := &pending{o: o}
+	s.mu.Lock()
+	s.queue = append(s.queue, p)
+	for s.leading && !p.done {
+		s.cond.Wait()
+	}
+	if p.done {
+		s.mu.Unlock()
+		return p.res, p.err
+	}
+	s.leading = true
+	batch := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+
+	s.flush(e, batch)
+
+	s.mu.Lock()
+	for _, b := range batch {
+		b.done = true
+	}
+	s.leading = false
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	return p.res, p.err
+}
+
+// exclusive runs fn with no write in flight and none starting.
+func (s *store) exclusive(fn func() error) error {
+	s.mu.Lock()
+	for s.leading {
+		s.cond.Wait()
+	}
+	s.leading = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.leading = false
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	}()
+	return fn()
+}
+
+func (s *store) flush(e *Engine, batch []*pending) {
+	buf := s.buf[:0]
+	var logged []*pending
+	for _, b := range batch {
+		if err := e.check(b.o); err != nil {
+			b.err = err
+			continue
+		}
+		b.seq = s.seq + uint64(len(logged)) + 1
+		buf = appendRecord(buf, b.seq, b.o)
+		logged = append(logged, b)
+	}
+	if cap(buf) <= 1<<20 {
+		s.buf = buf
+	}
+	if len(logged) == 0 {
+		return
+	}
+	if err := s.append(buf); err != nil {
+		for _, b := range logged {
+			b.err = err
+		}
+		return
+	}
+	s.seq += uint64(len(logged))
+	for _, b := range logged {
+		b.res, b.err = e.apply(b.o)
+		b.res.seq = b.seq
+	}
+	if s.logSize > s.compactAt {
+		s.kick()
+	}
+}
+
+// append writes records at the end of the log and fsyncs. On failure it
+// cuts the log back to where it was, so that a later write starts clean
+// (and retries the cut first if that failed too).
+func (s *store) append(b []byte) error {
+	if s.log == nil {
+		return fmt.Errorf("%w: the log is not open", errWrite)
+	}
+	if s.dirty {
+		if err := s.log.Truncate(s.logSize); err != nil {
+			return fmt.Errorf("%w: %s: cannot undo an earlier failed write: %w", errWrite, s.logName, err)
+		}
+		s.dirty = false
+	}
+	_, err := s.log.WriteAt(b, s.logSize)
+	if err == nil {
+		err = s.log.Sync()
+	}
+	if err != nil {
+		s.dirty = true
+		if terr := s.log.Truncate(s.logSize); terr == nil {
+			s.dirty = false
+		}
+		return fmt.Errorf("%w: %s: %w", errWrite, s.logName, err)
+	}
+	s.logSize += int64(len(b))
+	return nil
+}
+
+// Compact writes a snapshot of the whole state, starts a new log, and
+// removes every older snapshot and log, so that nothing erased or expired
+// before the call remains in any file. Maintenance does this by itself
+// (after Forget, and when the log grows); an in-memory engine has nothing
+// to compact.
+func (e *Engine) Compact() error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	if e.store == nil {
+		return nil
+	}
+	return e.store.exclusive(func() error { return e.store.compactLocked(e) })
+}
+
+// compactLocked writes snapshot-<seq> and starts log <seq+1>. The caller
+// has the store to itself.
+func (s *store) compactLocked(e *Engine) error {
+	seq := s.seq
+	final := s.path(snapName(seq))
+	tmp := final + ".tmp"
+	f, err := s.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("personify: snapshot: %w", err)
+	}
+	w := &fileWriter{f: f}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	_, err = e.writeSnapshot(bw, seq)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.fs.Rename(tmp, final)
+	}
+	if err == nil {
+		err = s.fs.SyncDir(s.dir)
+	}
+	if err != nil {
+		_ = s.fs.Remove(tmp)
+		return fmt.Errorf("personify: snapshot %s: %w", final, err)
+	}
+	s.snapSeq = seq
+	s.lastSnap = time.Now()
+	if err := s.newLog(e, seq+1); err != nil {
+		return err
+	}
+	s.removeStale()
+	s.purged.Store(seq)
+	return nil
+}
+
+// fileWriter appends to a file with WriteAt, so that the file seam needs
+// no Seek.
+type fileWriter struct {
+	f   file
+	off int64
+}
+
+func (w *fileWriter) Write(b []byte) (int, error) {
+	n, err := w.f.WriteAt(b, w.off)
+	w.off += int64(n)
+	return n, err
+}
+
+// kick asks maintenance for a compaction soon.
+func (s *store) kick() {
+	select {
+	case s.purge <- struct{}{}:
+	default:
+	}
+}
+
+func (s *store) schedulePurge() { s.kick() }
+
+// maintain runs retention, key expiry and compaction until Close.
+func (s *store) maintain(e *Engine) {
+	defer close(s.stopped)
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.purge:
+			s.compactIfNeeded(e, true)
+		case <-t.C:
+			if _, err := e.Expire(e.now()); err != nil && !errors.Is(err, ErrClosed) {
+				s.warn("expire", err)
+			}
+			s.compactIfNeeded(e, false)
+		}
+	}
+}
+
+func (s *store) compactIfNeeded(e *Engine, asked bool) {
+	err := s.exclusive(func() error {
+		if e.closed.Load() {
+			return nil
+		}
+		if s.seq == s.snapSeq || !asked && s.logSize < s.compactAt {
+			s.purged.Store(s.seq)
+			return nil
+		}
+		return s.compactLocked(e)
+	})
+	if err != nil {
+		s.warn("compact", err)
+	}
+}
+
+func (s *store) warn(what string, err error) {
+	s.audit.LogAttrs(context.Background(), slog.LevelWarn, "personify."+what+"_failed", slog.String("error", err.Error()))
+}
+
+// close stops maintenance and releases the files. The engine is already
+// marked closed.
+func (s *store) close() error {
+	close(s.stop)
+	<-s.stopped
+	return s.exclusive(func() error {
+		var err error
+		if s.log != nil {
+			err = s.log.Close()
+			s.log = nil
+		}
+		if lerr := s.lock.Close(); err == nil {
+			err = lerr
+		}
+		return err
+	})
+}
+
+// Purged reports whether the erasure that r proves is physically complete:
+// no snapshot or log under the engine's directory holds the person any more.
+// In memory it is complete when Forget returns.
+func (e *Engine) Purged(r Receipt) bool {
+	if e.store == nil || r.Seq == 0 {
+		return true
+	}
+	return e.store.purged.Load() >= r.Seq
+}
