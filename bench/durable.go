@@ -17,7 +17,7 @@ import (
 func (s *Suite) DurableAdd(writers int) func(*testing.B) {
 	return func(b *testing.B) {
 		dir := b.TempDir()
-		e, err := personify.Open(dir, personify.Options{Key: s.W.Key}, personify.DurableOptions{MaintenanceInterval: -1})
+		e, err := personify.Open(dir, personify.Options{Key: s.W.Key, Durable: personify.DurableOptions{MaintenanceInterval: -1}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func (s *Suite) Open(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for range b.N {
-		e, err := personify.Open(dir, personify.Options{Key: s.W.Key}, personify.DurableOptions{MaintenanceInterval: -1})
+		e, err := personify.Open(dir, personify.Options{Key: s.W.Key, Durable: personify.DurableOptions{MaintenanceInterval: -1}})
 		if err != nil {
 			b.Fatal(err)
 		}

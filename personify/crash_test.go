@@ -34,8 +34,8 @@ func TestCrashChild(t *testing.T) {
 	}
 	var round int
 	fmt.Sscan(os.Getenv("PERSONIFY_CRASH_ROUND"), &round)
-	e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3},
-		DurableOptions{CompactAfter: 32 << 10, MaintenanceInterval: 5 * time.Millisecond})
+	e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3,
+		Durable: DurableOptions{CompactAfter: 32 << 10, MaintenanceInterval: 5 * time.Millisecond}})
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(3)
@@ -113,7 +113,7 @@ func TestCrashRecovery(t *testing.T) {
 			require.False(t, strings.HasPrefix(l, "open:") || strings.HasPrefix(l, "write:"), "child failed: %s", l)
 		}
 
-		e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3}, DurableOptions{MaintenanceInterval: -1})
+		e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3, Durable: DurableOptions{MaintenanceInterval: -1}})
 		require.NoError(t, err, "round %d", round)
 		for w := range 4 {
 			for n := 0; n <= maxN[w]+2; n++ {

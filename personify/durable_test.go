@@ -102,6 +102,12 @@ type durableEnv struct {
 	audit *bytes.Buffer
 }
 
+// durable returns o with durable settings d.
+func durable(o Options, d DurableOptions) Options {
+	o.Durable = d
+	return o
+}
+
 func newDurableEnv(t *testing.T) *durableEnv {
 	clock := &fakeClock{t: t0}
 	var audit bytes.Buffer
@@ -111,7 +117,7 @@ func newDurableEnv(t *testing.T) *durableEnv {
 
 func (d *durableEnv) open(t *testing.T) *Engine {
 	t.Helper()
-	e, err := Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: -1})
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
 	require.NoError(t, err)
 	return e
 }
@@ -197,7 +203,7 @@ func (e *Engine) mustPseudonym(t testing.TB, id anonymize.Identifier) anonymize.
 func TestOpenRefusesASecondEngine(t *testing.T) {
 	d := newDurableEnv(t)
 	e := d.open(t)
-	_, err := Open(d.dir, d.opts, DurableOptions{})
+	_, err := Open(d.dir, durable(d.opts, DurableOptions{}))
 	require.ErrorIs(t, err, ErrLocked)
 	assert.Contains(t, err.Error(), d.dir)
 	require.NoError(t, e.Close())
@@ -212,7 +218,7 @@ func TestOpenWrongKey(t *testing.T) {
 	require.NoError(t, e.Close())
 	other := d.opts
 	other.Key = mustKey(t, strings.Repeat("ab", 32))
-	_, err := Open(d.dir, other, DurableOptions{MaintenanceInterval: -1})
+	_, err := Open(d.dir, durable(other, DurableOptions{MaintenanceInterval: -1}))
 	require.ErrorIs(t, err, ErrWrongKey)
 	assert.Contains(t, err.Error(), "snapshot-")
 	assert.Contains(t, err.Error(), d.opts.Key.Fingerprint().String())
@@ -290,7 +296,7 @@ func TestOpenCorruptLog(t *testing.T) {
 	orig := slices.Clone(b)
 	b[len(b)/2] ^= 0x10
 	require.NoError(t, os.WriteFile(lf, b, 0o600))
-	_, err = Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: -1})
+	_, err = Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
 	require.ErrorIs(t, err, ErrCorrupt)
 	assert.Contains(t, err.Error(), lf)
 	assert.Contains(t, err.Error(), "offset")
@@ -318,7 +324,7 @@ func TestOpenCorruptSnapshot(t *testing.T) {
 			require.NoError(t, err)
 			bad := damage(slices.Clone(b))
 			require.NoError(t, os.WriteFile(sf, bad, 0o600))
-			_, err = Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: -1})
+			_, err = Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
 			require.ErrorIs(t, err, ErrCorrupt)
 			assert.Contains(t, err.Error(), sf)
 			after, err := os.ReadFile(sf)
@@ -335,7 +341,7 @@ func TestOpenMissingSnapshot(t *testing.T) {
 	workload(t, e, d.clock, 10)
 	require.NoError(t, e.Close())
 	require.NoError(t, os.Remove(snapFile(t, d.dir)))
-	_, err := Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: -1})
+	_, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
 	require.ErrorIs(t, err, ErrCorrupt)
 	assert.Contains(t, err.Error(), "no snapshot")
 }
@@ -399,7 +405,7 @@ func TestDiskFull(t *testing.T) {
 	d := newDurableEnv(t)
 	fs := &faultFS{budget: -1}
 	open := func() *Engine {
-		e, err := Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs})
+		e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs}))
 		require.NoError(t, err)
 		return e
 	}
@@ -431,7 +437,7 @@ func TestDiskFull(t *testing.T) {
 func TestGroupCommitSharesFsyncs(t *testing.T) {
 	d := newDurableEnv(t)
 	fs := &faultFS{budget: -1}
-	e, err := Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs})
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs}))
 	require.NoError(t, err)
 	workload(t, e, d.clock, 5)
 	fs.mu.Lock()
@@ -454,7 +460,7 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	assert.Less(t, syncs, writers*each, "concurrent writers share fsyncs")
 	want := stateDump(t, e)
 	require.NoError(t, e.Close())
-	e, err = Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: -1})
+	e, err = Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
 	require.NoError(t, err)
 	defer e.Close()
 	assert.Equal(t, want, stateDump(t, e))
@@ -465,7 +471,7 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 // binary either way round, hex) and their raw identifiers.
 func TestForgetIsPhysical(t *testing.T) {
 	d := newDurableEnv(t)
-	e, err := Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: 5 * time.Millisecond, PurgeWithin: time.Hour})
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: 5 * time.Millisecond, PurgeWithin: time.Hour}))
 	require.NoError(t, err)
 	defer e.Close()
 	workload(t, e, d.clock, 60)
@@ -530,7 +536,7 @@ func dirHolds(t *testing.T, dir string, needle []byte) bool {
 
 func TestMaintenanceRunsRetentionAndKeyExpiry(t *testing.T) {
 	d := newDurableEnv(t)
-	e, err := Open(d.dir, d.opts, DurableOptions{MaintenanceInterval: 2 * time.Millisecond})
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: 2 * time.Millisecond}))
 	require.NoError(t, err)
 	defer e.Close()
 	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
@@ -560,10 +566,10 @@ func TestRotateKeySurvivesReopen(t *testing.T) {
 	// Reopening needs both keys while the old one is in its grace period.
 	opts := d.opts
 	opts.Key = next
-	_, err := Open(d.dir, opts, DurableOptions{MaintenanceInterval: -1})
+	_, err := Open(d.dir, durable(opts, DurableOptions{MaintenanceInterval: -1}))
 	require.ErrorIs(t, err, ErrWrongKey)
 	opts.PreviousKeys = []PreviousKey{{Key: d.opts.Key, Until: t0.Add(40 * 24 * time.Hour)}}
-	e, err = Open(d.dir, opts, DurableOptions{MaintenanceInterval: -1})
+	e, err = Open(d.dir, durable(opts, DurableOptions{MaintenanceInterval: -1}))
 	require.NoError(t, err)
 	defer e.Close()
 	assert.Equal(t, want, stateDump(t, e))

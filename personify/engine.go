@@ -53,6 +53,10 @@ type Options struct {
 	// Now returns the current time. Nil means time.Now. Tests inject a fake
 	// clock here.
 	Now func() time.Time
+
+	// Durable holds the settings of Open's storage and maintenance; New
+	// ignores them.
+	Durable DurableOptions
 }
 
 // PreviousKey is a key replaced by rotation and the time its grace period

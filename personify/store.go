@@ -51,7 +51,8 @@ var (
 	errLockHeld = errors.New("lock held")
 )
 
-// DurableOptions are the settings of Open that New does not use.
+// DurableOptions are the settings of a durable engine (Options.Durable),
+// which New ignores.
 type DurableOptions struct {
 	// MaintenanceInterval is how often the engine applies retention
 	// (Expire), ends key grace periods, and writes a snapshot when the log
@@ -118,9 +119,10 @@ type pending struct {
 // with ErrWrongKey; a directory that another engine has open, with
 // ErrLocked.
 //
-// The engine runs maintenance in the background (see DurableOptions) until
+// The engine runs maintenance in the background (see Options.Durable) until
 // Close, which must be called to release the directory.
-func Open(dir string, opts Options, dopts DurableOptions) (*Engine, error) {
+func Open(dir string, opts Options) (*Engine, error) {
+	dopts := opts.Durable
 	e, err := New(opts)
 	if err != nil {
 		return nil, err

@@ -131,6 +131,9 @@ func (r *result) summarize() {
 		allocs[i] = float64(br.AllocsPerOp())
 	}
 	r.nsOp, r.allocs = median(ns), int64(median(allocs))
+	if b := r.runs[0].Bytes; b > 0 {
+		r.extra["MB/s"] = float64(b) * 1e3 / r.nsOp
+	}
 	for k := range r.runs[0].Extra {
 		vals := make([]float64, len(r.runs))
 		for i, br := range r.runs {
@@ -181,6 +184,10 @@ func benchmarks(s *bench.Suite) []benchmark {
 		{"InReaders/readers=1/writer=true", s.InReaders(1, true)},
 		{"InReaders/readers=2/writer=true", s.InReaders(2, true)},
 		{"Ingest", s.Ingest},
+		{"WriteSnapshot", s.WriteSnapshot},
+		{"Open", s.Open},
+		{"DurableAdd/writers=1", s.DurableAdd(1)},
+		{"DurableAdd/writers=8", s.DurableAdd(8)},
 	}
 }
 
