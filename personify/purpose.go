@@ -33,6 +33,20 @@ func (m ConsentModel) String() string {
 // MarshalText encodes the model as "opt-in" or "opt-out".
 func (m ConsentModel) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
+// UnmarshalText decodes "opt-in" or "opt-out", so that a Report read back
+// from JSON has its models.
+func (m *ConsentModel) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "opt-in":
+		*m = OptIn
+	case "opt-out":
+		*m = OptOut
+	default:
+		return fmt.Errorf("personify: consent model %q: want \"opt-in\" or \"opt-out\"", b)
+	}
+	return nil
+}
+
 // MaxPurposes is the most purposes an engine holds.
 const MaxPurposes = 64
 

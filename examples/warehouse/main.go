@@ -1,0 +1,145 @@
+// Command warehouse loads segments computed elsewhere: a data warehouse
+// exports (pseudonym, segment) rows, computing each pseudonym in SQL with
+// the HMAC-SHA256 construction that anonymize.HMACSHA256 documents, and the
+// engine loads them in bulk with AddPseudonyms. No email address leaves the
+// warehouse, and the app still finds its visitors by email.
+//
+//	go run ./examples/warehouse
+package main
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify"
+)
+
+// The key the warehouse and the app share (from a secret store in real
+// life; fixed here so that the output is the same on every run).
+const keyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+// exportSQL is what the warehouse runs (PostgreSQL with pgcrypto). The
+// emails are already normalized there (trimmed, lowercased; for gmail.com,
+// dots and +tags dropped), as anonymize.Email normalizes them.
+const exportSQL = `COPY (
+  SELECT encode(substring(hmac(convert_to('email:' || email, 'UTF8'),
+                               decode(:'key_hex', 'hex'), 'sha256') FROM 1 FOR 8), 'hex') AS pseudonym,
+         segment
+  FROM customer_segments
+) TO STDOUT WITH CSV HEADER`
+
+func main() {
+	if err := run(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "warehouse:", err)
+		os.Exit(1)
+	}
+}
+
+func run(w io.Writer) error {
+	key, err := anonymize.KeyFromHex(keyHex)
+	if err != nil {
+		return err
+	}
+	rawKey, _ := hex.DecodeString(keyHex)
+
+	// 1. The warehouse's export, computed here the way the SQL above
+	// computes it (crypto/hmac, not this library), to show that the two
+	// agree byte for byte.
+	export := warehouseExport(rawKey)
+	fmt.Fprintf(w, "warehouse export: %d rows, for example:\n", strings.Count(export, "\n")-1)
+	for _, line := range strings.SplitN(export, "\n", 4)[:3] {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
+
+	// 2. The app's engine uses the same construction: Options.Hasher.
+	e, err := personify.New(personify.Options{Key: key, Hasher: anonymize.HMACSHA256, K: 10})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if err := e.DefinePurpose(personify.Purpose{Name: "personalization", Model: personify.OptOut}); err != nil {
+		return err
+	}
+
+	// 3. Load the CSV: group the rows by segment, then one AddPseudonyms
+	// per segment (bulk, any order).
+	bySegment, err := readExport(strings.NewReader(export))
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"churn-risk", "high-value", "weekend-shoppers"} {
+		if err := e.Define(personify.Segment{Name: name, Purpose: "personalization"}); err != nil {
+			return err
+		}
+		if err := e.AddPseudonyms(name, bySegment[name]); err != nil {
+			return err
+		}
+		n, _ := e.Len(name)
+		fmt.Fprintf(w, "loaded %-16s %5d members\n", name, n)
+	}
+
+	// 4. A visitor signs in with their email, typed their way: the app
+	// finds the memberships the warehouse computed.
+	visitor := anonymize.Email("  Customer0042@Example.COM")
+	p, err := e.Pseudonym(visitor)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nvisitor %v has pseudonym %v\n", visitor, p)
+	fmt.Fprintf(w, "segments: %v\n", e.Segments(nil, p, "personalization"))
+	return nil
+}
+
+// warehouseExport returns the CSV the SQL query would produce for 3,000
+// synthetic customers: each in high-value if their number is divisible by
+// 7, in churn-risk if by 5, in weekend-shoppers if by 2.
+func warehouseExport(key []byte) string {
+	var b bytes.Buffer
+	cw := csv.NewWriter(&b)
+	_ = cw.Write([]string{"pseudonym", "segment"})
+	for i := range 3000 {
+		email := fmt.Sprintf("customer%04d@example.com", i) // normalized in the warehouse
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte("email:" + email))
+		pseudonym := hex.EncodeToString(mac.Sum(nil)[:8])
+		for _, s := range []struct {
+			name string
+			mod  int
+		}{{"high-value", 7}, {"churn-risk", 5}, {"weekend-shoppers", 2}} {
+			if i%s.mod == 0 {
+				_ = cw.Write([]string{pseudonym, s.name})
+			}
+		}
+	}
+	cw.Flush()
+	return b.String()
+}
+
+// readExport parses the CSV into pseudonyms by segment, rejecting a row
+// that is not a pseudonym with an error naming the line.
+func readExport(r io.Reader) (map[string][]anonymize.Pseudonym, error) {
+	rows, err := csv.NewReader(r).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]anonymize.Pseudonym{}
+	for i, row := range rows[1:] {
+		if len(row) != 2 {
+			return nil, fmt.Errorf("line %d: want pseudonym,segment", i+2)
+		}
+		p, err := anonymize.ParsePseudonym(row[0])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+2, err)
+		}
+		out[row[1]] = append(out[row[1]], p)
+	}
+	return out, nil
+}
