@@ -15,10 +15,13 @@ func (e *Engine) commit(o *op) (opResult, error) {
 	if e.closed.Load() {
 		return opResult{}, ErrClosed
 	}
-	if e.store == nil {
-		return e.apply(o)
+	switch {
+	case e.store != nil:
+		return e.store.commit(e, o)
+	case e.replica != nil:
+		return e.replica.commit(e, o)
 	}
-	return e.store.commit(e, o)
+	return e.apply(o)
 }
 
 // apply applies an op: the one code path for live writes and for replaying

@@ -86,6 +86,7 @@ type Engine struct {
 	closed     atomic.Bool                             // set by Close
 	gen        atomic.Uint64                           // odd while closed or while a snapshot is being installed
 	store      *store                                  // nil in memory
+	replica    *replicator                             // NewReplica's journal; nil otherwise
 	keys       map[anonymize.Fingerprint]anonymize.Key // every key given in Options
 	hasher     func(anonymize.Key) anonymize.Hasher
 	replaying  bool          // Open is replaying the log: no audit events

@@ -3,6 +3,7 @@ package personify_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
@@ -118,5 +119,39 @@ func ExampleEngine_ForgetWith() {
 	// Output:
 	// [{runners 1}] req-7
 	// <nil>
+	// true
+}
+
+// A durable engine: changes survive a restart (or a crash) once the call
+// returns, and an erasure leaves the disk by the time its receipt says.
+func ExampleOpen() {
+	dir, _ := os.MkdirTemp("", "personify-example-")
+	defer os.RemoveAll(dir)
+	key, _ := anonymize.KeyFromHex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	opts := personify.Options{Key: key, K: 1}
+
+	e, err := personify.Open(dir, opts)
+	if err != nil {
+		panic(err)
+	}
+	_ = e.DefinePurpose(personify.Purpose{Name: "personalization", Model: personify.OptOut})
+	_ = e.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = e.Add("runners", emails("ana", "bo")...)
+	_ = e.Close()
+
+	e, _ = personify.Open(dir, opts) // after a restart
+	defer e.Close()
+	p, _ := e.Pseudonym(anonymize.Email("bo@example.com"))
+	fmt.Println("bo in runners:", e.In(p, "runners"))
+
+	r, _ := e.Forget(anonymize.Email("bo@example.com"))
+	_ = e.Compact() // maintenance does this by itself soon after Forget
+	fmt.Println("bo purged from every file:", e.Purged(r))
+
+	_, err = personify.Open(dir, opts) // while e holds the directory
+	fmt.Println(errors.Is(err, personify.ErrLocked))
+	// Output:
+	// bo in runners: true
+	// bo purged from every file: true
 	// true
 }

@@ -94,9 +94,15 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 	slices.SortFunc(r.Segments, func(a, b ErasedSegment) int { return strings.Compare(a.Name, b.Name) })
 	r.ErasedAt = e.now().UTC()
 	r.DurableAt, r.PurgeBy = r.ErasedAt, r.ErasedAt
-	if e.store != nil {
+	switch {
+	case e.store != nil:
 		r.PurgeBy = r.DurableAt.Add(e.store.purgeWithin)
 		e.store.schedulePurge()
+	case e.replica != nil:
+		if pg, ok := e.replica.j.(Purger); ok {
+			r.PurgeBy = r.DurableAt.Add(pg.PurgeWithin())
+			pg.SchedulePurge()
+		}
 	}
 	r.Signature = ed25519.Sign(e.receiptKey, r.SignedMessage())
 	return r, nil

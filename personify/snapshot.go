@@ -127,6 +127,10 @@ func (e *Engine) WriteSnapshot(w io.Writer) (int64, error) {
 		})
 		return n, err
 	}
+	if e.replica != nil {
+		_, n, err := e.WriteReplicaSnapshot(w)
+		return n, err
+	}
 	return e.writeSnapshot(w, 0)
 }
 
@@ -649,7 +653,10 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 		e.event("load_snapshot", slog.Int("people", e.dir.len()), slog.Int("segments", len(e.segs)))
 		return nil
 	}
-	if e.store == nil {
+	switch {
+	case e.replica != nil:
+		return e.loadReplicaSnapshot(st, load)
+	case e.store == nil:
 		return load()
 	}
 	return e.store.exclusive(func() error {

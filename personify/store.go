@@ -665,8 +665,15 @@ func (s *store) close() error {
 // no snapshot or log under the engine's directory holds the person any more.
 // In memory it is complete when Forget returns.
 func (e *Engine) Purged(r Receipt) bool {
-	if e.store == nil || r.Seq == 0 {
+	switch {
+	case r.Seq == 0:
 		return true
+	case e.store != nil:
+		return e.store.purged.Load() >= r.Seq
+	case e.replica != nil:
+		if pg, ok := e.replica.j.(Purger); ok {
+			return pg.PurgedThrough() >= r.Seq
+		}
 	}
-	return e.store.purged.Load() >= r.Seq
+	return true
 }
