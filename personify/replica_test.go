@@ -121,12 +121,18 @@ func TestReplicasConverge(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, seq, got)
 	require.NoError(t, replicas[0].Add("runners", person(5555)))
+	require.Eventually(t, func() bool { return replicas[0].Applied() == uint64(len(j.log)) }, 5*time.Second, time.Millisecond)
 	late, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now}, j, ReplicaOptions{})
 	require.NoError(t, err)
 	require.NoError(t, late.LoadSnapshot(bytes.NewReader(snap.Bytes())))
 	assert.Equal(t, seq, late.Applied())
 	require.ErrorIs(t, late.Apply(seq+2, j.log[seq]), ErrGap)
-	require.NoError(t, late.Apply(seq+1, j.log[seq]))
+	j.mu.Lock()
+	rest := j.log[seq:]
+	j.mu.Unlock()
+	for k, change := range rest {
+		require.NoError(t, late.Apply(seq+1+uint64(k), change))
+	}
 	require.NoError(t, late.Apply(seq+1, j.log[seq]), "redelivery is ignored")
 	assert.Equal(t, stateDump(t, replicas[0]), stateDump(t, late))
 }

@@ -372,7 +372,8 @@ func (s *store) newLog(e *Engine, start uint64) error {
 	fp := e.ring.Current()
 	copy(h[8:], fp[:])
 	binary.LittleEndian.PutUint64(h[16:], start)
-	if _, err := f.WriteAt(h[:], 0); err == nil {
+	_, err = f.WriteAt(h[:], 0)
+	if err == nil {
 		err = f.Sync()
 	}
 	if err == nil {

@@ -54,6 +54,7 @@ func run(w io.Writer) error {
 	// computes it (crypto/hmac, not this library), to show that the two
 	// agree byte for byte.
 	export := warehouseExport(rawKey)
+	fmt.Fprintf(w, "the warehouse runs (psql, with -v key_hex=...):\n%s\n\n", exportSQL)
 	fmt.Fprintf(w, "warehouse export: %d rows, for example:\n", strings.Count(export, "\n")-1)
 	for _, line := range strings.SplitN(export, "\n", 4)[:3] {
 		fmt.Fprintf(w, "  %s\n", line)
