@@ -35,7 +35,7 @@ func TestCrashChild(t *testing.T) {
 	var round int
 	fmt.Sscan(os.Getenv("PERSONIFY_CRASH_ROUND"), &round)
 	e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3,
-		Durable: DurableOptions{CompactAfter: 32 << 10, MaintenanceInterval: 5 * time.Millisecond}})
+		Durable: DurableOptions{CompactAfter: 32 << 10, MaintenanceInterval: 5 * time.Millisecond, PurgeWithin: 40 * time.Millisecond}})
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(3)

@@ -471,7 +471,7 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 // binary either way round, hex) and their raw identifiers.
 func TestForgetIsPhysical(t *testing.T) {
 	d := newDurableEnv(t)
-	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: 5 * time.Millisecond, PurgeWithin: time.Hour}))
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: 5 * time.Millisecond, PurgeWithin: 40 * time.Millisecond}))
 	require.NoError(t, err)
 	defer e.Close()
 	workload(t, e, d.clock, 60)

@@ -63,8 +63,9 @@ type DurableOptions struct {
 	// a snapshot and starts a new log. Zero means 64 MiB.
 	CompactAfter int64
 	// PurgeWithin is the deadline an erasure's receipt promises for its
-	// physical deletion (Receipt.PurgeBy); Forget starts a compaction at
-	// once. Zero means one minute.
+	// physical deletion (Receipt.PurgeBy); maintenance compacts within a
+	// quarter of it after a Forget, so that the erasures of that window
+	// share one snapshot. Zero means one minute.
 	PurgeWithin time.Duration
 
 	fs fileSystem // nil: the real one; tests inject faults here
@@ -96,7 +97,8 @@ type store struct {
 	lastSnap time.Time
 
 	purged  atomic.Uint64 // every record up to here is in a snapshot and no older file remains
-	purge   chan struct{}
+	purge   chan struct{} // a Forget wants a compaction within PurgeWithin
+	grow    chan struct{} // the log passed CompactAfter
 	stop    chan struct{}
 	stopped chan struct{}
 }
@@ -133,7 +135,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 	}
 	s := &store{dir: dir, fs: fs, purgeWithin: dopts.PurgeWithin, compactAt: dopts.CompactAfter,
 		interval: dopts.MaintenanceInterval, audit: e.audit,
-		purge: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+		purge: make(chan struct{}, 1), grow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
 	if s.purgeWithin <= 0 {
 		s.purgeWithin = time.Minute
@@ -594,27 +596,42 @@ func (w *fileWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// kick asks maintenance for a compaction soon.
+// kick asks maintenance for a compaction now (the log has grown).
 func (s *store) kick() {
+	select {
+	case s.grow <- struct{}{}:
+	default:
+	}
+}
+
+// schedulePurge asks for a compaction within a quarter of PurgeWithin, so
+// that the erasures of that window share one snapshot.
+func (s *store) schedulePurge() {
 	select {
 	case s.purge <- struct{}{}:
 	default:
 	}
 }
 
-func (s *store) schedulePurge() { s.kick() }
-
 // maintain runs retention, key expiry and compaction until Close.
 func (s *store) maintain(e *Engine) {
 	defer close(s.stopped)
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
+	var purgeDue <-chan time.Time
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-s.purge:
+			if purgeDue == nil {
+				purgeDue = time.After(s.purgeWithin / 4)
+			}
+		case <-purgeDue:
+			purgeDue = nil
 			s.compactIfNeeded(e, true)
+		case <-s.grow:
+			s.compactIfNeeded(e, false)
 		case <-t.C:
 			if _, err := e.Expire(e.now()); err != nil && !errors.Is(err, ErrClosed) {
 				s.warn("expire", err)
@@ -629,8 +646,11 @@ func (s *store) compactIfNeeded(e *Engine, asked bool) {
 		if e.closed.Load() {
 			return nil
 		}
-		if s.seq == s.snapSeq || !asked && s.logSize < s.compactAt {
+		if s.seq == s.snapSeq { // the newest snapshot holds everything, and no older file remains
 			s.purged.Store(s.seq)
+			return nil
+		}
+		if !asked && s.logSize < s.compactAt {
 			return nil
 		}
 		return s.compactLocked(e)

@@ -61,7 +61,8 @@ type Options struct {
 	// means one minute; negative turns it off.
 	MaintenanceInterval time.Duration
 	// PurgeWithin is the deadline erasure receipts promise for physical
-	// deletion; Forget starts a compaction at once. Zero means one minute.
+	// deletion; maintenance compacts within a quarter of it after a Forget.
+	// Zero means one minute.
 	PurgeWithin time.Duration
 	// Logger receives warnings (reconnects, failed maintenance). Nil
 	// discards them.
@@ -537,11 +538,17 @@ func (r *Replica) Compact(ctx context.Context) error {
 func (r *Replica) maintain(ctx context.Context) {
 	t := time.NewTicker(r.opts.MaintenanceInterval)
 	defer t.Stop()
+	var purgeDue <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.kick:
+		case <-r.kick: // a Forget: compact within a quarter of PurgeWithin, one snapshot for the window's erasures
+			if purgeDue == nil {
+				purgeDue = time.After(r.opts.PurgeWithin / 4)
+			}
+		case <-purgeDue:
+			purgeDue = nil
 			r.compactIfDue(ctx, true)
 		case <-t.C:
 			r.expireIfLeader(ctx)

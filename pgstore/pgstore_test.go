@@ -306,7 +306,10 @@ func TestDroppedConnection(t *testing.T) {
 // still holds their pseudonym once compaction ran.
 func TestForgetAcrossFleet(t *testing.T) {
 	conn := newDB(t)
-	fast := func(o *Options) { o.MaintenanceInterval = 50 * time.Millisecond; o.PurgeWithin = time.Minute }
+	fast := func(o *Options) {
+		o.MaintenanceInterval = 50 * time.Millisecond
+		o.PurgeWithin = 200 * time.Millisecond
+	}
 	rs := []*Replica{openReplica(t, conn, fast), openReplica(t, conn, fast), openReplica(t, conn, fast)}
 	defer func() {
 		for _, r := range rs {
