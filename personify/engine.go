@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,12 @@ type Options struct {
 	// clock here.
 	Now func() time.Time
 
+	// UpcomingKeys are keys that a key rotation may switch to but that are
+	// not in use yet: a replica of a fleet needs the key another replica
+	// rotates to before that rotation reaches it through the journal. A
+	// single engine does not need them (RotateKey is given the key).
+	UpcomingKeys []anonymize.Key
+
 	// Durable holds the settings of Open's storage and maintenance; New
 	// ignores them.
 	Durable DurableOptions
@@ -82,12 +89,14 @@ type Engine struct {
 	dir        *directory // lock-free lookups; changed under mu
 	rt         atomic.Pointer[readTable]
 	states     atomic.Pointer[[]privState]
-	hasAliases atomic.Bool                             // whether lookups may need the alias map
-	closed     atomic.Bool                             // set by Close
-	gen        atomic.Uint64                           // odd while closed or while a snapshot is being installed
-	store      *store                                  // nil in memory
-	replica    *replicator                             // NewReplica's journal; nil otherwise
-	keys       map[anonymize.Fingerprint]anonymize.Key // every key given in Options
+	hasAliases atomic.Bool   // whether lookups may need the alias map
+	closed     atomic.Bool   // set by Close
+	gen        atomic.Uint64 // odd while closed or while a snapshot is being installed
+	store      *store        // nil in memory
+	replica    *replicator   // NewReplica's journal; nil otherwise
+	keysMu     sync.Mutex
+	keys       map[anonymize.Fingerprint]anonymize.Key // every key given in Options or to RotateKey
+	closeOnce  sync.Once
 	hasher     func(anonymize.Key) anonymize.Hasher
 	replaying  bool          // Open is replaying the log: no audit events
 	forgets    atomic.Uint64 // counts erasures, for Audience iterators
@@ -159,6 +168,12 @@ func New(opts Options) (*Engine, error) {
 	} else if len(e.receiptKey) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("personify: Options.ReceiptKey has %d bytes, want an ed25519.PrivateKey of %d", len(e.receiptKey), ed25519.PrivateKeySize)
 	}
+	for _, k := range opts.UpcomingKeys {
+		if k.IsZero() {
+			return nil, fmt.Errorf("personify: Options.UpcomingKeys: a key is zero or destroyed")
+		}
+		e.keys[k.Fingerprint()] = k
+	}
 	for _, pk := range opts.PreviousKeys {
 		if pk.Key.IsZero() {
 			return nil, fmt.Errorf("personify: Options.PreviousKeys: a key is zero or destroyed")
@@ -180,23 +195,48 @@ func New(opts Options) (*Engine, error) {
 // write in flight and releases its directory; every write acknowledged
 // before is on disk. Closing twice is not an error.
 func (e *Engine) Close() error {
-	e.mu.Lock()
-	if e.closed.Swap(true) {
-		e.mu.Unlock()
-		return nil
-	}
-	e.gen.Add(1) // odd for good: lookups take the locked path, which answers nothing
-	e.mu.Unlock()
 	if e.store != nil {
-		return e.store.close()
+		var err error
+		e.closeOnce.Do(func() { err = e.store.close(e) })
+		return err
 	}
+	e.markClosed()
 	return nil
 }
 
+// markClosed makes every later call return ErrClosed and lookups answer
+// nothing.
+func (e *Engine) markClosed() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed.Swap(true) {
+		e.gen.Add(1) // odd for good: lookups take the locked path, which answers nothing
+	}
+}
+
 // hasKey reports whether the engine was given the key with fingerprint fp.
-func (e *Engine) hasKey(fp anonymize.Fingerprint) bool {
-	_, ok := e.keys[fp]
-	return ok
+func (e *Engine) hasKey(fp anonymize.Fingerprint) bool { return !e.key(fp).IsZero() }
+
+// key returns the key with fingerprint fp among those the engine was
+// given (Options and RotateKey), or the zero Key.
+func (e *Engine) key(fp anonymize.Fingerprint) anonymize.Key {
+	e.keysMu.Lock()
+	defer e.keysMu.Unlock()
+	return e.keys[fp]
+}
+
+// addKey remembers a key given to RotateKey, for replay and snapshots.
+func (e *Engine) addKey(k anonymize.Key) {
+	e.keysMu.Lock()
+	defer e.keysMu.Unlock()
+	e.keys[k.Fingerprint()] = k
+}
+
+// keySet returns a copy of the keys the engine was given.
+func (e *Engine) keySet() map[anonymize.Fingerprint]anonymize.Key {
+	e.keysMu.Lock()
+	defer e.keysMu.Unlock()
+	return maps.Clone(e.keys)
 }
 
 // ReceiptPublicKey returns the public key that verifies this engine's

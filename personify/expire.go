@@ -98,6 +98,7 @@ func (e *Engine) RotateKey(next anonymize.Key, grace time.Duration) error {
 	if next.IsZero() {
 		return fmt.Errorf("personify: RotateKey: the new key is zero or destroyed")
 	}
+	e.addKey(next) // replay, replicas and snapshots find it by fingerprint
 	_, err := e.commit(&op{kind: opRotateKey, at: e.now(), key: next.Fingerprint(), grace: grace, next: next})
 	return err
 }

@@ -142,7 +142,11 @@ func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose strin
 	bit := uint64(1) << pu.bit
 	var granted uint64 // all ones if the person granted consent for the purpose
 	if state != 0 {
-		s := &(*e.states.Load())[state]
+		states := *e.states.Load()
+		if int(state) >= len(states) { // a snapshot replaced the states meanwhile
+			return e.segmentsLocked(dst, p, purpose)
+		}
+		s := &states[state]
 		if s.all || s.suppressed&bit != 0 || s.denied&bit != 0 {
 			return dst
 		}

@@ -399,3 +399,62 @@ func (d *decoder) keyed() []anonymize.KeyedPseudonym {
 	}
 	return kps
 }
+
+// A log file holds frames, one per group commit, each written with one
+// write and made durable with one fsync:
+//
+//	magic   4 bytes "PFYB"
+//	length  4 bytes, little endian: the payload's length
+//	crc     4 bytes, little endian: CRC-32C of length and payload
+//	payload the batch's records, back to back
+//
+// A crash can tear only the last frame (the next is written after the
+// previous fsync returned), so a damaged frame followed by a valid one is
+// corruption, and a damaged frame with nothing valid after it is a torn
+// write, dropped whole: a batch is kept or lost as a unit.
+const (
+	frameMagic     = "PFYB"
+	frameHeaderLen = 12
+	maxFrameLen    = 1<<31 - 1
+)
+
+// errFrame is wrapped by every frame decoding error.
+var errFrame = errors.New("malformed log frame")
+
+// startFrame appends a frame header to dst, to be completed by endFrame
+// once the records follow it.
+func startFrame(dst []byte) []byte {
+	return append(dst, frameMagic+"\x00\x00\x00\x00\x00\x00\x00\x00"...)
+}
+
+// endFrame fills in the header of the frame that starts at dst[start:].
+func endFrame(dst []byte, start int) []byte {
+	n := len(dst) - start - frameHeaderLen
+	binary.LittleEndian.PutUint32(dst[start+4:], uint32(n))
+	crc := crc32.Update(0, crcTable, dst[start+4:start+8])
+	crc = crc32.Update(crc, crcTable, dst[start+frameHeaderLen:])
+	binary.LittleEndian.PutUint32(dst[start+8:], crc)
+	return dst
+}
+
+// decodeFrame checks the frame at the start of b and returns its payload
+// and total size.
+func decodeFrame(b []byte) (payload []byte, size int, err error) {
+	if len(b) < frameHeaderLen {
+		return nil, 0, fmt.Errorf("%w: %d bytes, shorter than a frame header", errFrame, len(b))
+	}
+	if string(b[:4]) != frameMagic {
+		return nil, 0, fmt.Errorf("%w: bad magic %x", errFrame, b[:4])
+	}
+	n := int(binary.LittleEndian.Uint32(b[4:]))
+	if n > maxFrameLen || n > len(b)-frameHeaderLen {
+		return nil, 0, fmt.Errorf("%w: length %d runs past the end (%d bytes left)", errFrame, n, len(b)-frameHeaderLen)
+	}
+	payload = b[frameHeaderLen : frameHeaderLen+n]
+	crc := crc32.Update(0, crcTable, b[4:8])
+	crc = crc32.Update(crc, crcTable, payload)
+	if want := binary.LittleEndian.Uint32(b[8:]); crc != want {
+		return nil, 0, fmt.Errorf("%w: checksum %08x, want %08x", errFrame, crc, want)
+	}
+	return payload, frameHeaderLen + n, nil
+}

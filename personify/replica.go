@@ -105,6 +105,10 @@ func (r *replicator) commit(e *Engine, o *op) (opResult, error) {
 	binary.LittleEndian.PutUint64(change, r.id)
 	binary.LittleEndian.PutUint64(change[8:], ctr)
 	change = appendRecord(change, 0, o)
+	if len(change)-changeOriginLen-recHeaderLen > maxRecordLen {
+		r.forget(ctr)
+		return opResult{}, fmt.Errorf("%w: a change of %d bytes is over the journal's limit of %d: split it", errWrite, len(change), maxRecordLen)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	seq, err := r.j.Append(ctx, change)
@@ -163,7 +167,7 @@ func (e *Engine) Apply(seq uint64, change []byte) error {
 		return fmt.Errorf("%w: change %d: %w", ErrCorrupt, seq, err)
 	}
 	if o.kind == opRotateKey {
-		o.next = e.keys[o.key]
+		o.next = e.key(o.key)
 	}
 	res, aerr := e.apply(&o)
 	r.applied.Store(seq)

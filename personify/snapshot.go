@@ -634,7 +634,7 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	st, err := readState(r, "snapshot", e.keys, e.hasher)
+	st, err := readState(r, "snapshot", e.keySet(), e.hasher)
 	if err != nil {
 		return err
 	}
@@ -663,6 +663,13 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 		if err := load(); err != nil {
 			return err
 		}
-		return e.store.compactLocked(e)
+		if err := e.store.compactLocked(e); err != nil {
+			// The loaded state is in memory only: writes are refused until
+			// a snapshot of it is on disk (each write retries it), so that
+			// nothing is acknowledged on top of a state a restart would lose.
+			e.store.needSnapshot = err
+			return fmt.Errorf("personify: LoadSnapshot: the state was loaded but could not be saved (writes wait until it is): %w", err)
+		}
+		return nil
 	})
 }

@@ -94,7 +94,10 @@ type store struct {
 	seq      uint64 // last record written
 	snapSeq  uint64 // last snapshot's seq
 	buf      []byte
-	lastSnap time.Time
+	logStart uint64 // the active log's first sequence number
+	// needSnapshot is set when LoadSnapshot installed a state that is not
+	// on disk yet; writes wait for a snapshot of it.
+	needSnapshot error
 
 	purged  atomic.Uint64 // every record up to here is in a snapshot and no older file remains
 	purge   chan struct{} // a Forget wants a compaction within PurgeWithin
@@ -227,7 +230,7 @@ func (s *store) load(e *Engine, opts Options) error {
 		f.Close()
 		return fmt.Errorf("personify: open %s: %w", name, err)
 	}
-	st, err := readState(io.NewSectionReader(f, 0, fi.Size()), name, e.keys, e.hasher)
+	st, err := readState(io.NewSectionReader(f, 0, fi.Size()), name, e.keySet(), e.hasher)
 	f.Close()
 	if err != nil {
 		return err
@@ -243,13 +246,11 @@ func (s *store) load(e *Engine, opts Options) error {
 	// Replay every record after the snapshot, in order.
 	e.replaying = true
 	defer func() { e.replaying = false }()
-	var live []uint64 // logs that may hold records after the snapshot
-	for i, start := range logs {
-		if i+1 < len(logs) && logs[i+1] <= s.snapSeq+1 {
-			continue // every record is in the snapshot
-		}
-		live = append(live, start)
-	}
+	// Every log, oldest first: records the snapshot holds are skipped. (A
+	// log older than the snapshot can still hold newer records when a
+	// compaction could not start its new log and appends went on in the
+	// old one.)
+	live := logs
 	for i, start := range live {
 		last := i == len(live)-1
 		if err := s.replay(e, start, last); err != nil {
@@ -265,8 +266,7 @@ func (s *store) load(e *Engine, opts Options) error {
 		return fmt.Errorf("%w: the data in %s is under key %s, Options.Key is %s: open it with that key, then call Engine.RotateKey to move to the new one",
 			ErrWrongKey, s.dir, cur, opts.Key.Fingerprint())
 	}
-	s.removeStale()
-	s.purged.Store(s.snapSeq)
+	s.markPurged()
 	return nil
 }
 
@@ -286,13 +286,13 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 	}
 	keep := func() {
 		if last {
-			s.log, s.logName, s.logSize = f, name, int64(len(b))
+			s.log, s.logName, s.logSize, s.logStart = f, name, int64(len(b)), start
 		} else {
 			f.Close()
 		}
 	}
 	if len(b) < logHeaderLen || string(b[:8]) != logMagic || binary.LittleEndian.Uint64(b[16:]) != start {
-		if last && len(b) < logHeaderLen && bytes.Equal(b, []byte(logMagic + "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")[:len(b)]) {
+		if last && unfinishedHeader(b) {
 			// Created but its header never reached the disk whole.
 			f.Close()
 			_ = s.fs.Remove(name)
@@ -309,9 +309,9 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 	}
 	off := logHeaderLen
 	for off < len(b) {
-		seq, o, size, err := decodeRecord(b[off:])
+		payload, size, err := decodeFrame(b[off:])
 		if err != nil {
-			if last && !validRecordAfter(b, off+1) {
+			if last && !validFrameAfter(b, off+1) {
 				s.audit.LogAttrs(context.Background(), slog.LevelWarn, "personify.torn_log_tail",
 					slog.String("file", name), slog.Int("offset", off), slog.Int("bytes_dropped", len(b)-off), slog.String("reason", err.Error()))
 				if err := f.Truncate(int64(off)); err != nil {
@@ -326,20 +326,28 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 				break
 			}
 			f.Close()
-			return corrupt(name, int64(off), "%v (valid records follow, so this is not a torn write)", err)
+			return corrupt(name, int64(off), "%v (valid frames follow, so this is not a torn write)", err)
 		}
-		switch {
-		case seq <= s.seq && seq >= start:
-			// Already in the snapshot.
-		case seq == s.seq+1:
-			if o.kind == opRotateKey {
-				o.next = e.keys[o.key]
+		for roff := 0; roff < len(payload); {
+			seq, o, rsize, err := decodeRecord(payload[roff:])
+			if err != nil {
+				f.Close()
+				return corrupt(name, int64(off+frameHeaderLen+roff), "%v", err)
 			}
-			_, _ = e.apply(&o) // an op that failed live fails the same way here
-			s.seq = seq
-		default:
-			f.Close()
-			return corrupt(name, int64(off), "record %d follows record %d", seq, s.seq)
+			switch {
+			case seq <= s.seq:
+				// Already applied (in the snapshot, or an older log).
+			case seq == s.seq+1:
+				if o.kind == opRotateKey {
+					o.next = e.key(o.key)
+				}
+				_, _ = e.apply(&o) // an op that failed live fails the same way here
+				s.seq = seq
+			default:
+				f.Close()
+				return corrupt(name, int64(off+frameHeaderLen+roff), "record %d follows record %d", seq, s.seq)
+			}
+			roff += rsize
 		}
 		off += size
 	}
@@ -347,14 +355,25 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 	return nil
 }
 
-// validRecordAfter reports whether any valid record starts at or after off.
-func validRecordAfter(b []byte, off int) bool {
+// unfinishedHeader reports whether b is a log whose creation did not
+// reach the disk whole: shorter than a header, or all zeros, with no
+// frame in it.
+func unfinishedHeader(b []byte) bool {
+	if len(b) < logHeaderLen {
+		return bytes.Equal(b, []byte(logMagic + string(make([]byte, logHeaderLen-len(logMagic))))[:len(b)]) ||
+			!bytes.ContainsFunc(b, func(r rune) bool { return r != 0 })
+	}
+	return !bytes.ContainsFunc(b, func(r rune) bool { return r != 0 })
+}
+
+// validFrameAfter reports whether any valid frame starts at or after off.
+func validFrameAfter(b []byte, off int) bool {
 	for off < len(b) {
-		i := bytes.Index(b[off:], []byte(recMagic))
+		i := bytes.Index(b[off:], []byte(frameMagic))
 		if i < 0 {
 			return false
 		}
-		if _, _, _, err := decodeRecord(b[off+i:]); err == nil {
+		if _, _, err := decodeFrame(b[off+i:]); err == nil {
 			return true
 		}
 		off += i + 1
@@ -362,10 +381,18 @@ func validRecordAfter(b []byte, off int) bool {
 	return false
 }
 
-// newLog starts log file <start> and makes it the one appended to.
+// newLog starts log file <start> and makes it the one appended to. The
+// file is written under a temporary name, fsynced and renamed, so a log
+// exists whole or not at all; the active log is never truncated. If
+// <start> is the active log already (nothing was written since it began),
+// there is nothing to do.
 func (s *store) newLog(e *Engine, start uint64) error {
 	name := s.path(logName(start))
-	f, err := s.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if s.log != nil && s.logName == name {
+		return nil
+	}
+	tmp := name + ".tmp"
+	f, err := s.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("personify: create %s: %w", name, err)
 	}
@@ -379,39 +406,61 @@ func (s *store) newLog(e *Engine, start uint64) error {
 		err = f.Sync()
 	}
 	if err == nil {
+		err = s.fs.Rename(tmp, name)
+	}
+	if err == nil {
 		err = s.fs.SyncDir(s.dir)
 	}
 	if err != nil {
 		f.Close()
-		_ = s.fs.Remove(name)
+		_ = s.fs.Remove(tmp)
+		_ = s.fs.Remove(name) // if the rename happened; replay copes if this fails too
 		return fmt.Errorf("personify: create %s: %w", name, err)
 	}
 	if s.log != nil {
 		s.log.Close()
 	}
-	s.log, s.logName, s.logSize, s.dirty = f, name, logHeaderLen, false
+	s.log, s.logName, s.logSize, s.logStart, s.dirty = f, name, logHeaderLen, start, false
 	return nil
 }
 
 // removeStale removes snapshots older than the newest and logs whose
-// records are all in it.
-func (s *store) removeStale() {
+// records are all in it, and reports whether none is left.
+func (s *store) removeStale() bool {
 	entries, err := s.fs.ReadDir(s.dir)
 	if err != nil {
-		return
+		return false
 	}
-	removed := false
+	clean, removed := true, false
 	for _, de := range entries {
 		name := de.Name()
+		stale := false
 		if seq, ok := parseName(name, "snapshot-", ".pfy"); ok && seq < s.snapSeq {
-			removed = s.fs.Remove(s.path(name)) == nil || removed
+			stale = true
 		}
 		if seq, ok := parseName(name, "log-", ".wal"); ok && seq <= s.snapSeq && s.path(name) != s.logName {
-			removed = s.fs.Remove(s.path(name)) == nil || removed
+			stale = true
+		}
+		if stale {
+			if s.fs.Remove(s.path(name)) == nil {
+				removed = true
+			} else {
+				clean = false
+			}
 		}
 	}
-	if removed {
-		_ = s.fs.SyncDir(s.dir)
+	if removed && s.fs.SyncDir(s.dir) != nil {
+		clean = false
+	}
+	return clean
+}
+
+// markPurged records that no file holds anything erased up to the newest
+// snapshot, if that is so: the active log starts after the snapshot and
+// every older file is gone.
+func (s *store) markPurged() {
+	if s.logStart == s.snapSeq+1 && s.removeStale() {
+		s.purged.Store(s.snapSeq)
 	}
 }
 
@@ -465,17 +514,33 @@ func (s *store) exclusive(fn func() error) error {
 }
 
 func (s *store) flush(e *Engine, batch []*pending) {
-	buf := s.buf[:0]
+	if s.needSnapshot != nil { // a LoadSnapshot's state is not on disk yet: nothing else may be logged
+		if err := s.compactLocked(e); err != nil {
+			for _, b := range batch {
+				b.err = fmt.Errorf("%w: the state loaded by LoadSnapshot could not be saved: %w", errWrite, err)
+			}
+			return
+		}
+	}
+	buf := startFrame(s.buf[:0])
 	var logged []*pending
 	for _, b := range batch {
 		if err := e.check(b.o); err != nil {
 			b.err = err
 			continue
 		}
-		b.seq = s.seq + uint64(len(logged)) + 1
-		buf = appendRecord(buf, b.seq, b.o)
+		seq := s.seq + uint64(len(logged)) + 1
+		n := len(buf)
+		buf = appendRecord(buf, seq, b.o)
+		if len(buf)-n-recHeaderLen > maxRecordLen {
+			buf = buf[:n]
+			b.err = fmt.Errorf("%w: a change of %d bytes is over the log's limit of %d: split it", errWrite, len(buf)-n, maxRecordLen)
+			continue
+		}
+		b.seq = seq
 		logged = append(logged, b)
 	}
+	buf = endFrame(buf, 0)
 	if cap(buf) <= 1<<20 {
 		s.buf = buf
 	}
@@ -489,7 +554,7 @@ func (s *store) flush(e *Engine, batch []*pending) {
 		return
 	}
 	s.seq += uint64(len(logged))
-	for _, b := range logged {
+	for _, b := range logged { // Close waits for this loop (it takes the store exclusively)
 		b.res, b.err = e.apply(b.o)
 		b.res.seq = b.seq
 	}
@@ -506,7 +571,11 @@ func (s *store) append(b []byte) error {
 		return fmt.Errorf("%w: the log is not open", errWrite)
 	}
 	if s.dirty {
-		if err := s.log.Truncate(s.logSize); err != nil {
+		err := s.log.Truncate(s.logSize)
+		if err == nil {
+			err = s.log.Sync()
+		}
+		if err != nil {
 			return fmt.Errorf("%w: %s: cannot undo an earlier failed write: %w", errWrite, s.logName, err)
 		}
 		s.dirty = false
@@ -516,8 +585,10 @@ func (s *store) append(b []byte) error {
 		err = s.log.Sync()
 	}
 	if err != nil {
+		// Cut the failed frame off, durably, so that it cannot come back
+		// after a crash; until that works, every write fails.
 		s.dirty = true
-		if terr := s.log.Truncate(s.logSize); terr == nil {
+		if s.log.Truncate(s.logSize) == nil && s.log.Sync() == nil {
 			s.dirty = false
 		}
 		return fmt.Errorf("%w: %s: %w", errWrite, s.logName, err)
@@ -574,12 +645,11 @@ func (s *store) compactLocked(e *Engine) error {
 		return fmt.Errorf("personify: snapshot %s: %w", final, err)
 	}
 	s.snapSeq = seq
-	s.lastSnap = time.Now()
+	s.needSnapshot = nil
 	if err := s.newLog(e, seq+1); err != nil {
-		return err
+		return err // appends go on in the old log; replay skips what the snapshot holds
 	}
-	s.removeStale()
-	s.purged.Store(seq)
+	s.markPurged()
 	return nil
 }
 
@@ -646,8 +716,8 @@ func (s *store) compactIfNeeded(e *Engine, asked bool) {
 		if e.closed.Load() {
 			return nil
 		}
-		if s.seq == s.snapSeq { // the newest snapshot holds everything, and no older file remains
-			s.purged.Store(s.seq)
+		if s.seq == s.snapSeq && s.logStart == s.snapSeq+1 { // the newest snapshot holds everything
+			s.markPurged()
 			return nil
 		}
 		if !asked && s.logSize < s.compactAt {
@@ -664,12 +734,13 @@ func (s *store) warn(what string, err error) {
 	s.audit.LogAttrs(context.Background(), slog.LevelWarn, "personify."+what+"_failed", slog.String("error", err.Error()))
 }
 
-// close stops maintenance and releases the files. The engine is already
-// marked closed.
-func (s *store) close() error {
+// close stops maintenance, waits for the write in flight, marks the
+// engine closed and releases the files.
+func (s *store) close(e *Engine) error {
 	close(s.stop)
 	<-s.stopped
 	return s.exclusive(func() error {
+		e.markClosed()
 		var err error
 		if s.log != nil {
 			err = s.log.Close()

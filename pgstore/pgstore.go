@@ -295,6 +295,25 @@ func (r *Replica) catchUp(ctx context.Context, q querier) error {
 }
 
 func (r *Replica) fetch(ctx context.Context, q querier) (n int, gap bool, err error) {
+	n, gap, err = r.fetchRows(ctx, q)
+	if err != nil || gap || n > 0 {
+		return n, gap, err
+	}
+	// Nothing after Applied: either this replica is current, or a
+	// compaction deleted the rows it had not read and nothing was written
+	// since. The newest snapshot tells which.
+	rows, err := q.Query(ctx, `SELECT coalesce(max(seq), 0) FROM personify_snapshots`)
+	if err != nil {
+		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
+	}
+	newest, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
+	}
+	return 0, uint64(newest) > r.Applied(), nil
+}
+
+func (r *Replica) fetchRows(ctx context.Context, q querier) (n int, gap bool, err error) {
 	rows, err := q.Query(ctx, `SELECT seq, change FROM personify_journal WHERE seq > $1 ORDER BY seq LIMIT $2`,
 		int64(r.Applied()), maxFetchBatch)
 	if err != nil {
@@ -491,45 +510,48 @@ func (r *Replica) Compact(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pgstore: compact: %w", err)
 	}
-	done := false
+	var locked bool
+	var covered int64 // the newest snapshot once the transaction commits: rows up to it are deleted
 	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		var ok bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lockCompact).Scan(&ok); err != nil || !ok {
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lockCompact).Scan(&locked); err != nil || !locked {
 			return err // another replica is compacting
 		}
-		var newest int64
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM personify_snapshots`).Scan(&newest); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM personify_snapshots`).Scan(&covered); err != nil {
 			return err
 		}
-		if uint64(newest) >= seq {
-			return nil // nothing new
+		if uint64(covered) >= seq {
+			return nil // nothing new to snapshot; the vacuum below may still be due
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO personify_snapshots (seq, data) VALUES ($1, $2)`, int64(seq), buf.Bytes()); err != nil {
+		covered = int64(seq)
+		if _, err := tx.Exec(ctx, `INSERT INTO personify_snapshots (seq, data) VALUES ($1, $2)`, covered, buf.Bytes()); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM personify_snapshots WHERE seq < $1`, int64(seq)); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM personify_snapshots WHERE seq < $1`, covered); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM personify_journal WHERE seq <= $1`, int64(seq)); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM personify_journal WHERE seq <= $1`, covered); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE personify_meta SET purged = greatest(purged, $1), key_fingerprint = $2 WHERE id = 1`,
-			int64(seq), r.KeyFingerprint().String()); err != nil {
-			return err
-		}
-		done = true
-		return nil
+		_, err := tx.Exec(ctx, `UPDATE personify_meta SET key_fingerprint = $1 WHERE id = 1`, r.KeyFingerprint().String())
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("pgstore: compact: %w", err)
 	}
-	if done {
-		// Deleted rows stay in the table files until a vacuum.
-		if _, err := r.pool.Exec(ctx, `VACUUM personify_journal, personify_snapshots`); err != nil {
-			r.log.Warn("pgstore: vacuum after compaction failed", "error", err)
-		}
-		r.purged.Store(max(r.purged.Load(), seq))
+	if !locked || uint64(covered) <= r.purged.Load() {
+		return nil
 	}
+	// Deleted rows stay in the table files until they are rewritten:
+	// VACUUM FULL rewrites both tables (small once compacted), and only
+	// then is the erasure recorded as purged. (PostgreSQL's own WAL keeps
+	// the rows until its next checkpoints recycle the segments.)
+	if _, err := r.pool.Exec(ctx, `VACUUM FULL personify_journal, personify_snapshots`); err != nil {
+		return fmt.Errorf("pgstore: compact: vacuum: %w", err)
+	}
+	if _, err := r.pool.Exec(ctx, `UPDATE personify_meta SET purged = greatest(purged, $1) WHERE id = 1`, covered); err != nil {
+		return fmt.Errorf("pgstore: compact: %w", err)
+	}
+	r.purged.Store(max(r.purged.Load(), uint64(covered)))
 	return nil
 }
 
@@ -564,7 +586,10 @@ func (r *Replica) compactIfDue(ctx context.Context, asked bool) {
 			return
 		}
 	}
-	if err := r.Sync(ctx); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, 10*r.opts.PollInterval)
+	err := r.Sync(sctx)
+	cancel()
+	if err != nil {
 		return
 	}
 	if err := r.Compact(ctx); err != nil && ctx.Err() == nil {
@@ -576,7 +601,7 @@ func (r *Replica) compactIfDue(ctx context.Context, asked bool) {
 // whose update of last_expire wins.
 func (r *Replica) expireIfLeader(ctx context.Context) {
 	tag, err := r.pool.Exec(ctx, `UPDATE personify_meta SET last_expire = now()
-		WHERE id = 1 AND last_expire < now() - $1::interval`, r.opts.MaintenanceInterval.String())
+		WHERE id = 1 AND last_expire < now() - make_interval(secs => $1)`, r.opts.MaintenanceInterval.Seconds())
 	if err != nil || tag.RowsAffected() == 0 {
 		return
 	}

@@ -425,3 +425,41 @@ func BenchmarkPropagation(b *testing.B) {
 	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds()), "p99-µs")
 	_ = slices.Max(lat)
 }
+
+// A replica whose follower was away while another replica compacted, with
+// no write after, catches up from the snapshot (it sees no gap in rows,
+// since there are none: the newest snapshot tells it).
+func TestLaggingReplicaCatchesUpAfterCompaction(t *testing.T) {
+	conn := newDB(t)
+	a, b := openReplica(t, conn), openReplica(t, conn)
+	defer a.Close()
+	define(t, a)
+	syncAll(t, a, b)
+	b.cancel() // b's follower stops, as during a long reconnect
+	b.wg.Wait()
+	require.NoError(t, a.Add("runners", person(1)))
+	_, err := a.Forget(person(1))
+	require.NoError(t, err)
+	require.NoError(t, a.Add("runners", person(2)))
+	require.NoError(t, a.Sync(context.Background()))
+	require.NoError(t, a.Compact(context.Background()))
+	bg, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	b.wg.Go(func() { b.follow(bg) })
+	defer b.Close()
+	syncAll(t, b)
+	assert.Equal(t, view(t, a, 3), view(t, b, 3))
+	p, _ := b.Pseudonym(person(2))
+	assert.True(t, b.In(p, "runners"))
+}
+
+// Retention runs on one replica per interval, by itself.
+func TestMaintenanceExpires(t *testing.T) {
+	conn := newDB(t)
+	r := openReplica(t, conn, func(o *Options) { o.MaintenanceInterval = 50 * time.Millisecond })
+	defer r.Close()
+	require.NoError(t, r.DefinePurpose(personify.Purpose{Name: "ads", Model: personify.OptOut}))
+	require.NoError(t, r.Define(personify.Segment{Name: "recent", Purpose: "ads", Retention: 200 * time.Millisecond}))
+	require.NoError(t, r.Add("recent", person(1)))
+	require.Eventually(t, func() bool { n, _ := r.Len("recent"); return n == 0 }, 10*time.Second, 20*time.Millisecond)
+}

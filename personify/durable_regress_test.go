@@ -1,0 +1,280 @@
+package personify
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Regression tests for faults a review found in the durable and replica
+// paths.
+
+// seqFailFS fails the failAt-th SyncDir call (counting from 1).
+type seqFailFS struct {
+	osFS
+	calls  atomic.Int32
+	failAt atomic.Int32
+}
+
+func (f *seqFailFS) SyncDir(name string) error {
+	if n := f.calls.Add(1); n == f.failAt.Load() {
+		return errors.New("syncdir: input/output error")
+	}
+	return f.osFS.SyncDir(name)
+}
+
+func (f *seqFailFS) failNth(n int32) {
+	f.calls.Store(0)
+	f.failAt.Store(n)
+}
+
+// A compaction with nothing new since the last one must not touch the
+// active log; one whose new log cannot be created must leave the old one
+// in use: either way, later writes survive a reopen.
+func TestCompactFailureKeepsWrites(t *testing.T) {
+	d := newDurableEnv(t)
+	fs := &seqFailFS{}
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs}))
+	require.NoError(t, err)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Compact())
+	require.NoError(t, e.Compact()) // nothing new: the active log stays
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	fs.failNth(2) // the snapshot's directory sync works, the new log's fails
+	require.Error(t, e.Compact())
+	require.NoError(t, e.Add("runners", people(0, 10)...))
+	want := stateDump(t, e)
+	require.NoError(t, e.Close())
+	e = d.open(t)
+	defer e.Close()
+	assert.Equal(t, want, stateDump(t, e))
+}
+
+// Purged must not report an erasure done while a file still holds it.
+func TestPurgedOnlyWhenFilesAreGone(t *testing.T) {
+	d := newDurableEnv(t)
+	fs := &seqFailFS{}
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs}))
+	require.NoError(t, err)
+	defer e.Close()
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	require.NoError(t, e.Add("runners", people(0, 10)...))
+	p := e.mustPseudonym(t, person(3))
+	r, err := e.Forget(person(3))
+	require.NoError(t, err)
+	fs.failNth(2)
+	require.Error(t, e.Compact())
+	e.store.compactIfNeeded(e, false) // a quiet maintenance tick
+	var le [8]byte
+	for i := range 8 {
+		le[i] = byte(uint64(p) >> (8 * i))
+	}
+	require.True(t, dirHolds(t, d.dir, le[:]), "the old log still holds the person")
+	assert.False(t, e.Purged(r))
+	fs.failNth(-1)
+	require.NoError(t, e.Compact())
+	assert.True(t, e.Purged(r))
+	assert.False(t, dirHolds(t, d.dir, le[:]))
+}
+
+// A write that Close made fail must not come back after a reopen, and a
+// write acknowledged before Close must.
+func TestCloseDuringWrites(t *testing.T) {
+	for round := range 20 {
+		d := newDurableEnv(t)
+		e := d.open(t)
+		require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+		require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		outcome := map[int]error{}
+		for i := range 32 {
+			wg.Go(func() {
+				err := e.Add("runners", person(i))
+				mu.Lock()
+				outcome[i] = err
+				mu.Unlock()
+			})
+		}
+		require.NoError(t, e.Close())
+		wg.Wait()
+		e = d.open(t)
+		for i, err := range outcome {
+			in := e.In(e.mustPseudonym(t, person(i)), "runners")
+			if err == nil {
+				assert.True(t, in, "round %d: acknowledged Add(%d) lost", round, i)
+			} else {
+				require.ErrorIs(t, err, ErrClosed)
+				assert.False(t, in, "round %d: Add(%d) failed with ErrClosed but is stored", round, i)
+			}
+		}
+		require.NoError(t, e.Close())
+	}
+}
+
+// A durable LoadSnapshot whose state cannot be saved refuses writes until
+// it is, so nothing is acknowledged on top of a state a restart would lose.
+func TestLoadSnapshotUnsavedRefusesWrites(t *testing.T) {
+	src, err := New(Options{Key: mustKey(t, testKeyHex), K: 1})
+	require.NoError(t, err)
+	require.NoError(t, src.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, src.Define(Segment{Name: "runners", Purpose: "ads"}))
+	var buf bytes.Buffer
+	_, err = src.WriteSnapshot(&buf)
+	require.NoError(t, err)
+
+	d := newDurableEnv(t)
+	fs := &faultFS{budget: -1}
+	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs}))
+	require.NoError(t, err)
+	fs.set(100, false) // the disk is full
+	require.Error(t, e.LoadSnapshot(bytes.NewReader(buf.Bytes())))
+	require.ErrorIs(t, e.Add("runners", people(0, 5)...), errWrite)
+	fs.set(-1, false) // space is back: the next write saves the loaded state first
+	require.NoError(t, e.Add("runners", people(0, 5)...))
+	want := stateDump(t, e)
+	require.NoError(t, e.Close())
+	e = d.open(t)
+	defer e.Close()
+	assert.Equal(t, want, stateDump(t, e))
+}
+
+// A log whose size reached the disk but whose header did not (all zeros)
+// is an unfinished creation, not corruption.
+func TestOpenZeroFilledLog(t *testing.T) {
+	d := newDurableEnv(t)
+	e := d.open(t)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Compact())
+	require.NoError(t, e.Close())
+	require.NoError(t, os.WriteFile(logFile(t, d.dir), make([]byte, logHeaderLen+100), 0o600))
+	e = d.open(t)
+	defer e.Close()
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+}
+
+// A torn final frame is dropped whole: a batch is kept or lost as a unit,
+// even when a later part of it reached the disk and an earlier part did not.
+func TestTornBatchIsDroppedWhole(t *testing.T) {
+	d := newDurableEnv(t)
+	e := d.open(t)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	want := stateDump(t, e)
+	require.NoError(t, e.Close())
+	// Append a frame of two records by hand, then zero its first record
+	// (a lost sector) while the second stays intact.
+	lf := logFile(t, d.dir)
+	b, err := os.ReadFile(lf)
+	require.NoError(t, err)
+	seq := e.store.seq
+	frame := startFrame(nil)
+	frame = appendRecord(frame, seq+1, &op{kind: opDefine, at: t0, seg: Segment{Name: "a", Purpose: "ads"}})
+	second := len(frame)
+	frame = appendRecord(frame, seq+2, &op{kind: opDefine, at: t0, seg: Segment{Name: "b", Purpose: "ads"}})
+	frame = endFrame(frame, 0)
+	clear(frame[frameHeaderLen:second])
+	require.NoError(t, os.WriteFile(lf, append(b, frame...), 0o600))
+	e = d.open(t)
+	defer e.Close()
+	assert.Equal(t, want, stateDump(t, e))
+}
+
+// A change bigger than the log's record limit is refused before it is
+// logged, instead of being acknowledged and lost on replay.
+func TestOversizedChangeIsRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 1 GiB change")
+	}
+	d := newDurableEnv(t)
+	e := d.open(t)
+	defer e.Close()
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	big := &op{kind: opRemove, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{make([]anonymize.KeyedPseudonym, maxRecordLen/16+1)}}
+	_, err := e.commit(big)
+	require.ErrorIs(t, err, errWrite)
+	assert.Contains(t, err.Error(), "split it")
+	require.NoError(t, e.Add("runners", person(1)))
+}
+
+// RotateKey works on a replica, and a durable engine finds the key it
+// rotated to in its own snapshots.
+func TestRotateKeyOnReplicaAndSnapshot(t *testing.T) {
+	j := newMemJournal()
+	e, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 1}, j, ReplicaOptions{WriteTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	defer close(stop)
+	go j.follow(t, e, stop)
+	next := mustKey(t, "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100")
+	require.NoError(t, e.RotateKey(next, time.Hour))
+	assert.Equal(t, next.Fingerprint(), e.KeyFingerprint())
+
+	d := newDurableEnv(t)
+	de := d.open(t)
+	defer de.Close()
+	require.NoError(t, de.RotateKey(next, time.Hour))
+	var buf bytes.Buffer
+	_, err = de.WriteSnapshot(&buf)
+	require.NoError(t, err)
+	require.NoError(t, de.LoadSnapshot(bytes.NewReader(buf.Bytes())))
+	_ = fmt.Sprint(de)
+}
+
+// Segments must not index a privacy-state table that a LoadSnapshot
+// replaced (and shrank) in the middle of the lookup.
+func TestSegmentsDuringLoadSnapshot(t *testing.T) {
+	build := func(consents bool) []byte {
+		e, err := New(Options{Key: mustKey(t, testKeyHex), K: 1})
+		require.NoError(t, err)
+		for i := range 6 {
+			require.NoError(t, e.DefinePurpose(Purpose{Name: fmt.Sprintf("p%d", i), Model: OptOut}))
+		}
+		require.NoError(t, e.Define(Segment{Name: "s", Purpose: "p0"}))
+		require.NoError(t, e.Add("s", people(0, 40)...))
+		if consents { // many distinct privacy states
+			for i := range 40 {
+				for b := range 6 {
+					if (i>>b)&1 == 1 {
+						require.NoError(t, e.SetConsent(person(i), fmt.Sprintf("p%d", b), true))
+					}
+				}
+			}
+		}
+		var buf bytes.Buffer
+		_, err = e.WriteSnapshot(&buf)
+		require.NoError(t, err)
+		return buf.Bytes()
+	}
+	snaps := [][]byte{build(true), build(false)}
+	e, err := New(Options{Key: mustKey(t, testKeyHex), K: 1})
+	require.NoError(t, err)
+	require.NoError(t, e.LoadSnapshot(bytes.NewReader(snaps[0])))
+	p := e.mustPseudonym(t, person(39))
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			var dst []string
+			for !stop.Load() {
+				dst = e.Segments(dst[:0], p, "p0")
+			}
+		})
+	}
+	for i := range 300 {
+		require.NoError(t, e.LoadSnapshot(bytes.NewReader(snaps[i%2])))
+	}
+	stop.Store(true)
+	wg.Wait()
+}
