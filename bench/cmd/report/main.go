@@ -86,26 +86,43 @@ func run(name string, count int, out string, filter *regexp.Regexp, check bool) 
 	mem := buildAll(s, filter)
 	results := map[string]*result{}
 	var raw strings.Builder
+	// Rounds: every benchmark once per round, count rounds, so that a
+	// benchmark and the baseline it is compared with see the machine in the
+	// same state (load drifts; ratios of interleaved runs drift less).
+	var selected []benchmark
 	for _, bm := range benchmarks(s) {
-		if filter != nil && !filter.MatchString(bm.name) {
-			continue
+		if filter == nil || filter.MatchString(bm.name) {
+			selected = append(selected, bm)
+			results[bm.name] = &result{name: bm.name, extra: map[string]float64{}}
 		}
-		r := &result{name: bm.name, extra: map[string]float64{}}
-		for range count {
+	}
+	skipped := map[string]bool{}
+	for round := range count {
+		for _, bm := range selected {
+			if skipped[bm.name] {
+				continue
+			}
 			br := testing.Benchmark(bm.fn)
 			if br.N == 0 { // skipped (no redis-server) or failed
-				break
+				skipped[bm.name] = true
+				continue
 			}
+			r := results[bm.name]
 			r.runs = append(r.runs, br)
 			fmt.Fprintf(&raw, "Benchmark%s-%d\t%s\n", bm.name, runtime.GOMAXPROCS(0), br.String()+"\t"+br.MemString())
+			if round == count-1 {
+				r.summarize()
+				fmt.Printf("%-40s %12s  %d allocs/op%s\n", bm.name, formatNs(r.nsOp), r.allocs, r.extraString())
+			}
 		}
-		if len(r.runs) == 0 {
+	}
+	for _, bm := range selected {
+		if r := results[bm.name]; len(r.runs) == 0 {
 			fmt.Printf("%-40s skipped\n", bm.name)
-			continue
+			delete(results, bm.name)
+		} else if len(r.runs) < count {
+			r.summarize()
 		}
-		r.summarize()
-		results[bm.name] = r
-		fmt.Printf("%-40s %12s  %d allocs/op%s\n", bm.name, formatNs(r.nsOp), r.allocs, r.extraString())
 	}
 	ts := targets(w, mem, results)
 	fmt.Println()
