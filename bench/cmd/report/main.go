@@ -266,16 +266,33 @@ func gate(results map[string]*result) error {
 	if m == nil || in == nil || seg == nil {
 		return fmt.Errorf("-check needs In, Segments and MapUint64")
 	}
+	rIn, rSeg := roundRatio(in, m), roundRatio(seg, m)
 	var failed []string
-	if r := in.nsOp / m.nsOp; r > 2 {
-		failed = append(failed, fmt.Sprintf("In is %.2fx the map lookup (gate: 2x)", r))
+	if rIn > 2 {
+		failed = append(failed, fmt.Sprintf("In is %.2fx the map lookup (gate: 2x)", rIn))
 	}
-	if r := seg.nsOp / m.nsOp; r > 5 {
-		failed = append(failed, fmt.Sprintf("Segments is %.2fx the map lookup (gate: 5x)", r))
+	if rSeg > 5 {
+		failed = append(failed, fmt.Sprintf("Segments is %.2fx the map lookup (gate: 5x)", rSeg))
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("ratio gate failed: %s", strings.Join(failed, "; "))
 	}
-	fmt.Printf("ratio gate passed: In %.2fx, Segments %.2fx the map lookup\n", in.nsOp/m.nsOp, seg.nsOp/m.nsOp)
+	fmt.Printf("ratio gate passed: In %.2fx, Segments %.2fx the map lookup (median of per-round ratios)\n", rIn, rSeg)
 	return nil
+}
+
+// roundRatio is the median over rounds of a's time over b's time in the
+// same round: the benchmarks of a round ran back to back, so their ratio
+// is steadier than the ratio of medians when the machine's load drifts.
+func roundRatio(a, b *result) float64 {
+	n := min(len(a.runs), len(b.runs))
+	if n == 0 {
+		return a.nsOp / b.nsOp
+	}
+	rs := make([]float64, n)
+	for i := range n {
+		rs[i] = (float64(a.runs[i].T.Nanoseconds()) / float64(a.runs[i].N)) /
+			(float64(b.runs[i].T.Nanoseconds()) / float64(b.runs[i].N))
+	}
+	return median(rs)
 }
