@@ -1,0 +1,185 @@
+package personify_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify"
+)
+
+func ExampleNew() {
+	key := anonymize.GenerateKey()                       // once; then keep it in a secret store
+	e, err := personify.New(personify.Options{Key: key}) // k = 50 by default
+	if err != nil {
+		panic(err)
+	}
+	defer e.Close()
+	fmt.Println(e.K())
+	_, err = personify.New(personify.Options{})
+	fmt.Println(err)
+	// Output:
+	// 50
+	// personify: Options.Key is required: generate one with anonymize.GenerateKey and keep it in a secret store
+}
+
+// Bulk loads from a system that computes the same pseudonyms (a data
+// warehouse using anonymize.HMACSHA256, see examples/warehouse).
+func ExampleEngine_AddPseudonyms() {
+	e := newExampleEngine()
+	_ = e.Define(personify.Segment{Name: "churn-risk", Purpose: "personalization"})
+	h := anonymize.SipHash(mustExampleKey())
+	var batch []anonymize.Pseudonym
+	for _, email := range []string{"ana@example.com", "bo@example.com", "cy@example.com"} {
+		p, _ := h.Pseudonym(anonymize.Email(email))
+		batch = append(batch, p)
+	}
+	fmt.Println(e.AddPseudonyms("churn-risk", batch))
+	n, _ := e.Len("churn-risk")
+	fmt.Println(n)
+	// Output:
+	// <nil>
+	// 3
+}
+
+func mustExampleKey() anonymize.Key {
+	key, _ := anonymize.KeyFromHex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	return key
+}
+
+// Suppression wins over membership and consent: "do not sell or share" for
+// one purpose, or no use at all.
+func ExampleEngine_Suppress() {
+	e := newExampleEngine()
+	_ = e.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = e.Add("runners", emails("ana", "bo", "cy")...)
+	ana := anonymize.Email("ana@example.com")
+	p, _ := e.Pseudonym(ana)
+	fmt.Println(e.Segments(nil, p, "personalization"))
+	_ = e.Suppress(ana, "personalization")
+	_ = e.Add("runners", ana) // re-adding does not lift it
+	fmt.Println(e.Segments(nil, p, "personalization"), e.In(p, "runners"))
+	_ = e.Unsuppress(ana, "personalization")
+	fmt.Println(e.Segments(nil, p, "personalization"))
+	// Output:
+	// [runners]
+	// [] true
+	// [runners]
+}
+
+// Retention: memberships expire, and Expire drops them (a durable engine
+// runs it by itself).
+func ExampleEngine_Expire() {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	e, _ := personify.New(personify.Options{Key: mustExampleKey(), K: 1, Now: func() time.Time { return now }})
+	_ = e.DefinePurpose(personify.Purpose{Name: "personalization", Model: personify.OptOut})
+	_ = e.Define(personify.Segment{Name: "recent-visitors", Purpose: "personalization", Retention: 7 * 24 * time.Hour})
+	_ = e.Add("recent-visitors", emails("ana")...)
+	dropped, _ := e.Expire(now.Add(8 * 24 * time.Hour))
+	fmt.Println(dropped)
+	// Output:
+	// 1
+}
+
+// Key rotation: the old key stays usable for lookups during the grace
+// period; people move to the new key when they are next written.
+func ExampleEngine_RotateKey() {
+	e := newExampleEngine()
+	_ = e.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = e.Add("runners", emails("ana", "bo", "cy")...)
+	next, _ := anonymize.KeyFromHex("ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100")
+	fmt.Println(e.RotateKey(next, 90*24*time.Hour))
+	fmt.Println(e.KeyFingerprint() == next.Fingerprint())
+	p, _ := e.Pseudonym(anonymize.Email("ana@example.com")) // still found under the old key
+	fmt.Println(e.In(p, "runners"))
+	// Output:
+	// <nil>
+	// true
+	// true
+}
+
+// Hot reload: one process builds the segments, replicas load the snapshot;
+// lookups see the old state or the new one, never a mix.
+func ExampleEngine_LoadSnapshot() {
+	builder := newExampleEngine()
+	_ = builder.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = builder.Add("runners", emails("ana", "bo", "cy")...)
+	var snap bytes.Buffer
+	_, _ = builder.WriteSnapshot(&snap)
+
+	replica, _ := personify.New(personify.Options{Key: mustExampleKey(), K: 3})
+	fmt.Println(replica.LoadSnapshot(&snap))
+	p, _ := replica.Pseudonym(anonymize.Email("bo@example.com"))
+	fmt.Println(replica.Segments(nil, p, "personalization"))
+	// Output:
+	// <nil>
+	// [runners]
+}
+
+// Anyone holding the engine's public key can check an erasure receipt;
+// an altered receipt fails.
+func ExampleVerifyReceipt() {
+	e := newExampleEngine()
+	_ = e.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = e.Add("runners", emails("ana")...)
+	r, _ := e.Forget(anonymize.Email("ana@example.com"))
+	pub := e.ReceiptPublicKey()
+	fmt.Println(personify.VerifyReceipt(r, pub))
+	r.Segments = nil // tampered with
+	fmt.Println(personify.VerifyReceipt(r, pub) != nil)
+	// Output:
+	// <nil>
+	// true
+}
+
+// memJournal is the smallest Journal: a slice, and a reader per replica.
+// pgstore is the real one.
+type memJournal struct {
+	mu  sync.Mutex
+	log [][]byte
+}
+
+func (j *memJournal) Append(_ context.Context, change []byte) (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.log = append(j.log, bytes.Clone(change))
+	return uint64(len(j.log)), nil
+}
+
+// deliver hands every change the replica has not applied to it, in order.
+func (j *memJournal) deliver(e *personify.Engine) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for seq := e.Applied() + 1; seq <= uint64(len(j.log)); seq++ {
+		_ = e.Apply(seq, j.log[seq-1])
+	}
+}
+
+// Replicas share one journal: a write on one reaches the others when their
+// journal reader delivers it.
+func ExampleNewReplica() {
+	j := &memJournal{}
+	opts := personify.Options{Key: mustExampleKey(), K: 1}
+	a, _ := personify.NewReplica(opts, j, personify.ReplicaOptions{})
+	b, _ := personify.NewReplica(opts, j, personify.ReplicaOptions{})
+	done := make(chan struct{})
+	go func() { // a's journal reader (pgstore runs one per replica)
+		defer close(done)
+		for a.Applied() < 3 {
+			j.deliver(a)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_ = a.DefinePurpose(personify.Purpose{Name: "personalization", Model: personify.OptOut})
+	_ = a.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = a.Add("runners", anonymize.Email("ana@example.com"))
+	<-done
+	j.deliver(b)
+	p, _ := b.Pseudonym(anonymize.Email("ana@example.com"))
+	fmt.Println(b.Applied(), b.In(p, "runners"))
+	// Output:
+	// 3 true
+}
