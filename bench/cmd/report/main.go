@@ -275,9 +275,10 @@ func gate(results map[string]*result) error {
 		failed = append(failed, fmt.Sprintf("Segments is %.2fx the map lookup (gate: 5x)", rSeg))
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("ratio gate failed: %s", strings.Join(failed, "; "))
+		return fmt.Errorf("ratio gate failed: %s (In by round: %s)", strings.Join(failed, "; "), roundRatios(in, m))
 	}
-	fmt.Printf("ratio gate passed: In %.2fx, Segments %.2fx the map lookup (median of per-round ratios)\n", rIn, rSeg)
+	fmt.Printf("ratio gate passed: In %.2fx, Segments %.2fx the map lookup (median of per-round ratios; In by round: %s)\n",
+		rIn, rSeg, roundRatios(in, m))
 	return nil
 }
 
@@ -295,4 +296,15 @@ func roundRatio(a, b *result) float64 {
 			(float64(b.runs[i].T.Nanoseconds()) / float64(b.runs[i].N))
 	}
 	return median(rs)
+}
+
+// roundRatios lists a's time over b's round by round.
+func roundRatios(a, b *result) string {
+	var parts []string
+	for i := range min(len(a.runs), len(b.runs)) {
+		ra := float64(a.runs[i].T.Nanoseconds()) / float64(a.runs[i].N)
+		rb := float64(b.runs[i].T.Nanoseconds()) / float64(b.runs[i].N)
+		parts = append(parts, fmt.Sprintf("%.2f", ra/rb))
+	}
+	return strings.Join(parts, " ")
 }
