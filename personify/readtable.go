@@ -180,8 +180,11 @@ func (t *nameTable) get(name string) (uint32, bool) {
 	mask := uint64(len(t.slots) - 1)
 	for i := t.home(a, b, n) & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
-		if s.a == a && s.b == b && s.n == n {
-			return s.id, n != 0 && (n <= 16 || s.name == name)
+		// Up to 16 bytes the two words are the whole name; longer names
+		// that share their first and last 8 bytes are told apart by
+		// comparing them, and the probe goes on past a mismatch.
+		if s.a == a && s.b == b && s.n == n && n != 0 && (n <= 16 || s.name == name) {
+			return s.id, true
 		}
 		if s.n == 0 {
 			return 0, false
