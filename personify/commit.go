@@ -15,13 +15,16 @@ func (e *Engine) commit(o *op) (opResult, error) {
 	if e.closed.Load() {
 		return opResult{}, ErrClosed
 	}
-	switch {
-	case e.store != nil:
-		return e.store.commit(e, o)
-	case e.replica != nil:
-		return e.replica.commit(e, o)
+	if e.store == nil && e.replica == nil {
+		return e.apply(o)
 	}
-	return e.apply(o)
+	if err := o.checkSize(); err != nil { // logged changes are bounded; memory ones are not
+		return opResult{}, err
+	}
+	if e.store != nil {
+		return e.store.commit(e, o)
+	}
+	return e.replica.commit(e, o)
 }
 
 // apply applies an op: the one code path for live writes and for replaying

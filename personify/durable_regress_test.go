@@ -149,18 +149,24 @@ func TestLoadSnapshotUnsavedRefusesWrites(t *testing.T) {
 	assert.Equal(t, want, stateDump(t, e))
 }
 
-// A log whose size reached the disk but whose header did not (all zeros)
-// is an unfinished creation, not corruption.
-func TestOpenZeroFilledLog(t *testing.T) {
+// A log is created under a temporary name and renamed once its header is
+// durable, so a log whose header is zeros was damaged after it was made:
+// corruption, reported, and the file left as it is.
+func TestOpenZeroedLogIsCorrupt(t *testing.T) {
 	d := newDurableEnv(t)
 	e := d.open(t)
 	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
 	require.NoError(t, e.Compact())
 	require.NoError(t, e.Close())
-	require.NoError(t, os.WriteFile(logFile(t, d.dir), make([]byte, logHeaderLen+100), 0o600))
-	e = d.open(t)
-	defer e.Close()
-	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	lf := logFile(t, d.dir)
+	zeros := make([]byte, logHeaderLen+100)
+	require.NoError(t, os.WriteFile(lf, zeros, 0o600))
+	_, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
+	require.ErrorIs(t, err, ErrCorrupt)
+	assert.Contains(t, err.Error(), lf)
+	after, err := os.ReadFile(lf)
+	require.NoError(t, err)
+	assert.Equal(t, zeros, after)
 }
 
 // A torn final frame is dropped whole: a batch is kept or lost as a unit,
@@ -229,7 +235,11 @@ func TestRotateKeyOnReplicaAndSnapshot(t *testing.T) {
 	_, err = de.WriteSnapshot(&buf)
 	require.NoError(t, err)
 	require.NoError(t, de.LoadSnapshot(bytes.NewReader(buf.Bytes())))
-	_ = fmt.Sprint(de)
+	printed := fmt.Sprintf("%v %+v %#v %s", de, de, de, de)
+	for _, k := range []string{testKeyHex, "ffeeddccbbaa99887766554433221100"} {
+		assert.NotContains(t, printed, k)
+	}
+	assert.Contains(t, printed, next.Fingerprint().String())
 }
 
 // Segments must not index a privacy-state table that a LoadSnapshot

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,8 +177,6 @@ func TestOpenReplaysEverything(t *testing.T) {
 	require.NoError(t, e.Close())
 	e = d.open(t) // from the first snapshot and the whole log
 	require.Equal(t, want, stateDump(t, e))
-	runnerP := e.dir.tab.Load()
-	_ = runnerP
 	require.NoError(t, e.Compact())
 	require.NoError(t, e.Close())
 	e = d.open(t) // from the compacted snapshot alone
@@ -242,39 +241,38 @@ func snapFile(t *testing.T, dir string) string {
 }
 
 func TestOpenTornTail(t *testing.T) {
-	for name, tear := range map[string]func(b []byte) []byte{
-		"half a record": func(b []byte) []byte { return b[:len(b)-7] },
-		"a header only": func(b []byte) []byte { return append(b, recMagic[:3]...) },
-		"zeros":         func(b []byte) []byte { return append(b, make([]byte, 100)...) },
-		"garbage": func(b []byte) []byte {
-			return append(b, []byte("PFYR\xff\x00\x00\x00garbage that is not a record")...)
-		},
+	for _, tc := range []struct {
+		name     string
+		tear     func(b []byte) []byte
+		lastKept bool // whether the last frame, the one written last, survives
+	}{
+		{"half a frame", func(b []byte) []byte { return b[:len(b)-7] }, false},
+		{"a frame header only", func(b []byte) []byte { return append(b, frameMagic[:3]...) }, true},
+		{"zeros", func(b []byte) []byte { return append(b, make([]byte, 100)...) }, true},
+		{"garbage", func(b []byte) []byte {
+			return append(b, []byte(frameMagic+"\xff\x00\x00\x00garbage that is not a frame")...)
+		}, true},
 	} {
-		t.Run(name, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			d := newDurableEnv(t)
 			e := d.open(t)
 			workload(t, e, d.clock, 40)
 			require.NoError(t, e.Add("runners", person(1000)))
 			before := stateDump(t, e)
-			require.NoError(t, e.Add("runners", person(1001))) // the record torn below
+			require.NoError(t, e.Add("runners", person(1001))) // the frame torn below
 			require.NoError(t, e.Close())
 			lf := logFile(t, d.dir)
 			b, err := os.ReadFile(lf)
 			require.NoError(t, err)
-			if name == "half a record" {
-				require.NoError(t, os.WriteFile(lf, tear(b), 0o600))
-			} else {
-				require.NoError(t, os.WriteFile(lf, tear(b), 0o600))
-				before = "" // the last record is whole
-			}
+			require.NoError(t, os.WriteFile(lf, tc.tear(b), 0o600))
 			d.audit.Reset()
 			e = d.open(t)
 			defer e.Close()
-			if before != "" {
+			if tc.lastKept {
+				assert.True(t, e.In(e.mustPseudonym(t, person(1001)), "runners"))
+			} else {
 				assert.Equal(t, before, stateDump(t, e))
 				assert.False(t, e.In(e.mustPseudonym(t, person(1001)), "runners"))
-			} else {
-				assert.True(t, e.In(e.mustPseudonym(t, person(1001)), "runners"))
 			}
 			assert.Contains(t, d.audit.String(), "personify.torn_log_tail")
 			require.NoError(t, e.Add("runners", person(1002))) // appends after the cut
@@ -375,7 +373,7 @@ type faultFile struct {
 	fs *faultFS
 }
 
-var errNoSpace = fmt.Errorf("write: %w", syscallENOSPC)
+var errNoSpace = fmt.Errorf("write: %w", syscall.ENOSPC)
 
 func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
@@ -415,7 +413,7 @@ func TestDiskFull(t *testing.T) {
 
 	fs.set(10, false) // the disk fills up mid-record
 	err := e.Add("runners", people(5000, 5100)...)
-	require.ErrorIs(t, err, syscallENOSPC)
+	require.ErrorIs(t, err, syscall.ENOSPC)
 	require.ErrorIs(t, err, errWrite)
 	assert.Equal(t, before, stateDump(t, e), "a failed write is not visible")
 	assert.False(t, e.In(e.mustPseudonym(t, person(5000)), "runners"))

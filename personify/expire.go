@@ -108,6 +108,9 @@ func (e *Engine) applyRotateKey(o *op) (opResult, error) {
 		return opResult{}, err
 	}
 	defer e.mu.Unlock()
+	if o.next.IsZero() { // replayed or from another replica: the key is among those the engine was given
+		o.next = e.key(o.key)
+	}
 	if o.next.IsZero() {
 		return opResult{}, fmt.Errorf("personify: RotateKey to key %s: the key is not available (pass it in Options.Key or Options.PreviousKeys)", o.key)
 	}

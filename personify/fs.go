@@ -26,8 +26,7 @@ type fileSystem interface {
 type file interface {
 	io.Reader
 	io.ReaderAt
-	io.Writer
-	io.WriterAt
+	io.WriterAt // writes name their offset, so the fault seam sees every one
 	Sync() error
 	Truncate(size int64) error
 	Stat() (os.FileInfo, error)

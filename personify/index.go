@@ -289,18 +289,7 @@ func (e *Engine) dropIDsLocked(removed map[uint32]*segment.Set) {
 	for _, s := range removed {
 		sets = append(sets, s)
 	}
-	any := segment.Or(sets...)
-	type person struct {
-		p   anonymize.Pseudonym
-		ord uint32
-	}
-	var touched []person
-	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
-		if any.Contains(en.ord()) {
-			touched = append(touched, person{p, en.ord()})
-		}
-	})
-	for _, tp := range touched {
+	for _, tp := range e.peopleInLocked(segment.Or(sets...)) {
 		for id, r := range removed {
 			if r.Contains(tp.ord) {
 				e.removeIDLocked(tp.p, id)

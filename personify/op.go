@@ -98,8 +98,8 @@ const (
 	recMagic     = "PFYR"
 	recHeaderLen = 12
 	// maxRecordLen bounds one record's body (a bulk load of about 130
-	// million pseudonyms); the log writer splits nothing, so AddPseudonyms
-	// refuses larger batches in durable mode.
+	// million pseudonyms); a durable or replicated engine refuses larger
+	// changes before logging them (op.checkSize).
 	maxRecordLen = 1 << 30
 )
 
@@ -173,6 +173,32 @@ func appendRecord(dst []byte, seq uint64, o *op) []byte {
 	return dst
 }
 
+// sizeBound is an upper bound of the length of o's record body, computed
+// without encoding it.
+func (o *op) sizeBound() int {
+	const varint = binary.MaxVarintLen64
+	n := 8 + 1 + 8 + 8 + 8 + varint // seq, kind, at; grace/retention and a count
+	n += 4*varint + len(o.name) + len(o.purpose.Name) + len(o.purpose.Description) +
+		len(o.seg.Name) + len(o.seg.Purpose) + len(o.seg.Description)
+	for _, kps := range o.people {
+		n += varint + 16*len(kps)
+	}
+	n += 8 * len(o.ps)
+	for _, name := range o.names {
+		n += varint + len(name)
+	}
+	return n
+}
+
+// checkSize refuses a change whose record could pass maxRecordLen,
+// before anything is encoded or logged.
+func (o *op) checkSize() error {
+	if n := o.sizeBound(); n > maxRecordLen {
+		return fmt.Errorf("%w: a %s change of up to %d bytes is over the log's limit of %d bytes: split it", errWrite, o.kind, n, maxRecordLen)
+	}
+	return nil
+}
+
 // person returns the one person of a single-person op.
 func (o *op) person() []anonymize.KeyedPseudonym {
 	if len(o.people) == 0 {
@@ -209,7 +235,7 @@ func recordHeader(b []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %d bytes, shorter than a record header", errRecord, len(b))
 	}
 	if string(b[:4]) != recMagic {
-		return 0, fmt.Errorf("%w: bad magic %x", errRecord, b[:4])
+		return 0, fmt.Errorf("%w: no record magic", errRecord) // the bytes found are not quoted: they may be a pseudonym
 	}
 	n := binary.LittleEndian.Uint32(b[4:])
 	if n > maxRecordLen {
@@ -444,7 +470,7 @@ func decodeFrame(b []byte) (payload []byte, size int, err error) {
 		return nil, 0, fmt.Errorf("%w: %d bytes, shorter than a frame header", errFrame, len(b))
 	}
 	if string(b[:4]) != frameMagic {
-		return nil, 0, fmt.Errorf("%w: bad magic %x", errFrame, b[:4])
+		return nil, 0, fmt.Errorf("%w: no frame magic", errFrame) // the bytes found are not quoted: they may be a pseudonym
 	}
 	n := int(binary.LittleEndian.Uint32(b[4:]))
 	if n > maxFrameLen || n > len(b)-frameHeaderLen {

@@ -143,26 +143,36 @@ func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	return out
 }
 
-// dropOrdinalsLocked drops everyone whose ordinal is in ords, finding their
-// pseudonyms with one scan of the directory. It returns how many it dropped.
+// dropOrdinalsLocked drops everyone whose ordinal is in ords. It returns
+// how many it dropped.
 func (e *Engine) dropOrdinalsLocked(ords *segment.Set) int {
-	if ords.IsEmpty() {
-		return 0
-	}
-	type person struct {
-		p   anonymize.Pseudonym
-		ord uint32
-	}
-	var found []person
-	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
-		if ords.Contains(en.ord()) {
-			found = append(found, person{p, en.ord()})
-		}
-	})
+	found := e.peopleInLocked(ords)
 	for _, f := range found {
 		e.dropPersonLocked(f.p, f.ord)
 	}
 	return len(found)
+}
+
+// entryRef is a directory entry's pseudonym and ordinal.
+type entryRef struct {
+	p   anonymize.Pseudonym
+	ord uint32
+}
+
+// peopleInLocked finds the pseudonyms of the ordinals in ords with one
+// scan of the directory (the directory maps pseudonyms to ordinals, not
+// back). Caller holds mu.
+func (e *Engine) peopleInLocked(ords *segment.Set) []entryRef {
+	if ords.IsEmpty() {
+		return nil
+	}
+	var found []entryRef
+	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
+		if ords.Contains(en.ord()) {
+			found = append(found, entryRef{p, en.ord()})
+		}
+	})
+	return found
 }
 
 // erased counts what dropPersonLocked removed.

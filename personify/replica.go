@@ -76,7 +76,7 @@ func NewReplica(opts Options, j Journal, ropts ReplicaOptions) (*Engine, error) 
 		return nil, err
 	}
 	var id [8]byte
-	randRead(id[:])
+	_, _ = rand.Read(id[:])
 	r := &replicator{j: j, id: binary.LittleEndian.Uint64(id[:]) | 1, timeout: ropts.WriteTimeout,
 		waiting: map[uint64]*replicaWait{}}
 	if r.timeout <= 0 {
@@ -105,10 +105,6 @@ func (r *replicator) commit(e *Engine, o *op) (opResult, error) {
 	binary.LittleEndian.PutUint64(change, r.id)
 	binary.LittleEndian.PutUint64(change[8:], ctr)
 	change = appendRecord(change, 0, o)
-	if len(change)-changeOriginLen-recHeaderLen > maxRecordLen {
-		r.forget(ctr)
-		return opResult{}, fmt.Errorf("%w: a change of %d bytes is over the journal's limit of %d: split it", errWrite, len(change), maxRecordLen)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	seq, err := r.j.Append(ctx, change)
@@ -166,9 +162,6 @@ func (e *Engine) Apply(seq uint64, change []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: change %d: %w", ErrCorrupt, seq, err)
 	}
-	if o.kind == opRotateKey {
-		o.next = e.key(o.key)
-	}
 	res, aerr := e.apply(&o)
 	r.applied.Store(seq)
 	if origin == r.id {
@@ -225,13 +218,6 @@ func (e *Engine) loadReplicaSnapshot(st *state, load func() error) error {
 	return nil
 }
 
-// SnapshotSeq returns the journal sequence number recorded in a snapshot
-// written by WriteReplicaSnapshot (or the log position of a durable
-// engine's), reading only its first section.
-func SnapshotSeq(r io.Reader) (uint64, error) {
-	return readSnapshotSeq(r)
-}
-
 // Purger is implemented by a Journal whose storage keeps copies of changes
 // until a compaction, so that erasure receipts can say when a Forget is
 // physically complete (Engine.Purged).
@@ -245,9 +231,10 @@ type Purger interface {
 	SchedulePurge()
 }
 
-func randRead(b []byte) { _, _ = rand.Read(b) }
-
-func readSnapshotSeq(r io.Reader) (uint64, error) {
+// SnapshotSeq returns the journal sequence number recorded in a snapshot
+// written by WriteReplicaSnapshot (or the log position of a durable
+// engine's), reading only its first section.
+func SnapshotSeq(r io.Reader) (uint64, error) {
 	sr, err := segment.NewReader(r)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrCorrupt, err)

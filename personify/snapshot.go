@@ -43,10 +43,9 @@ const (
 )
 
 type snapMeta struct {
-	Format   int    `json:"format"`
-	Endian   string `json:"endian"`
-	Seq      uint64 `json:"seq"` // the last log record the snapshot includes
-	Written  time.Time
+	Format   int            `json:"format"`
+	Endian   string         `json:"endian"`
+	Seq      uint64         `json:"seq"` // the last log record the snapshot includes
 	Ring     []snapKey      `json:"ring"`
 	Purposes []snapPurpose  `json:"purposes"`
 	Segments []snapSegment  `json:"segments"`
@@ -147,7 +146,7 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 		return cw.n, err
 	}
 	t := e.dir.tab.Load()
-	meta := snapMeta{Format: snapFormat, Endian: snapLittleEndn, Seq: seq, Written: e.now().UTC(), NextSeg: e.nextSegID,
+	meta := snapMeta{Format: snapFormat, Endian: snapLittleEndn, Seq: seq, NextSeg: e.nextSegID,
 		Dir:   snapDir{Next: e.dir.next, Free: e.dir.free, Live: e.dir.live},
 		Arena: snapArenaState{Cur: t.arena.cur, Off: t.arena.off, Used: t.arena.used, Garbage: t.arena.garbage}}
 	for i, s := range t.special {
@@ -310,7 +309,7 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 			return nil, corrupt(name, off, "section %q before the metadata", sec.Name)
 		case sec.Name == snapSlotsName:
 			b := sec.Blob()
-			if len(b)%int(unsafe.Sizeof(dirSlot{})) != 0 || len(b)/32 < dirMinSlots || int64(len(b)/32) != sec.Aux {
+			if len(b)%int(unsafe.Sizeof(dirSlot{})) != 0 || len(b)/int(unsafe.Sizeof(dirSlot{})) < dirMinSlots || int64(len(b)/int(unsafe.Sizeof(dirSlot{}))) != sec.Aux {
 				return nil, corrupt(name, off, "index table of %d bytes", len(b))
 			}
 			slots = adoptSlots(b)
@@ -481,7 +480,6 @@ func (st *state) build(sets map[string]*segment.Section, slots []dirSlot, chunks
 		if len(c) < bigRecord && len(c) < chunkSize || i == a.cur && a.off < chunkSize && len(c) < chunkSize {
 			return fmt.Errorf("index arena chunk %d has %d bytes", i, len(c))
 		}
-		c := c
 		a.chunks[i].Store(&c)
 	}
 	d := &directory{next: m.Dir.Next, free: m.Dir.Free, live: m.Dir.Live}

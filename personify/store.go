@@ -1,7 +1,6 @@
 package personify
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -292,12 +291,6 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 		}
 	}
 	if len(b) < logHeaderLen || string(b[:8]) != logMagic || binary.LittleEndian.Uint64(b[16:]) != start {
-		if last && unfinishedHeader(b) {
-			// Created but its header never reached the disk whole.
-			f.Close()
-			_ = s.fs.Remove(name)
-			return s.newLog(e, s.seq+1)
-		}
 		f.Close()
 		return corrupt(name, 0, "not a personify log header")
 	}
@@ -338,9 +331,6 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 			case seq <= s.seq:
 				// Already applied (in the snapshot, or an older log).
 			case seq == s.seq+1:
-				if o.kind == opRotateKey {
-					o.next = e.key(o.key)
-				}
 				_, _ = e.apply(&o) // an op that failed live fails the same way here
 				s.seq = seq
 			default:
@@ -353,17 +343,6 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 	}
 	keep()
 	return nil
-}
-
-// unfinishedHeader reports whether b is a log whose creation did not
-// reach the disk whole: shorter than a header, or all zeros, with no
-// frame in it.
-func unfinishedHeader(b []byte) bool {
-	if len(b) < logHeaderLen {
-		return bytes.Equal(b, []byte(logMagic + string(make([]byte, logHeaderLen-len(logMagic))))[:len(b)]) ||
-			!bytes.ContainsFunc(b, func(r rune) bool { return r != 0 })
-	}
-	return !bytes.ContainsFunc(b, func(r rune) bool { return r != 0 })
 }
 
 // validFrameAfter reports whether any valid frame starts at or after off.
@@ -523,24 +502,25 @@ func (s *store) flush(e *Engine, batch []*pending) {
 		}
 	}
 	buf := startFrame(s.buf[:0])
+	frame := 0 // where the current frame starts in buf
 	var logged []*pending
 	for _, b := range batch {
 		if err := e.check(b.o); err != nil {
 			b.err = err
 			continue
 		}
-		seq := s.seq + uint64(len(logged)) + 1
-		n := len(buf)
-		buf = appendRecord(buf, seq, b.o)
-		if len(buf)-n-recHeaderLen > maxRecordLen {
-			buf = buf[:n]
-			b.err = fmt.Errorf("%w: a change of %d bytes is over the log's limit of %d: split it", errWrite, len(buf)-n, maxRecordLen)
-			continue
+		if len(logged) > 0 && len(buf)-frame+recHeaderLen+b.o.sizeBound() > maxFrameLen {
+			// A frame's length field has 31 bits: a batch this large is
+			// written as several frames, still with one write and fsync.
+			buf = endFrame(buf, frame)
+			frame = len(buf)
+			buf = startFrame(buf)
 		}
-		b.seq = seq
+		b.seq = s.seq + uint64(len(logged)) + 1
+		buf = appendRecord(buf, b.seq, b.o)
 		logged = append(logged, b)
 	}
-	buf = endFrame(buf, 0)
+	buf = endFrame(buf, frame)
 	if cap(buf) <= 1<<20 {
 		s.buf = buf
 	}
@@ -622,12 +602,7 @@ func (s *store) compactLocked(e *Engine) error {
 	if err != nil {
 		return fmt.Errorf("personify: snapshot: %w", err)
 	}
-	w := &fileWriter{f: f}
-	bw := bufio.NewWriterSize(w, 1<<20)
-	_, err = e.writeSnapshot(bw, seq)
-	if err == nil {
-		err = bw.Flush()
-	}
+	_, err = e.writeSnapshot(io.NewOffsetWriter(f, 0), seq) // the codec buffers its own writes
 	if err == nil {
 		err = f.Sync()
 	}
@@ -651,19 +626,6 @@ func (s *store) compactLocked(e *Engine) error {
 	}
 	s.markPurged()
 	return nil
-}
-
-// fileWriter appends to a file with WriteAt, so that the file seam needs
-// no Seek.
-type fileWriter struct {
-	f   file
-	off int64
-}
-
-func (w *fileWriter) Write(b []byte) (int, error) {
-	n, err := w.f.WriteAt(b, w.off)
-	w.off += int64(n)
-	return n, err
 }
 
 // kick asks maintenance for a compaction now (the log has grown).

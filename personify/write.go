@@ -1,7 +1,6 @@
 package personify
 
 import (
-	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -79,9 +78,6 @@ func (e *Engine) pseudonymizeAll(ids []anonymize.Identifier) ([][]anonymize.Keye
 // added again are skipped. Large batches are applied in chunks, so readers
 // never wait long; a concurrent reader may see part of a batch.
 func (e *Engine) AddPseudonyms(segmentName string, ps []anonymize.Pseudonym) error {
-	if e.store != nil && len(ps) > maxRecordLen/8-1024 {
-		return fmt.Errorf("personify: AddPseudonyms: %d pseudonyms in one call; a durable engine logs a call as one record of at most %d: split the batch", len(ps), maxRecordLen/8-1024)
-	}
 	_, err := e.commit(&op{kind: opAddPseudonyms, at: e.now(), name: segmentName, ps: ps})
 	return err
 }

@@ -81,7 +81,6 @@ type Replica struct {
 
 	purged atomic.Uint64
 	kick   chan struct{}
-	head   atomic.Uint64 // highest sequence number seen in the journal
 
 	amu          sync.Mutex // the append batch being filled, and whether one is being written
 	acond        *sync.Cond
@@ -332,7 +331,6 @@ func (r *Replica) fetchRows(ctx context.Context, q querier) (n int, gap bool, er
 			}
 			return n, false, fmt.Errorf("pgstore: journal row %d: %w", seq, err)
 		}
-		r.head.Store(max(r.head.Load(), uint64(seq)))
 		n++
 	}
 	return n, false, rows.Err()

@@ -1,5 +1,0 @@
-package personify
-
-import "syscall"
-
-const syscallENOSPC = syscall.ENOSPC
