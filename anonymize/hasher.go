@@ -114,6 +114,15 @@ func (h *sipHasher) Pseudonym(id Identifier) (Pseudonym, error) {
 
 func (h *sipHasher) String() string { return "SipHash-2-4(key " + h.fp.String() + ")" }
 
+// GoString and Format print String for every verb: a hasher holds key
+// material (a derived subkey or the key itself) and never prints it.
+func (h *sipHasher) GoString() string            { return h.String() }
+func (h *sipHasher) Format(f fmt.State, _ rune)  { _, _ = f.Write([]byte(h.String())) }
+func (h *hmacHasher) GoString() string           { return h.String() }
+func (h *hmacHasher) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(h.String())) }
+func (h *xxHasher) GoString() string             { return h.String() }
+func (h *xxHasher) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(h.String())) }
+
 // HMACSHA256 returns a hasher that any SQL engine can reproduce, so that
 // segments built in a data warehouse join the ones built here. The
 // pseudonym is the first 8 bytes, big-endian, of
@@ -131,7 +140,7 @@ func (h *sipHasher) String() string { return "SipHash-2-4(key " + h.fp.String() 
 // is the zero Key.
 func HMACSHA256(k Key) Hasher {
 	mustKey(k)
-	key := append([]byte(nil), *k.b...)
+	key := *k.b // the key's own material: Destroy zeroes it, and new states fail to compute
 	h := &hmacHasher{fp: k.Fingerprint()}
 	h.pool.New = func() any {
 		return &hmacState{mac: hmac.New(sha256.New, key)}

@@ -1,6 +1,7 @@
 package anonymize
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"sync"
@@ -126,10 +127,21 @@ func TestHashersConcurrent(t *testing.T) {
 
 func TestHasherStringShowsNoKey(t *testing.T) {
 	k := testKey(t)
-	raw := hex.EncodeToString(*k.b)
+	// Every secret a hasher may hold: the raw key (HMAC-SHA256) and the
+	// subkeys the others derive, as hex and as the decimal words that %#v
+	// of a struct of uint64s would print.
+	secrets := []string{hex.EncodeToString(*k.b)[:16]}
+	for _, label := range []string{"personify/v1/siphash-2-4", "personify/v1/xxhash64-salt"} {
+		sub := k.derive(label)
+		secrets = append(secrets, hex.EncodeToString(sub)[:16],
+			fmt.Sprint(binary.LittleEndian.Uint64(sub)), fmt.Sprintf("%#x", binary.LittleEndian.Uint64(sub)),
+			fmt.Sprint(sub[:4])[1:10])
+	}
 	for name, h := range testHashers(t) {
-		s := fmt.Sprintf("%v %+v %s", h, h, h)
-		assert.NotContains(t, s, raw[:16], name)
+		s := fmt.Sprintf("%v %+v %s %#v %x %q %d", h, h, h, h, h, h, h)
+		for _, secret := range secrets {
+			assert.NotContains(t, s, secret, name)
+		}
 		assert.Contains(t, s, k.Fingerprint().String(), name)
 	}
 }

@@ -90,8 +90,10 @@ func (k Key) Equal(o Key) bool {
 }
 
 // Destroy overwrites the key material with zeros (crypto-shredding): the key
-// and every copy of it become the zero Key. Hashers made from it keep the
-// subkeys they derived; drop them too.
+// and every copy of it become the zero Key. Hashers made from it keep what
+// they computed from it (SipHash and XXHash a derived subkey, HMACSHA256
+// the HMAC pads of the key itself) until they are garbage: drop them too,
+// as Keyring.Prune does.
 func (k Key) Destroy() {
 	if k.b != nil {
 		clear(*k.b)

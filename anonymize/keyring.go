@@ -167,6 +167,9 @@ func (r *Keyring) Add(prev Key, until time.Time) error {
 			return fmt.Errorf("%w: %s", ErrKeyExists, k.info.Fingerprint)
 		}
 	}
+	if until.IsZero() { // a zero time marks the current key: two would be current
+		return fmt.Errorf("anonymize: Keyring.Add: previous key %s needs the time its grace period ends", prev.Fingerprint())
+	}
 	keys := append(slices.Clone(old), r.entry(prev, until))
 	slices.SortStableFunc(keys[1:], func(a, b ringKey) int { return b.until.Compare(a.until) })
 	r.state.Store(&ringState{keys: keys})

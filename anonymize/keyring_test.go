@@ -63,6 +63,16 @@ func TestKeyringAddPrevious(t *testing.T) {
 	require.NoError(t, r.Add(older, t0.Add(time.Hour)))
 	require.NoError(t, r.Add(old, t0.Add(2*time.Hour)))
 	require.ErrorIs(t, r.Add(old, t0), ErrKeyExists)
+	// A zero time would make a second current key, one that lookups never
+	// expire and Prune destroys at once.
+	require.Error(t, r.Add(GenerateKey(), time.Time{}))
+	current := 0
+	for _, k := range r.Keys() {
+		if k.Current {
+			current++
+		}
+	}
+	assert.Equal(t, 1, current)
 	fps, hs := r.Hashers()
 	assert.Equal(t, []Fingerprint{cur.Fingerprint(), old.Fingerprint(), older.Fingerprint()}, fps)
 	want, _ := HMACSHA256(old).Pseudonym(UserID("u1"))

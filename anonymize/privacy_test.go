@@ -108,8 +108,21 @@ func TestNoisyCountDistribution(t *testing.T) {
 	}
 }
 
+// fixedSource returns its values in turn.
+type fixedSource []uint64
+
+func (f *fixedSource) Uint64() uint64 {
+	v := (*f)[0]
+	*f = (*f)[1:]
+	return v
+}
+
 func TestNoisyCount(t *testing.T) {
-	assert.GreaterOrEqual(t, NoisyCount(0, 0.01), 0, "clamped at zero")
+	// Noise is the difference of two geometric draws: a first draw of 0
+	// (u = 1) and a large second one (u tiny) make it strongly negative.
+	negative := func() *fixedSource { return &fixedSource{math.MaxUint64, 0} }
+	assert.Equal(t, 0, NoisyCountSource(negative(), 10, 0.01), "clamped at zero")
+	assert.Less(t, NoisyCountSource(negative(), 1_000_000, 0.01), 1_000_000-1000, "the same noise, unclamped")
 	var diff int
 	for range 100 {
 		if NoisyCount(1000, 1) != 1000 {

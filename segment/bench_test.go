@@ -302,7 +302,10 @@ func BenchmarkEval(b *testing.B) {
 			resolve := func(name string) (*Set, error) { return names[name], nil }
 			b.ReportAllocs()
 			for b.Loop() {
-				s, _ := e.Eval(resolve, nil)
+				s, err := e.Eval(resolve, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
 				sink = s.Len()
 			}
 		})

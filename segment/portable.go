@@ -202,7 +202,7 @@ func scanPortable(src source) (int, error) {
 		}
 		size = int(n)
 	default:
-		return 0, corruptSet("unknown cookie %#x", cookie)
+		return 0, corruptSet("unknown cookie: not a portable Roaring bitmap")
 	}
 	header, err := next(4 * size)
 	if err != nil {

@@ -77,6 +77,8 @@ func TestSetEncodingRoundTrip(t *testing.T) {
 			require.True(t, s.Equal(got))
 			got.Add(77)
 			got.Remove(42)
+			require.True(t, got.Contains(77))
+			require.False(t, got.Contains(42))
 		})
 	}
 }

@@ -97,7 +97,9 @@ func NewReader(r io.Reader) (*Reader, error) {
 	var h [headerLen]byte
 	n, err := sr.readFull(h[:])
 	if string(h[:min(n, len(magic))]) != magic[:min(n, len(magic))] {
-		return nil, headerError(ErrBadMagic, "bad magic %q", h[:min(n, len(magic))])
+		// The bytes found are not quoted: pointed at the wrong file, they
+		// could be anyone's data.
+		return nil, headerError(ErrBadMagic, "the input does not start with %q", magic)
 	}
 	if err != nil {
 		return nil, sr.readError(err, "snapshot: header")
@@ -409,19 +411,19 @@ func ReadSets(r io.Reader) (map[string]*Set, error) {
 	}
 	sets := make(map[string]*Set)
 	for {
-		start, index := sr.off, sr.index
+		index := sr.index
 		sec, err := sr.Next()
-		switch {
-		case err == io.EOF:
+		if err == io.EOF {
 			return sets, nil
-		case err != nil:
+		}
+		if err != nil {
 			return nil, err
-		case sec.Kind != KindSet:
-			return nil, fmt.Errorf("segment: snapshot: section %d %q at byte %d: a %s section; ReadSets reads only sets",
-				index, sec.Name, start, sec.Kind)
+		}
+		h := &sectionHeader{name: sec.Name, off: sec.Offset, index: index}
+		if sec.Kind != KindSet {
+			return nil, sr.errorf(ErrCorrupt, h, "a %s section; ReadSets reads only sets", sec.Kind)
 		}
 		if _, dup := sets[sec.Name]; dup {
-			h := &sectionHeader{name: sec.Name, off: start, index: index}
 			return nil, sr.errorf(ErrCorrupt, h, "duplicate name")
 		}
 		sets[sec.Name] = sec.Set()
