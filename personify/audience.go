@@ -67,8 +67,7 @@ func (e *Engine) Audience(expr, purpose string) (Audience, error) {
 	}
 	a, k, err := e.audience(expr, purpose)
 	if err != nil {
-		e.event("audience_refused", slog.String("expr", expr), slog.String("purpose", purpose), slog.Int("k", k),
-			slog.String("reason", err.Error()))
+		e.event("audience_refused", append(refusedExprAttrs(expr, err), slog.String("purpose", purpose), slog.Int("k", k))...)
 		return Audience{}, err
 	}
 	e.event("audience", slog.String("expr", a.Expr), slog.String("purpose", purpose), slog.Int("count", a.Count))
@@ -126,4 +125,22 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 		}
 	})
 	return a, k, nil
+}
+
+// refusedExprAttrs describes a refused expression for the audit log. The
+// caller's text is logged only if it parses and every name in it is a
+// valid segment name (which no email, phone number or other identifier
+// is); otherwise only its length, so that a misused expression cannot
+// carry personal data into the log.
+func refusedExprAttrs(expr string, err error) []slog.Attr {
+	if parsed, perr := segment.Parse(expr); perr == nil {
+		valid := true
+		for _, n := range parsed.Names() {
+			valid = valid && validName("segment", n) == nil
+		}
+		if valid {
+			return []slog.Attr{slog.String("expr", parsed.String()), slog.String("reason", err.Error())}
+		}
+	}
+	return []slog.Attr{slog.Int("expr_bytes", len(expr)), slog.String("reason", "not a valid expression of segment names")}
 }

@@ -68,3 +68,21 @@ func TestAuditEvents(t *testing.T) {
 		}
 	}
 }
+
+// An expression that quotes an identifier instead of a segment name is
+// refused, and the audit log records its length, not its text.
+func TestAudienceRefusalLogsNoIdentifier(t *testing.T) {
+	te := newTestEngine(t)
+	te.define(Segment{Name: "runners", Purpose: "ads"})
+	te.auditEvents()
+	for _, expr := range []string{`"jane.doe@example.com" & runners`, `runners & (`} {
+		_, err := te.Audience(expr, "ads")
+		require.Error(t, err)
+		assert.NotContains(t, te.audit.String(), "jane.doe")
+		evs := te.auditEvents()
+		require.NotEmpty(t, evs)
+		ev := evs[len(evs)-1]
+		assert.Equal(t, "personify.audience_refused", ev["msg"])
+		assert.Equal(t, float64(len(expr)), ev["expr_bytes"], expr)
+	}
+}

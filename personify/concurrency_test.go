@@ -16,14 +16,17 @@ import (
 // TestConcurrentReadersAndWriters runs lookups, audiences and reports while
 // two writers each make 1000 changes: add, remove, change consent, suppress,
 // forget, bulk-load, expire and redefine.
-// People 0..99 are never written after setup: every read of them must give
-// the same answer throughout. Run with -race.
+// People 0..99 keep their "ads" memberships and consent throughout, so
+// every read of them must give the same answer, while a third writer keeps
+// rewriting their entries (membership of a segment of another purpose), so
+// that lookups meet entries in the middle of an update. Run with -race.
 func TestConcurrentReadersAndWriters(t *testing.T) {
 	te := newTestEngine(t)
 	te.define(Segment{Name: "stable", Purpose: "ads"})
 	te.define(Segment{Name: "churn", Purpose: "ads", Retention: 32 * time.Hour})
 	te.add("stable", people(0, 100)...)
 	te.add("churn", people(0, 100)...)
+	te.define(Segment{Name: "toggled", Purpose: "email"})
 	stable := make([]anonymize.Pseudonym, 100)
 	for i := range stable {
 		stable[i] = te.pseudonym(person(i))
@@ -101,8 +104,26 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 			}
 		})
 	}
+	toggles := make(chan struct{})
+	go func() { // rewrites the stable people's entries until the other writers finish
+		defer close(toggles)
+		for n := 0; !stop.Load(); n++ {
+			id := person(n % len(stable))
+			var err error
+			if n/len(stable)%2 == 0 {
+				err = te.Add("toggled", id)
+			} else {
+				err = te.Remove("toggled", id)
+			}
+			if err != nil {
+				t.Errorf("toggler: %v", err)
+				return
+			}
+		}
+	}()
 	writers.Wait()
 	stop.Store(true)
+	<-toggles
 	wg.Wait()
 	require.Positive(t, reads.Load())
 	t.Logf("%d reads", reads.Load())

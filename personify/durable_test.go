@@ -82,6 +82,12 @@ func stateDump(t testing.TB, e *Engine) string {
 	}
 	sort.Strings(al)
 	fmt.Fprintf(&b, "aliases %v\npeople %d\n", al, e.dir.len())
+	// The by-ordinal index of aliases is derived from them.
+	of := indexAliases(e.aliases)
+	require.Len(t, e.aliasesOf, len(of), "aliasesOf")
+	for ord, qs := range of {
+		require.ElementsMatch(t, qs, e.aliasesOf[ord], "aliasesOf[%d]", ord)
+	}
 	return b.String()
 }
 

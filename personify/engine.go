@@ -110,6 +110,7 @@ type Engine struct {
 	live          *segment.Set                                  // ordinals with a directory entry
 	keyGen        map[anonymize.Fingerprint]*segment.Set        // ordinals stored under each key
 	aliases       map[anonymize.Pseudonym]alias                 // old-key pseudonyms of re-keyed people
+	aliasesOf     map[uint32][]anonymize.Pseudonym              // the aliases of each ordinal (derived from aliases)
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states
 	idBuf         []uint32                                      // scratch for entry rewrites
@@ -149,6 +150,7 @@ func New(opts Options) (*Engine, error) {
 		live:          segment.New(),
 		keyGen:        map[anonymize.Fingerprint]*segment.Set{},
 		aliases:       map[anonymize.Pseudonym]alias{},
+		aliasesOf:     map[uint32][]anonymize.Pseudonym{},
 		doNotReAdd:    map[anonymize.Pseudonym]anonymize.Fingerprint{},
 		suppressedAll: segment.New(),
 		keys:          map[anonymize.Fingerprint]anonymize.Key{opts.Key.Fingerprint(): opts.Key},

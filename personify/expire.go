@@ -47,11 +47,7 @@ func (e *Engine) applyExpire(o *op) (opResult, error) {
 			shredded += e.dropOrdinalsLocked(s.Clone())
 			delete(e.keyGen, fp)
 		}
-		for q, a := range e.aliases {
-			if a.key == fp {
-				delete(e.aliases, q)
-			}
-		}
+		e.dropAliasesUnderLocked(fp)
 		for p, k := range e.doNotReAdd {
 			if k == fp {
 				delete(e.doNotReAdd, p)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/personify-go/personify/anonymize"
 )
@@ -191,6 +192,7 @@ func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose strin
 // segment with a retention, the membership not expired.
 func (e *Engine) appendServable(dst []string, rt *readTable, pu *readPurpose, ids []uint32, granted uint64, ord uint32) []string {
 	serv, servSensitive, names := pu.servable, pu.servableSensitive, rt.names
+	var now time.Time // read once, and only if a timed segment needs it
 	for _, id := range ids {
 		w := id >> 6
 		if w >= uint32(len(serv)) || w >= uint32(len(servSensitive)) { // defined after this table was published
@@ -201,7 +203,10 @@ func (e *Engine) appendServable(dst []string, rt *readTable, pu *readPurpose, id
 		}
 		if pu.timed && rt.timed[w]>>(id&63)&1 != 0 {
 			st := rt.segs[id].st
-			if now := e.now(); now.UnixNano() >= st.live.deadline.Load() && !e.stillHolds(st, ord, now) {
+			if now.IsZero() {
+				now = e.now()
+			}
+			if now.UnixNano() >= st.live.deadline.Load() && !e.stillHolds(st, ord, now) {
 				continue
 			}
 		}

@@ -2,6 +2,7 @@ package personify
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
@@ -69,14 +70,12 @@ func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonym
 		}
 		ord := en.ord()
 		e.dir.rekey(old.Pseudonym, cur.Pseudonym)
-		for q, a := range e.aliases { // aliases of earlier rotations follow the entry
-			if a.ord == ord {
-				a.primary = cur.Pseudonym
-				e.aliases[q] = a
-			}
+		for _, q := range e.aliasesOf[ord] { // aliases of earlier rotations follow the entry
+			a := e.aliases[q]
+			a.primary = cur.Pseudonym
+			e.aliases[q] = a
 		}
-		e.aliases[old.Pseudonym] = alias{ord: ord, key: old.Key, primary: cur.Pseudonym}
-		e.hasAliases.Store(true)
+		e.addAliasLocked(old.Pseudonym, alias{ord: ord, key: old.Key, primary: cur.Pseudonym})
 		e.keyGenSet(old.Key).Remove(ord)
 		e.keyGenSet(cur.Key).Add(ord)
 		e.event("rekey", slog.String("from", old.Pseudonym.String()), slog.String("to", cur.Pseudonym.String()),
@@ -84,6 +83,39 @@ func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonym
 		return ord, cur.Pseudonym
 	}
 	return e.assignLocked(cur.Pseudonym, cur.Key), cur.Pseudonym
+}
+
+// addAliasLocked records an alias and indexes it by ordinal, so that
+// re-keying and erasure find a person's aliases without scanning them all.
+func (e *Engine) addAliasLocked(p anonymize.Pseudonym, a alias) {
+	e.aliases[p] = a
+	e.aliasesOf[a.ord] = append(e.aliasesOf[a.ord], p)
+	e.hasAliases.Store(true)
+}
+
+// dropAliasesUnderLocked removes the aliases computed with key fp (its
+// grace period ended).
+func (e *Engine) dropAliasesUnderLocked(fp anonymize.Fingerprint) {
+	for q, a := range e.aliases {
+		if a.key != fp {
+			continue
+		}
+		delete(e.aliases, q)
+		e.aliasesOf[a.ord] = slices.DeleteFunc(e.aliasesOf[a.ord], func(x anonymize.Pseudonym) bool { return x == q })
+		if len(e.aliasesOf[a.ord]) == 0 {
+			delete(e.aliasesOf, a.ord)
+		}
+	}
+	e.hasAliases.Store(len(e.aliases) > 0)
+}
+
+// indexAliases derives aliasesOf from aliases (after a snapshot load).
+func indexAliases(aliases map[anonymize.Pseudonym]alias) map[uint32][]anonymize.Pseudonym {
+	of := make(map[uint32][]anonymize.Pseudonym, len(aliases))
+	for q, a := range aliases {
+		of[a.ord] = append(of[a.ord], q)
+	}
+	return of
 }
 
 // assignLocked gives p, which has no entry, a fresh ordinal under key.
@@ -129,11 +161,10 @@ func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	for _, s := range e.keyGen {
 		s.Remove(ord)
 	}
-	for q, a := range e.aliases {
-		if a.ord == ord {
-			delete(e.aliases, q)
-		}
+	for _, q := range e.aliasesOf[ord] {
+		delete(e.aliases, q)
 	}
+	delete(e.aliasesOf, ord)
 	e.hasAliases.Store(len(e.aliases) > 0)
 	e.forgetRecordLocked(p)
 	e.dir.remove(p)

@@ -17,10 +17,6 @@ type readTable struct {
 	names    []string  // by segment id; "" once dropped
 	byName   nameTable
 	purposes map[string]*readPurpose
-	// big has the bit of every segment with at least max(K, MinSize)
-	// members. Writers update the current table's words atomically when a
-	// size crosses the bound; a new table starts from the sizes.
-	big      []atomic.Uint64
 	timed    []uint64 // segments with a retention, whose memberships can expire
 	anyTimed bool     // whether timed has any bit
 }
@@ -38,7 +34,9 @@ type readPurpose struct {
 	// servable and servableSensitive have the bits of the segments of this
 	// purpose, not sensitive and sensitive, that have at least
 	// max(K, MinSize) members: Segments' whole per-segment test is one or
-	// two of these bits. Writers keep them current, like readTable.big.
+	// two of these bits. Writers update the current table's words
+	// atomically when a size crosses the bound; a new table starts from
+	// the sizes.
 	servable, servableSensitive []atomic.Uint64
 }
 
@@ -59,7 +57,7 @@ func setBit(set []uint64, id uint32) { set[id>>6] |= 1 << (id & 63) }
 func (e *Engine) publishLocked() {
 	n := e.nextSegID
 	words := (n + 63) / 64
-	rt := &readTable{segs: make([]readSeg, n), names: make([]string, n), big: make([]atomic.Uint64, words),
+	rt := &readTable{segs: make([]readSeg, n), names: make([]string, n),
 		timed: make([]uint64, words), purposes: make(map[string]*readPurpose, len(e.purposes))}
 	for name, ps := range e.purposes {
 		rt.purposes[name] = &readPurpose{bit: ps.bit, optIn: ps.Model == OptIn,
@@ -87,21 +85,19 @@ func (rt *readTable) setServable(st *segState, big bool) {
 	if st.id >= uint32(len(rt.segs)) {
 		return
 	}
-	w, bit := st.id>>6, uint64(1)<<(st.id&63)
-	sets := []*atomic.Uint64{&rt.big[w]}
-	if pu := rt.purposes[st.Purpose]; pu != nil {
-		if st.Sensitive {
-			sets = append(sets, &pu.servableSensitive[w])
-		} else {
-			sets = append(sets, &pu.servable[w])
-		}
+	pu := rt.purposes[st.Purpose]
+	if pu == nil {
+		return
 	}
-	for _, x := range sets {
-		if big {
-			x.Or(bit)
-		} else {
-			x.And(^bit)
-		}
+	w, bit := st.id>>6, uint64(1)<<(st.id&63)
+	x := &pu.servable[w]
+	if st.Sensitive {
+		x = &pu.servableSensitive[w]
+	}
+	if big {
+		x.Or(bit)
+	} else {
+		x.And(^bit)
 	}
 }
 

@@ -606,6 +606,7 @@ func (e *Engine) installLocked(st *state, replaceRing bool) {
 	e.live = st.live
 	e.keyGen = st.keyGen
 	e.aliases = st.aliases
+	e.aliasesOf = indexAliases(st.aliases)
 	e.doNotReAdd = st.doNotReAdd
 	e.stateIDs = st.stateIDs
 	states := st.states

@@ -129,23 +129,25 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 		if i+ahead < len(sorted) {
 			prefetch(unsafe.Pointer(&t.slots[home(uint64(sorted[i+ahead]), len(t.slots))]))
 		}
-		s := t.slot(uint64(p))
-		switch {
-		case s != nil:
+		if s := t.slot(uint64(p)); s != nil {
 			ords = append(ords, entry{s.meta, s.lo, s.hi}.ord())
 			e.changeSlotLocked(s, p, st.id, noID, nil)
-		case e.hasAliases.Load() && e.aliases[p] != (alias{}):
-			a := e.aliases[p]
-			ords = append(ords, a.ord)
-			e.addIDLocked(a.primary, st.id)
-		default: // a new person, inserted with their first segment
-			ord := e.dir.newOrdinal()
-			lo, hi, code, _ := packLanes([]uint32{st.id})
-			e.dir.insert(p, entry{makeMeta(ord, 0, 1) | uint64(code)<<codeShift, lo, hi})
-			e.live.Add(ord)
-			e.keyGenSet(cur).Add(ord)
-			ords = append(ords, ord)
+			continue
 		}
+		if e.hasAliases.Load() {
+			if a, ok := e.aliases[p]; ok { // stored under a newer key
+				ords = append(ords, a.ord)
+				e.addIDLocked(a.primary, st.id)
+				continue
+			}
+		}
+		// A new person, inserted with their first segment.
+		ord := e.dir.newOrdinal()
+		lo, hi, code, _ := packLanes([]uint32{st.id})
+		e.dir.insert(p, entry{makeMeta(ord, 0, 1) | uint64(code)<<codeShift, lo, hi})
+		e.live.Add(ord)
+		e.keyGenSet(cur).Add(ord)
+		ords = append(ords, ord)
 	}
 	st.addMany(ords, at)
 	e.ordBuf = ords[:0]
