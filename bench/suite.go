@@ -30,6 +30,9 @@ type Suite struct {
 	redisErr                   error
 	redisKeys, redisMembers    [][]byte
 
+	writerOnce sync.Once
+	writerErr  error
+
 	snapOnce sync.Once
 	snapDir  string
 	snapSize int64
@@ -195,13 +198,25 @@ func (s *Suite) Hasher(newHasher func(anonymize.Key) anonymize.Hasher) func(*tes
 // 100K memberships a second, in batches of 1,000 every 10 ms.
 const WriterRate = 100_000
 
-// startWriter adds WriterRate memberships a second (random people to
-// random segments) until the returned stop function is called, which
-// returns how many it added.
+// startWriter changes WriterRate memberships a second until stopped, and
+// returns how many it changed. It adds a batch of the probes' people to a
+// segment of its own purpose, then removes the same batch, and so on: the
+// entries of people that lookups probe are rewritten under them, while the
+// engine the other benchmarks measure keeps its size and its answers (no
+// probe asks about the writer's segment or purpose).
 func (s *Suite) startWriter(e *personify.Engine) (stop func() int) {
 	w := s.W
+	s.writerOnce.Do(func() {
+		s.writerErr = e.DefinePurpose(personify.Purpose{Name: writerPurpose, Model: personify.OptOut})
+		if s.writerErr == nil {
+			s.writerErr = e.Define(personify.Segment{Name: writerSegment, Purpose: writerPurpose})
+		}
+	})
+	if s.writerErr != nil {
+		panic(s.writerErr)
+	}
 	done := make(chan struct{})
-	var added atomic.Int64
+	var changed atomic.Int64
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		tick := time.NewTicker(10 * time.Millisecond)
@@ -210,24 +225,39 @@ func (s *Suite) startWriter(e *personify.Engine) (stop func() int) {
 		for k := 0; ; k++ {
 			select {
 			case <-done:
+				if k%2 == 1 { // leave the engine as it was
+					_ = e.RemovePseudonyms(writerSegment, batch)
+				}
 				return
 			case <-tick.C:
 			}
-			for i := range batch {
-				batch[i] = w.Probes[(k*len(batch)+i*7919)&probeMask].P
+			var err error
+			if k%2 == 0 {
+				for i := range batch {
+					batch[i] = w.Probes[(k*len(batch)+i*7919)&probeMask].P
+				}
+				err = e.AddPseudonyms(writerSegment, batch)
+			} else {
+				err = e.RemovePseudonyms(writerSegment, batch)
 			}
-			if err := e.AddPseudonyms(w.SegNames[k%w.Segments], batch); err != nil {
+			if err != nil {
 				panic(err)
 			}
-			added.Add(int64(len(batch)))
+			changed.Add(int64(len(batch)))
 		}
 	})
 	return func() int {
 		close(done)
 		wg.Wait()
-		return int(added.Load())
+		return int(changed.Load())
 	}
 }
+
+// The concurrent writer's segment and purpose, outside the workload's.
+const (
+	writerSegment = "bench-writer"
+	writerPurpose = "bench-writer"
+)
 
 // InReaders measures In with the given number of reader goroutines, with
 // or without the concurrent writer; ns/op is wall time per lookup across
@@ -299,6 +329,7 @@ func (s *Suite) InParallel(writer bool) func(*testing.B) {
 // core (GOMAXPROCS 1), and reports memberships per second.
 func (s *Suite) Ingest(b *testing.B) {
 	w := s.W
+	w.PseudonymsOf(0) // the input, built once per workload, outside the timing
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -31,6 +31,7 @@ func ExampleNew() {
 func ExampleEngine_AddPseudonyms() {
 	e := newExampleEngine()
 	_ = e.Define(personify.Segment{Name: "churn-risk", Purpose: "personalization"})
+	// Pseudonyms computed elsewhere with the engine's key and hasher.
 	h := anonymize.SipHash(mustExampleKey())
 	var batch []anonymize.Pseudonym
 	for _, email := range []string{"ana@example.com", "bo@example.com", "cy@example.com"} {
@@ -38,11 +39,12 @@ func ExampleEngine_AddPseudonyms() {
 		batch = append(batch, p)
 	}
 	fmt.Println(e.AddPseudonyms("churn-risk", batch))
-	n, _ := e.Len("churn-risk")
-	fmt.Println(n)
+	// The app finds the same people by identifier.
+	p, _ := e.Pseudonym(anonymize.Email("Bo@Example.com"))
+	fmt.Println(e.In(p, "churn-risk"))
 	// Output:
 	// <nil>
-	// 3
+	// true
 }
 
 func mustExampleKey() anonymize.Key {

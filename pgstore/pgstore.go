@@ -210,11 +210,8 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, fp anonymize.Fingerprint) 
 		if err != nil {
 			return fmt.Errorf("pgstore: migrate: %w", err)
 		}
-		if version >= len(migrations) {
-			if version > len(migrations)-1 {
-				return fmt.Errorf("pgstore: the database has schema version %d, this version of pgstore knows up to %d: upgrade pgstore", version, len(migrations)-1)
-			}
-			return nil
+		if version > len(migrations)-1 {
+			return fmt.Errorf("pgstore: the database has schema version %d, this version of pgstore knows up to %d: upgrade pgstore", version, len(migrations)-1)
 		}
 		for v := version + 1; v < len(migrations); v++ {
 			if _, err := tx.Exec(ctx, migrations[v]); err != nil {
@@ -252,15 +249,13 @@ func (r *Replica) checkKey(ctx context.Context) error {
 func (r *Replica) loadSnapshot(ctx context.Context) error {
 	var seq int64
 	var data []byte
-	err := r.pool.QueryRow(ctx, `SELECT seq, data FROM personify_snapshots ORDER BY seq DESC LIMIT 1`).Scan(&seq, &data)
+	err := r.pool.QueryRow(ctx, `SELECT seq, data FROM personify_snapshots WHERE seq > $1 ORDER BY seq DESC LIMIT 1`,
+		int64(r.Applied())).Scan(&seq, &data)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
+		return nil // none, or none newer than what this replica applied
 	}
 	if err != nil {
 		return fmt.Errorf("pgstore: read the newest snapshot: %w", err)
-	}
-	if uint64(seq) <= r.Applied() {
-		return nil
 	}
 	if err := r.LoadSnapshot(bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("pgstore: snapshot %d: %w", seq, err)
@@ -425,22 +420,18 @@ type journal Replica
 // row, whose lock orders the transactions, so numbers commit in order and
 // without gaps; the notification wakes the other replicas at commit.
 func (j *journal) Append(ctx context.Context, change []byte) (uint64, error) {
-	b := &appendBatch{}
 	j.amu.Lock()
-	if j.pendingBatch == nil {
-		j.pendingBatch = b
-	} else {
-		b = j.pendingBatch
-	}
-	idx := len(b.changes)
-	b.changes = append(b.changes, change)
-	if b.leading { // a leader for this batch exists: wait for it
+	b := j.pendingBatch
+	if b != nil { // a batch is filling: its leader writes this change too
+		idx := len(b.changes)
+		b.changes = append(b.changes, change)
 		j.amu.Unlock()
 		<-b.done
 		return b.first + uint64(idx), b.err
 	}
-	b.leading = true
-	b.done = make(chan struct{})
+	b = &appendBatch{changes: [][]byte{change}, done: make(chan struct{})} // this goroutine leads it
+	j.pendingBatch = b
+	const idx = 0
 	for j.writing { // one batch in flight at a time; this one fills meanwhile
 		j.acond.Wait()
 	}
@@ -460,7 +451,6 @@ func (j *journal) Append(ctx context.Context, change []byte) (uint64, error) {
 
 type appendBatch struct {
 	changes [][]byte
-	leading bool
 	done    chan struct{}
 	first   uint64
 	err     error
@@ -503,6 +493,18 @@ func (j *journal) SchedulePurge() {
 // one transaction (one replica at a time), and vacuums the two tables so
 // that deleted rows leave the disk. Maintenance calls it by itself.
 func (r *Replica) Compact(ctx context.Context) error {
+	// Serializing the whole state is the expensive part: skip it when the
+	// newest snapshot already holds everything this replica has applied
+	// and its rows are purged (the transaction below checks again).
+	var newest, purged int64
+	if err := r.pool.QueryRow(ctx, `SELECT coalesce((SELECT max(seq) FROM personify_snapshots), 0), purged
+		FROM personify_meta WHERE id = 1`).Scan(&newest, &purged); err != nil {
+		return fmt.Errorf("pgstore: compact: %w", err)
+	}
+	if uint64(newest) >= r.Applied() && purged >= newest {
+		r.purged.Store(max(r.purged.Load(), uint64(purged)))
+		return nil
+	}
 	var buf bytes.Buffer
 	seq, _, err := r.WriteReplicaSnapshot(&buf)
 	if err != nil {
@@ -580,7 +582,10 @@ func (r *Replica) maintain(ctx context.Context) {
 func (r *Replica) compactIfDue(ctx context.Context, asked bool) {
 	if !asked {
 		var rows int64
-		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM personify_journal`).Scan(&rows); err != nil || rows < int64(r.opts.CompactAfter) {
+		// Sequence numbers have no gaps, so the rows since the newest
+		// snapshot are a subtraction, not a scan of the journal.
+		if err := r.pool.QueryRow(ctx, `SELECT m.seq - coalesce((SELECT max(seq) FROM personify_snapshots), 0)
+			FROM personify_meta m WHERE m.id = 1`).Scan(&rows); err != nil || rows < int64(r.opts.CompactAfter) {
 			return
 		}
 	}

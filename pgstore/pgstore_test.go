@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -289,8 +288,6 @@ func TestDroppedConnection(t *testing.T) {
 	admin, err := pgx.Connect(ctx, server(t).ConnString())
 	require.NoError(t, err)
 	defer admin.Close(ctx)
-	var dbName string
-	require.NoError(t, admin.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName))
 	cfg, _ := pgx.ParseConfig(conn)
 	_, err = admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, cfg.Database)
 	require.NoError(t, err)
@@ -423,7 +420,6 @@ func BenchmarkPropagation(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds()), "p99-µs")
-	_ = slices.Max(lat)
 }
 
 // A replica whose follower was away while another replica compacted, with

@@ -62,6 +62,7 @@ func Start() (*Server, error) {
 	}
 	s := &Server{bin: bin, dir: dir, sock: filepath.Join(dir, "sock"), uid: -1, gid: -1, port: 5432}
 	if err := os.Mkdir(s.sock, 0o700); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	if os.Geteuid() == 0 {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/bench"
+	"github.com/personify-go/personify/bench/internal/chart"
 )
 
 func main() {
@@ -97,13 +98,23 @@ func run(name string, count int, out string, filter *regexp.Regexp, check bool) 
 		}
 	}
 	skipped := map[string]bool{}
+	var failures []string
 	for round := range count {
 		for _, bm := range selected {
 			if skipped[bm.name] {
 				continue
 			}
-			br := testing.Benchmark(bm.fn)
-			if br.N == 0 { // skipped (no redis-server) or failed
+			var didFail bool
+			br := testing.Benchmark(func(b *testing.B) {
+				defer func() { didFail = didFail || b.Failed() }() // runs after Fatal too
+				bm.fn(b)
+			})
+			if didFail {
+				failures = append(failures, bm.name)
+				skipped[bm.name] = true
+				continue
+			}
+			if br.N == 0 { // skipped (no redis-server)
 				skipped[bm.name] = true
 				continue
 			}
@@ -118,7 +129,11 @@ func run(name string, count int, out string, filter *regexp.Regexp, check bool) 
 	}
 	for _, bm := range selected {
 		if r := results[bm.name]; len(r.runs) == 0 {
-			fmt.Printf("%-40s skipped\n", bm.name)
+			if slices.Contains(failures, bm.name) {
+				fmt.Printf("%-40s FAILED\n", bm.name)
+			} else {
+				fmt.Printf("%-40s skipped\n", bm.name)
+			}
 			delete(results, bm.name)
 		} else if len(r.runs) < count {
 			r.summarize()
@@ -132,6 +147,9 @@ func run(name string, count int, out string, filter *regexp.Regexp, check bool) 
 			return err
 		}
 		fmt.Printf("\nwrote %s (%.0fs in all)\n", out, time.Since(start).Seconds())
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("benchmarks failed: %s", strings.Join(failures, ", "))
 	}
 	if check {
 		return gate(results)
@@ -250,15 +268,7 @@ func buildAll(s *bench.Suite, filter *regexp.Regexp) memory {
 	return m
 }
 
-func formatNs(ns float64) string {
-	switch {
-	case ns >= 1e6:
-		return fmt.Sprintf("%.3g ms", ns/1e6)
-	case ns >= 1e3:
-		return fmt.Sprintf("%.3g us", ns/1e3)
-	}
-	return fmt.Sprintf("%.3g ns", ns)
-}
+func formatNs(ns float64) string { return chart.FormatValue(ns, "ns") }
 
 // gate is the CI check: ratios from this run, never absolute times.
 func gate(results map[string]*result) error {
@@ -287,9 +297,6 @@ func gate(results map[string]*result) error {
 // is steadier than the ratio of medians when the machine's load drifts.
 func roundRatio(a, b *result) float64 {
 	n := min(len(a.runs), len(b.runs))
-	if n == 0 {
-		return a.nsOp / b.nsOp
-	}
 	rs := make([]float64, n)
 	for i := range n {
 		rs[i] = (float64(a.runs[i].T.Nanoseconds()) / float64(a.runs[i].N)) /

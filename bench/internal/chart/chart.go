@@ -105,7 +105,7 @@ func newLayout(unit string, bars []Bar) layout {
 	labelW, valueW := minLabelW, minValueW
 	for _, b := range bars {
 		label := fit(b.Label, maxLabelW)
-		value := formatValue(b.Value, unit)
+		value := FormatValue(b.Value, unit)
 		l.labels = append(l.labels, label)
 		l.values = append(l.values, value)
 		labelW = max(labelW, textWidth(label))
@@ -190,7 +190,7 @@ func writeAxis(buf *bytes.Buffer, sc scale, unit string, top, bottom int) {
 			x, top-4, x, bottom+4)
 		if (e-sc.lo)%every == 0 {
 			fmt.Fprintf(buf, `<text class="tick" x="%s" y="%d" text-anchor="middle" fill="#666666">%s</text>`+"\n",
-				x, bottom+18, escape(formatValue(math.Pow10(e), unit)))
+				x, bottom+18, escape(FormatValue(math.Pow10(e), unit)))
 		}
 	}
 	buf.WriteString("</g>\n")

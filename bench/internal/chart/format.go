@@ -8,10 +8,10 @@ var durationUnits = []struct {
 	name string
 }{{1, "ns"}, {1e3, "µs"}, {1e6, "ms"}, {1e9, "s"}}
 
-// formatValue prints v to three significant digits: nanoseconds in the
+// FormatValue prints v to three significant digits: nanoseconds in the
 // largest duration unit that keeps the number at least 1, anything else as
 // a plain number followed by unit.
-func formatValue(v float64, unit string) string {
+func FormatValue(v float64, unit string) string {
 	if unit != "ns" {
 		s := formatNumber(round3(v))
 		if unit == "" {

@@ -31,7 +31,7 @@ func TestFormatValue(t *testing.T) {
 		{42, "", "42"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
-			assert.Equal(t, tc.want, formatValue(tc.v, tc.unit))
+			assert.Equal(t, tc.want, FormatValue(tc.v, tc.unit))
 		})
 	}
 }
