@@ -20,17 +20,25 @@
 //   - [SipHash] (default): a PRF with a 128-bit key; as fast as a plain hash.
 //   - [HMACSHA256]: when pseudonyms must also be computed in SQL, e.g. by a
 //     data warehouse (the construction is documented and tested against
-//     PostgreSQL's pgcrypto).
+//     PostgreSQL's pgcrypto). The warehouse gets [HMACSubkey], never the key.
 //   - [XXHash]: salted xxHash64, not a PRF; for pseudonyms that never leave
 //     the process.
 //
-// A [Keyring] holds the current key and the previous ones during their grace
-// period, for key rotation and crypto-shredding. [CollisionRate] and
-// [NoisyCount] are the privacy arithmetic: how often pseudonyms collide at a
-// given width, and a differentially private count.
+// Each hasher computes under its own subkey of the key ([Key.Subkey]), so
+// that one hasher's subkey or pseudonyms say nothing of another's.
 //
-// Identifiers, keys and errors never print what they hold: their String and
-// Format methods redact, and rejections name the reason, never the input.
+// A [Keyring] holds the current key and the previous ones during their grace
+// period, for key rotation and crypto-shredding: [Key.Destroy] zeroes a key
+// and the subkeys derived from it, and from then on its hashers return
+// [ErrKeyDestroyed] instead of pseudonyms. [CollisionRate] and [NoisyCount]
+// are the privacy arithmetic: how often pseudonyms collide at a given width,
+// and a differentially private count.
+//
+// Identifiers, keys, hashers and errors never print what they hold: their
+// String and Format methods redact, fmt's reflection (on an unexported
+// field, where it cannot call them) finds nothing it can print, and
+// rejections name the reason, never the input. The zero values of [Key] and
+// [Identifier] are invalid and refused; the zero [Keyring] is not usable.
 // Everything in the package is safe for concurrent use unless its doc says
 // otherwise.
 package anonymize

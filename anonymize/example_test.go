@@ -1,6 +1,7 @@
 package anonymize_test
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -63,7 +64,25 @@ func ExampleSipHash() {
 func ExampleHMACSHA256() {
 	p, _ := anonymize.HMACSHA256(exampleKey).Pseudonym(anonymize.Email("jane.doe@example.com"))
 	fmt.Println(p)
-	// Output: 39b1afb632528e3d
+	// Output: 62b85b2776c2d443
+}
+
+// A warehouse gets the HMAC subkey and only it; with it, it computes the
+// pseudonyms HMACSHA256 computes under the key.
+func ExampleHMACSubkey() {
+	sub := anonymize.HMACSubkey(exampleKey)
+	subkeyHex := hex.EncodeToString(sub.Bytes()) // into the warehouse's secret store, never a log
+	sub.Destroy()
+
+	// In the warehouse (or in SQL, see HMACSHA256):
+	warehouseKey, err := anonymize.KeyFromHex(subkeyHex)
+	if err != nil {
+		panic(err)
+	}
+	there, _ := anonymize.HMACSHA256FromSubkey(warehouseKey).Pseudonym(anonymize.Email("jane.doe@example.com"))
+	here, _ := anonymize.HMACSHA256(exampleKey).Pseudonym(anonymize.Email("Jane.Doe@Example.com"))
+	fmt.Println(there, there == here)
+	// Output: 62b85b2776c2d443 true
 }
 
 func ExampleKeyring() {

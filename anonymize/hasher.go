@@ -1,14 +1,10 @@
 package anonymize
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"strconv"
-	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/dchest/siphash"
@@ -20,7 +16,9 @@ import (
 // share one with negligible probability (see [CollisionRate]).
 //
 // It prints as 16 lowercase hex digits, the first 8 bytes of the hash in
-// big-endian order.
+// big-endian order. The zero Pseudonym is a valid value like any other (the
+// hashers return it alongside errors); a Pseudonym is a plain value, safe
+// for concurrent use.
 type Pseudonym uint64
 
 // String returns p as 16 lowercase hex digits.
@@ -66,10 +64,14 @@ func ParsePseudonym(s string) (Pseudonym, error) {
 // Hasher turns identifiers into pseudonyms. Implementations normalize the
 // identifier (see [Identifier.Normalize]), hash the kind's tag, ':' and the
 // normalized form under a secret key, and allocate nothing. They are safe
-// for concurrent use.
+// for concurrent use, with each other and with [Key.Destroy]. A Hasher
+// never prints its key or subkey: its String, GoString and Format name the
+// algorithm and the key's fingerprint, and by reflection fmt finds the
+// secret two pointers away, out of its reach (see [Key]).
 type Hasher interface {
 	// Pseudonym returns the pseudonym of id, or an error wrapping
-	// ErrInvalidIdentifier if id cannot be normalized.
+	// ErrInvalidIdentifier if id cannot be normalized, or, once the key
+	// has been destroyed, an error wrapping ErrKeyDestroyed.
 	Pseudonym(id Identifier) (Pseudonym, error)
 }
 
@@ -81,99 +83,64 @@ func mustKey(k Key) {
 	}
 }
 
+// hasherKey returns k's material with the subkey named by the derive* bit
+// what derived, and the error the hasher returns once k is destroyed. It
+// panics if k is the zero Key or destroyed.
+func hasherKey(k Key, what uint8) (*keyMaterial, error) {
+	m := k.material()
+	if !m.derive(what) {
+		panic(errZeroKey)
+	}
+	return m, fmt.Errorf("%w: %s", ErrKeyDestroyed, m.fp)
+}
+
 // SipHash returns the default hasher: SipHash-2-4, a pseudorandom function
 // with a 128-bit key, about as fast as a non-cryptographic hash on short
 // inputs. Knowing any number of (identifier, pseudonym) pairs does not help
 // to compute the pseudonym of another identifier or to recover the key.
 //
 // The 128-bit SipHash key is the first 16 bytes of
-// HMAC-SHA256(k, "personify/v1/siphash-2-4"), read as two little-endian
-// uint64s, so that it shares no material with the other hashers. The
-// pseudonym is SipHash-2-4 of tag ":" normalized, e.g. "email:jane@example.com".
+// HMAC-SHA256(k, "personify/v1/siphash-2-4") (k.Subkey of that label), read
+// as two little-endian uint64s, so that it shares no material with the
+// other hashers. The pseudonym is SipHash-2-4 of tag ":" normalized, e.g.
+// "email:jane@example.com".
 //
-// It panics if k is the zero Key.
+// It panics if k is the zero Key or destroyed.
 func SipHash(k Key) Hasher {
-	mustKey(k)
-	sub := k.derive("personify/v1/siphash-2-4")
-	return &sipHasher{binary.LittleEndian.Uint64(sub[0:]), binary.LittleEndian.Uint64(sub[8:]), k.Fingerprint()}
+	m, err := hasherKey(k, deriveSip)
+	return &sipHasher{m: m, fp: m.fp, err: err}
 }
 
+// sipHasher reads its subkey from the key's material: the pointer to the
+// hasher is the first hop from any value that holds it, m the second.
 type sipHasher struct {
-	k0, k1 uint64
-	fp     Fingerprint
+	m   *keyMaterial
+	fp  Fingerprint
+	err error // wraps ErrKeyDestroyed
 }
 
 func (h *sipHasher) Pseudonym(id Identifier) (Pseudonym, error) {
+	k0, k1 := h.m.sip[0].Load(), h.m.sip[1].Load()
+	if h.m.destroyed.Load() { // after the loads: see keyMaterial
+		return 0, h.err
+	}
 	var buf [maxHashInput]byte
 	b, err := id.appendHashInput(buf[:0])
 	if err != nil {
 		return 0, err
 	}
-	return Pseudonym(siphash.Hash(h.k0, h.k1, b)), nil
+	return Pseudonym(siphash.Hash(k0, k1, b)), nil
 }
 
 func (h *sipHasher) String() string { return "SipHash-2-4(key " + h.fp.String() + ")" }
 
-// GoString and Format print String for every verb: a hasher holds key
-// material (a derived subkey or the key itself) and never prints it.
+// GoString and Format print String for every verb.
 func (h *sipHasher) GoString() string            { return h.String() }
 func (h *sipHasher) Format(f fmt.State, _ rune)  { _, _ = f.Write([]byte(h.String())) }
 func (h *hmacHasher) GoString() string           { return h.String() }
 func (h *hmacHasher) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(h.String())) }
 func (h *xxHasher) GoString() string             { return h.String() }
 func (h *xxHasher) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(h.String())) }
-
-// HMACSHA256 returns a hasher that any SQL engine can reproduce, so that
-// segments built in a data warehouse join the ones built here. The
-// pseudonym is the first 8 bytes, big-endian, of
-//
-//	HMAC-SHA256(key bytes, tag || ':' || normalized identifier)
-//
-// with the tags "email", "phone", "user" and "device". In PostgreSQL
-// (pgcrypto), for an already normalized email:
-//
-//	SELECT encode(substring(hmac(convert_to('email:' || normalized_email, 'UTF8'),
-//	                             decode(:key_hex, 'hex'), 'sha256') FROM 1 FOR 8), 'hex')
-//
-// gives the same 16 hex digits as [Pseudonym.String]; ParsePseudonym reads
-// them. It is a PRF like [SipHash] but about 8 times slower. It panics if k
-// is the zero Key.
-func HMACSHA256(k Key) Hasher {
-	mustKey(k)
-	key := *k.b // the key's own material: Destroy zeroes it, and new states fail to compute
-	h := &hmacHasher{fp: k.Fingerprint()}
-	h.pool.New = func() any {
-		return &hmacState{mac: hmac.New(sha256.New, key)}
-	}
-	return h
-}
-
-type hmacHasher struct {
-	pool sync.Pool
-	fp   Fingerprint
-}
-
-// hmacState is one reusable HMAC with its scratch space; a pool of them
-// keeps the hasher allocation-free and safe for concurrent use.
-type hmacState struct {
-	mac hash.Hash
-	in  [maxHashInput]byte
-	sum [sha256.Size]byte
-}
-
-func (h *hmacHasher) Pseudonym(id Identifier) (Pseudonym, error) {
-	s := h.pool.Get().(*hmacState)
-	defer h.pool.Put(s)
-	b, err := id.appendHashInput(s.in[:0])
-	if err != nil {
-		return 0, err
-	}
-	s.mac.Reset()
-	s.mac.Write(b)
-	return Pseudonym(binary.BigEndian.Uint64(s.mac.Sum(s.sum[:0]))), nil
-}
-
-func (h *hmacHasher) String() string { return "HMAC-SHA256(key " + h.fp.String() + ")" }
 
 // XXHash returns the fastest hasher: xxHash64 of a 32-byte secret salt
 // followed by tag ":" normalized. The salt is the first 32 bytes of
@@ -183,23 +150,30 @@ func (h *hmacHasher) String() string { return "HMAC-SHA256(key " + h.fp.String()
 // pairs and about 2^32 work, an attacker recovers state equivalent to the
 // salt and can then pseudonymize any guess. Use it only for pseudonyms that
 // never leave the process, and never for data at rest; [SipHash] is as fast
-// on short identifiers. It panics if k is the zero Key.
+// on short identifiers. It panics if k is the zero Key or destroyed.
 func XXHash(k Key) Hasher {
-	mustKey(k)
-	h := &xxHasher{fp: k.Fingerprint()}
-	copy(h.salt[:], k.derive("personify/v1/xxhash64-salt"))
-	return h
+	m, err := hasherKey(k, deriveSalt)
+	return &xxHasher{m: m, fp: m.fp, err: err}
 }
 
+// xxHasher reads its salt from the key's material, as sipHasher does.
 type xxHasher struct {
-	salt [32]byte
-	fp   Fingerprint
+	m   *keyMaterial
+	fp  Fingerprint
+	err error // wraps ErrKeyDestroyed
 }
+
+const saltLen = len(keyMaterial{}.salt) * 8
 
 func (h *xxHasher) Pseudonym(id Identifier) (Pseudonym, error) {
-	var buf [len(xxHasher{}.salt) + maxHashInput]byte
-	copy(buf[:], h.salt[:])
-	b, err := id.appendHashInput(buf[:len(h.salt)])
+	var buf [saltLen + maxHashInput]byte
+	for i := range h.m.salt {
+		binary.LittleEndian.PutUint64(buf[8*i:], h.m.salt[i].Load())
+	}
+	if h.m.destroyed.Load() { // after the loads: see keyMaterial
+		return 0, h.err
+	}
+	b, err := id.appendHashInput(buf[:saltLen])
 	if err != nil {
 		return 0, err
 	}

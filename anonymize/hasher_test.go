@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -14,12 +15,24 @@ import (
 // vectorKey is bytes 0x00..0x1f.
 func vectorKey(t testing.TB) Key {
 	t.Helper()
-	k, err := KeyFromHex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	k, err := KeyFromBytes(vectorKeyBytes(t))
 	require.NoError(t, err)
 	return k
 }
 
+func vectorKeyBytes(t testing.TB) []byte {
+	t.Helper()
+	b, err := hex.DecodeString("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	require.NoError(t, err)
+	return b
+}
+
 func testKey(t testing.TB) Key { return vectorKey(t) }
+
+// hasherConstructors are the four ways to make a hasher from a key.
+var hasherConstructors = map[string]func(Key) Hasher{
+	"siphash": SipHash, "hmac-sha256": HMACSHA256, "hmac-sha256-from-subkey": HMACSHA256FromSubkey, "xxhash": XXHash,
+}
 
 func testHashers(t testing.TB) map[string]Hasher {
 	k := testKey(t)
@@ -29,27 +42,48 @@ func testHashers(t testing.TB) map[string]Hasher {
 // The vectors were computed outside Go: with Python's hmac/hashlib and
 // reference implementations of SipHash-2-4 and XXH64 (each checked against
 // its published test vectors), and the HMAC ones also with PostgreSQL 15
-// pgcrypto:
+// pgcrypto, which derives the subkey and computes the pseudonym:
 //
+//	\set key_hex '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'
+//	SELECT encode(hmac(convert_to('personify/v1/hmac-sha256', 'UTF8'),
+//	  decode(:'key_hex', 'hex'), 'sha256'), 'hex') AS hmac_subkey_hex \gset
+//	  -- 79f2ce4e5491e101907a8fb6337aedbccce8d9790c8443dbd6af6289a6c011aa
 //	SELECT encode(substring(hmac(convert_to('email:' || 'jane.doe@example.com', 'UTF8'),
-//	  decode('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f', 'hex'),
-//	  'sha256') FROM 1 FOR 8), 'hex');  -- 39b1afb632528e3d
+//	  decode(:'hmac_subkey_hex', 'hex'), 'sha256') FROM 1 FOR 8), 'hex');  -- 62b85b2776c2d443
+//
+// legacy is HMAC-SHA256 under the key itself, what HMACSHA256 computed
+// before it used a subkey (pgcrypto with decode(:'key_hex', 'hex')), which
+// HMACSHA256FromSubkey(k) still computes.
 func TestHasherVectors(t *testing.T) {
 	k := vectorKey(t)
 	assert.Equal(t, "b9f5db2b343b7800", k.Fingerprint().String())
+	sub := HMACSubkey(k)
+	assert.Equal(t, "79f2ce4e5491e101907a8fb6337aedbccce8d9790c8443dbd6af6289a6c011aa", hex.EncodeToString(sub.Bytes()))
 	for _, tc := range []struct {
-		id             Identifier
-		hmac, sip, xxh string
+		id                     Identifier
+		input                  string // tag ":" normalized, as a SQL engine hashes it
+		hmac, legacy, sip, xxh string
 	}{
-		{Email(" Jane.Doe@EXAMPLE.com "), "39b1afb632528e3d", "b5c5d75051e3f3aa", "fe985429765a4caa"},
-		{Phone("+1 (234) 567-8901"), "452343bc50fbd35d", "5827e903182a7760", "24f5fe426a2ad60a"},
-		{UserID("15551234567"), "cfffca138c46e703", "8d6c3e27cbf02055", "3c22d80e8bebfd18"},
-		{DeviceID("AEBE52E7-03EE-455A-B3C4-E57283966239"), "eb913b68f7a77bb8", "c754a30c8c47191b", "828830e2a4730043"},
-		{Email("Jane.Doe+promo@gmail.com"), "0a79cc290d19bbbc", "ffc63d67668dd3d3", "833ac767e8c958f2"},
+		{Email(" Jane.Doe@EXAMPLE.com "), "email:jane.doe@example.com", "62b85b2776c2d443", "39b1afb632528e3d", "b5c5d75051e3f3aa", "fe985429765a4caa"},
+		{Phone("+1 (234) 567-8901"), "phone:+12345678901", "eaa3118a886ffd68", "452343bc50fbd35d", "5827e903182a7760", "24f5fe426a2ad60a"},
+		{UserID("15551234567"), "user:15551234567", "2f2501b8c797811e", "cfffca138c46e703", "8d6c3e27cbf02055", "3c22d80e8bebfd18"},
+		{DeviceID("AEBE52E7-03EE-455A-B3C4-E57283966239"), "device:AEBE52E7-03EE-455A-B3C4-E57283966239", "e0a624fe2c7b3b80", "eb913b68f7a77bb8", "c754a30c8c47191b", "828830e2a4730043"},
+		{Email("Jane.Doe+promo@gmail.com"), "email:janedoe@gmail.com", "52d43bfb61463672", "0a79cc290d19bbbc", "ffc63d67668dd3d3", "833ac767e8c958f2"},
 	} {
 		t.Run(tc.id.Kind().String(), func(t *testing.T) {
-			for name, want := range map[string]string{"hmac": tc.hmac, "sip": tc.sip, "xxh": tc.xxh} {
-				h := map[string]Hasher{"hmac": HMACSHA256(k), "sip": SipHash(k), "xxh": XXHash(k)}[name]
+			// The HMAC vectors follow from the construction HMACSHA256
+			// documents, computed here with crypto/hmac.
+			master := vectorKeyBytes(t)
+			documented := hmacSum(hmacSum(master, "personify/v1/hmac-sha256"), tc.input)
+			assert.Equal(t, tc.hmac, hex.EncodeToString(documented[:8]), "HMAC-SHA256(HMAC-SHA256(key, label), input)")
+			legacy := hmacSum(master, tc.input)
+			assert.Equal(t, tc.legacy, hex.EncodeToString(legacy[:8]), "HMAC-SHA256(key, input)")
+
+			for name, want := range map[string]string{"hmac": tc.hmac, "hmac-from-subkey": tc.hmac, "legacy": tc.legacy, "sip": tc.sip, "xxh": tc.xxh} {
+				h := map[string]Hasher{
+					"hmac": HMACSHA256(k), "hmac-from-subkey": HMACSHA256FromSubkey(sub), "legacy": HMACSHA256FromSubkey(k),
+					"sip": SipHash(k), "xxh": XXHash(k),
+				}[name]
 				p, err := h.Pseudonym(tc.id)
 				require.NoError(t, err)
 				assert.Equal(t, want, p.String(), name)
@@ -90,10 +124,11 @@ func TestHashersNormalizeFirst(t *testing.T) {
 
 func TestHashersAllocateNothing(t *testing.T) {
 	ids := []Identifier{Email("Jane.Doe.1984@Example.com"), Phone("+1 (234) 567-8901"), UserID("customer-42"), DeviceID("AEBE52E7-03EE-455A-B3C4-E57283966239")}
-	for name, h := range testHashers(t) {
-		if raceEnabled && name == "hmac-sha256" {
+	for name, ctor := range hasherConstructors {
+		if raceEnabled && strings.HasPrefix(name, "hmac-sha256") {
 			continue // the race detector drops sync.Pool items on purpose
 		}
+		h := ctor(testKey(t))
 		for _, id := range ids {
 			allocs := testing.AllocsPerRun(1000, func() {
 				if _, err := h.Pseudonym(id); err != nil {
@@ -127,28 +162,38 @@ func TestHashersConcurrent(t *testing.T) {
 
 func TestHasherStringShowsNoKey(t *testing.T) {
 	k := testKey(t)
-	// Every secret a hasher may hold: the raw key (HMAC-SHA256) and the
-	// subkeys the others derive, as hex and as the decimal words that %#v
-	// of a struct of uint64s would print.
-	secrets := []string{hex.EncodeToString(*k.b)[:16]}
-	for _, label := range []string{"personify/v1/siphash-2-4", "personify/v1/xxhash64-salt"} {
-		sub := k.derive(label)
+	master := vectorKeyBytes(t)
+	// Every secret a hasher may hold: the key and the subkeys derived from
+	// it, as hex and as the decimal words that %#v of a struct of uint64s
+	// would print.
+	secrets := []string{hex.EncodeToString(master)[:16]}
+	for _, label := range []string{"personify/v1/siphash-2-4", "personify/v1/xxhash64-salt", "personify/v1/hmac-sha256"} {
+		sub := hmacSum(master, label)
 		secrets = append(secrets, hex.EncodeToString(sub)[:16],
 			fmt.Sprint(binary.LittleEndian.Uint64(sub)), fmt.Sprintf("%#x", binary.LittleEndian.Uint64(sub)),
 			fmt.Sprint(sub[:4])[1:10])
 	}
-	for name, h := range testHashers(t) {
+	hashers := testHashers(t)
+	hashers["hmac-from-subkey"] = HMACSHA256FromSubkey(HMACSubkey(k))
+	for name, h := range hashers {
 		s := fmt.Sprintf("%v %+v %s %#v %x %q %d", h, h, h, h, h, h, h)
 		for _, secret := range secrets {
 			assert.NotContains(t, s, secret, name)
 		}
-		assert.Contains(t, s, k.Fingerprint().String(), name)
+		if name == "hmac-from-subkey" {
+			assert.Contains(t, s, "HMAC-SHA256(subkey "+HMACSubkey(k).Fingerprint().String()+")")
+		} else {
+			assert.Contains(t, s, k.Fingerprint().String(), name)
+		}
 	}
 }
 
 func TestZeroKeyPanics(t *testing.T) {
-	for name, ctor := range map[string]func(Key) Hasher{"siphash": SipHash, "hmac": HMACSHA256, "xxhash": XXHash} {
+	destroyed := GenerateKey()
+	destroyed.Destroy()
+	for name, ctor := range hasherConstructors {
 		assert.PanicsWithError(t, "anonymize: zero or destroyed key", func() { ctor(Key{}) }, name)
+		assert.PanicsWithError(t, "anonymize: zero or destroyed key", func() { ctor(destroyed) }, name+" destroyed")
 	}
 }
 

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"unsafe"
 )
 
 // Kind is the kind of an identifier. It is part of the hash input, so the
 // same characters under two kinds give unrelated pseudonyms:
 // UserID("15551234567") and Phone("+15551234567") never collide by
-// construction.
+// construction. The zero Kind is invalid; a Kind is a plain value, safe for
+// concurrent use.
 type Kind uint8
 
 // The identifier kinds. The zero Kind is not a valid kind.
@@ -56,7 +58,9 @@ const (
 var ErrInvalidIdentifier = errors.New("anonymize: invalid identifier")
 
 // IdentifierError describes why an identifier was rejected. It never holds
-// the identifier itself: only its kind, its length and the reason.
+// the identifier itself: only its kind, its length and the reason. The zero
+// IdentifierError describes nothing; like any error value it is safe to
+// read concurrently.
 type IdentifierError struct {
 	Kind   Kind   // the kind of identifier that was rejected
 	Reason string // what is wrong, e.g. "missing '@'"
@@ -80,38 +84,51 @@ func invalid(k Kind, n int, reason string) error {
 //
 // An Identifier never prints: String, GoString, Format (every verb),
 // MarshalText, MarshalJSON and LogValue all write a redacted form that
-// names only the kind. Keep it for as short a time as possible; note that
-// fmt's reflection cannot call these methods on an unexported struct field,
-// so do not store Identifiers in structs that get printed.
+// names only the kind. Where fmt cannot call those methods (an Identifier in
+// an unexported struct field, which it prints by reflection) it finds only
+// the kind, the text's length and the address of its bytes. Keep it for as
+// short a time as possible all the same.
 //
-// The zero Identifier is invalid: normalizing it returns an error. An
-// Identifier is an immutable value, safe for concurrent use.
+// Compare identifiers by their normalized forms or their pseudonyms: ==
+// compares where the text is stored, not the text. The zero Identifier is
+// invalid: normalizing it returns an error. An Identifier is an immutable
+// value, safe for concurrent use.
 type Identifier struct {
 	kind Kind
-	raw  string
+	// The text, as the string's data and length (see text): fmt prints an
+	// unsafe.Pointer as an address for every verb, and a string as itself.
+	p unsafe.Pointer
+	n int
 }
+
+func newIdentifier(k Kind, s string) Identifier {
+	return Identifier{k, unsafe.Pointer(unsafe.StringData(s)), len(s)}
+}
+
+// text returns the identifier's text.
+func (id Identifier) text() string { return unsafe.String((*byte)(id.p), id.n) }
 
 // Email returns an email address identifier. See [Identifier.Normalize]
 // for the rules.
-func Email(s string) Identifier { return Identifier{KindEmail, s} }
+func Email(s string) Identifier { return newIdentifier(KindEmail, s) }
 
 // Phone returns a phone number identifier. See [Identifier.Normalize] for
 // the rules.
-func Phone(s string) Identifier { return Identifier{KindPhone, s} }
+func Phone(s string) Identifier { return newIdentifier(KindPhone, s) }
 
 // UserID returns an account or customer ID identifier. IDs are
 // case-sensitive.
-func UserID(s string) Identifier { return Identifier{KindUserID, s} }
+func UserID(s string) Identifier { return newIdentifier(KindUserID, s) }
 
 // DeviceID returns a device or advertising ID identifier. IDs are
 // case-sensitive.
-func DeviceID(s string) Identifier { return Identifier{KindDeviceID, s} }
+func DeviceID(s string) Identifier { return newIdentifier(KindDeviceID, s) }
 
 // Kind returns the identifier's kind.
 func (id Identifier) Kind() Kind { return id.kind }
 
 // IsZero reports whether id is the zero Identifier.
-func (id Identifier) IsZero() bool { return id.kind == 0 && id.raw == "" }
+func (id Identifier) IsZero() bool { return id.kind == 0 && id.n == 0 }
 
 // Normalize returns the canonical form of the identifier, the one that is
 // hashed:
@@ -150,18 +167,18 @@ func (id Identifier) Normalize() (string, error) {
 // appendNormalized appends the normalized identifier to dst. It never grows
 // dst beyond maxHashInput bytes of output.
 func (id Identifier) appendNormalized(dst []byte) ([]byte, error) {
-	if len(id.raw) > maxInputLen {
-		return dst, invalid(id.kind, len(id.raw), "too long")
+	if id.n > maxInputLen {
+		return dst, invalid(id.kind, id.n, "too long")
 	}
 	switch id.kind {
 	case KindEmail:
-		return appendEmail(dst, id.raw)
+		return appendEmail(dst, id.text())
 	case KindPhone:
-		return appendPhone(dst, id.raw)
+		return appendPhone(dst, id.text())
 	case KindUserID, KindDeviceID:
-		return appendID(dst, id.kind, id.raw)
+		return appendID(dst, id.kind, id.text())
 	}
-	return dst, invalid(id.kind, len(id.raw), "unknown identifier kind (use Email, Phone, UserID or DeviceID)")
+	return dst, invalid(id.kind, id.n, "unknown identifier kind (use Email, Phone, UserID or DeviceID)")
 }
 
 // appendHashInput appends the bytes every hasher hashes: the kind's tag,

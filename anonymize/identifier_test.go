@@ -201,7 +201,7 @@ func assertRejected(t *testing.T, id Identifier, reason string) {
 	assert.Equal(t, id.Kind(), ie.Kind)
 	assert.Contains(t, ie.Reason, reason)
 	assert.True(t, strings.HasPrefix(err.Error(), "anonymize: invalid "), err.Error())
-	if trimmed := strings.TrimSpace(id.raw); len(trimmed) > 4 {
+	if trimmed := strings.TrimSpace(id.text()); len(trimmed) > 4 {
 		assert.NotContains(t, err.Error(), trimmed, "error echoes the input")
 	}
 	_, err = SipHash(testKey(t)).Pseudonym(id)
@@ -249,4 +249,26 @@ func TestNormalizeEmailLookalikeGmail(t *testing.T) {
 	got, err := Email("Jane.Doe+x@GMAİL.COM").Normalize()
 	require.NoError(t, err)
 	assert.Equal(t, "janedoe@gmail.com", got)
+}
+
+// Identifiers hold their text as a pointer and a length, so that fmt's
+// reflection prints an address (see TestSecretsNeverPrint); the text must
+// come back whole, and the constructors must stay free.
+func TestIdentifierText(t *testing.T) {
+	for _, in := range []string{"", "x", "Jane.Doe@Example.com", strings.Repeat("a", maxInputLen+1)} {
+		for _, ctor := range []func(string) Identifier{Email, Phone, UserID, DeviceID} {
+			id := ctor(in)
+			assert.Equal(t, in, id.text())
+			assert.False(t, id.IsZero())
+		}
+	}
+	assert.True(t, Identifier{}.IsZero())
+	assert.Empty(t, Identifier{}.text())
+	s := strings.Repeat("Jane.Doe@Example.com", 2)[:20]
+	var sink Identifier
+	allocs := testing.AllocsPerRun(100, func() { sink = Email(s) })
+	assert.Zero(t, allocs)
+	got, err := sink.Normalize()
+	require.NoError(t, err)
+	assert.Equal(t, "jane.doe@example.com", got)
 }

@@ -13,7 +13,9 @@ import (
 // the keyring.
 var ErrKeyExists = errors.New("anonymize: key already in keyring")
 
-// KeyInfo describes one key of a [Keyring]. It holds no secret.
+// KeyInfo describes one key of a [Keyring]. It holds no secret. The zero
+// KeyInfo describes no key; a KeyInfo is a plain value, safe for concurrent
+// reads.
 type KeyInfo struct {
 	Fingerprint Fingerprint // the key's public name
 	Current     bool        // whether new pseudonyms are computed with it
@@ -83,6 +85,8 @@ func (r *Keyring) Pseudonym(id Identifier) (Pseudonym, error) {
 }
 
 // KeyedPseudonym is a pseudonym with the fingerprint of the key that made it.
+// The zero KeyedPseudonym names no key; it is a plain value, safe for
+// concurrent reads.
 type KeyedPseudonym struct {
 	Pseudonym Pseudonym
 	Key       Fingerprint
@@ -91,13 +95,18 @@ type KeyedPseudonym struct {
 // AppendPseudonyms appends to dst id's pseudonym under every key still in
 // the keyring at now: the current key first, then the previous ones, newest
 // first. Keys whose grace period has ended at now are skipped even if
-// [Keyring.Prune] has not destroyed them yet.
+// [Keyring.Prune] has not destroyed them yet, and so are previous keys that
+// were destroyed (by a Prune that ran during the call, or by hand). A
+// destroyed current key is an error wrapping [ErrKeyDestroyed].
 func (r *Keyring) AppendPseudonyms(dst []KeyedPseudonym, id Identifier, now time.Time) ([]KeyedPseudonym, error) {
-	for _, k := range r.state.Load().keys {
+	for i, k := range r.state.Load().keys {
 		if !k.until.IsZero() && !now.Before(k.until) {
 			continue
 		}
 		p, err := k.h.Pseudonym(id)
+		if i > 0 && errors.Is(err, ErrKeyDestroyed) {
+			continue
+		}
 		if err != nil {
 			return dst, err
 		}
@@ -177,7 +186,9 @@ func (r *Keyring) Add(prev Key, until time.Time) error {
 }
 
 // Prune removes and destroys every previous key whose grace period has
-// ended at now, and returns their fingerprints.
+// ended at now, and returns their fingerprints. The hashers of destroyed
+// keys, including those returned by [Keyring.Hashers] earlier, return
+// errors wrapping [ErrKeyDestroyed] from then on.
 func (r *Keyring) Prune(now time.Time) []Fingerprint {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -2,7 +2,8 @@
 // exports (pseudonym, segment) rows, computing each pseudonym in SQL with
 // the HMAC-SHA256 construction that anonymize.HMACSHA256 documents, and the
 // engine loads them in bulk with AddPseudonyms. No email address leaves the
-// warehouse, and the app still finds its visitors by email.
+// warehouse, no key but the HMAC subkey enters it, and the app still finds
+// its visitors by email.
 //
 //	go run ./examples/warehouse
 package main
@@ -22,8 +23,9 @@ import (
 	"github.com/personify-go/personify/personify"
 )
 
-// The key the warehouse and the app share (from a secret store in real
-// life; fixed here so that the output is the same on every run).
+// The app's key (from a secret store in real life; fixed here so that the
+// output is the same on every run). The warehouse never sees it: it gets
+// anonymize.HMACSubkey(key), which computes HMAC pseudonyms and nothing else.
 const keyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 
 // exportSQL is what the warehouse runs (PostgreSQL with pgcrypto). The
@@ -31,7 +33,7 @@ const keyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 // dots and +tags dropped), as anonymize.Email normalizes them.
 const exportSQL = `COPY (
   SELECT encode(substring(hmac(convert_to('email:' || email, 'UTF8'),
-                               decode(:'key_hex', 'hex'), 'sha256') FROM 1 FOR 8), 'hex') AS pseudonym,
+                               decode(:'hmac_subkey_hex', 'hex'), 'sha256') FROM 1 FOR 8), 'hex') AS pseudonym,
          segment
   FROM customer_segments
 ) TO STDOUT WITH CSV HEADER`
@@ -48,19 +50,31 @@ func run(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rawKey, _ := hex.DecodeString(keyHex)
+	// 0. What the app hands the warehouse, into the warehouse's secret
+	// store: the HMAC subkey, never the key. With it the warehouse can
+	// compute HMACSHA256 pseudonyms and nothing else (not SipHash
+	// pseudonyms, not receipts or journal MACs).
+	sub := anonymize.HMACSubkey(key)
+	hmacSubkeyHex := hex.EncodeToString(sub.Bytes())
+	sub.Destroy()
 
 	// 1. The warehouse's export, computed here the way the SQL above
-	// computes it (crypto/hmac, not this library), to show that the two
-	// agree byte for byte.
-	export := warehouseExport(rawKey)
-	fmt.Fprintf(w, "the warehouse runs (psql, with -v key_hex=...):\n%s\n\n", exportSQL)
+	// computes it (crypto/hmac under the subkey, not this library), to show
+	// that the two agree byte for byte.
+	subkey, err := hex.DecodeString(hmacSubkeyHex)
+	if err != nil {
+		return err
+	}
+	export := warehouseExport(subkey)
+	clear(subkey)
+	fmt.Fprintf(w, "the warehouse runs (psql, with -v hmac_subkey_hex=...):\n%s\n\n", exportSQL)
 	fmt.Fprintf(w, "warehouse export: %d rows, for example:\n", strings.Count(export, "\n")-1)
 	for _, line := range strings.SplitN(export, "\n", 4)[:3] {
 		fmt.Fprintf(w, "  %s\n", line)
 	}
 
-	// 2. The app's engine uses the same construction: Options.Hasher.
+	// 2. The app's engine uses the same construction, under the same
+	// subkey, which HMACSHA256 derives from the key: Options.Hasher.
 	e, err := personify.New(personify.Options{Key: key, Hasher: anonymize.HMACSHA256, K: 10})
 	if err != nil {
 		return err
@@ -100,15 +114,16 @@ func run(w io.Writer) error {
 }
 
 // warehouseExport returns the CSV the SQL query would produce for 3,000
-// synthetic customers: each in high-value if their number is divisible by
-// 7, in churn-risk if by 5, in weekend-shoppers if by 2.
-func warehouseExport(key []byte) string {
+// synthetic customers, given the HMAC subkey: each in high-value if their
+// number is divisible by 7, in churn-risk if by 5, in weekend-shoppers if
+// by 2.
+func warehouseExport(hmacSubkey []byte) string {
 	var b bytes.Buffer
 	cw := csv.NewWriter(&b)
 	_ = cw.Write([]string{"pseudonym", "segment"})
 	for i := range 3000 {
 		email := fmt.Sprintf("customer%04d@example.com", i) // normalized in the warehouse
-		mac := hmac.New(sha256.New, key)
+		mac := hmac.New(sha256.New, hmacSubkey)
 		mac.Write([]byte("email:" + email))
 		pseudonym := hex.EncodeToString(mac.Sum(nil)[:8])
 		for _, s := range []struct {

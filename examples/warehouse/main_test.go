@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/personify-go/personify/anonymize"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -20,6 +21,23 @@ func TestWarehouse(t *testing.T) {
 	// customer0042 is divisible by 7 and by 2, not by 5.
 	assert.Contains(t, got, "segments: [high-value weekend-shoppers]")
 	assert.NotContains(t, got, "customer0042", "the email never prints")
+	assert.NotContains(t, got, keyHex[:16], "nor the key")
+}
+
+// TestWarehouseHoldsOnlyTheSubkey checks that the export, computed under the
+// HMAC subkey, is what the engine's hasher computes from the key, and that
+// the key itself would give other pseudonyms: the warehouse needs the
+// subkey, and the subkey only.
+func TestWarehouseHoldsOnlyTheSubkey(t *testing.T) {
+	key, err := anonymize.KeyFromHex(keyHex)
+	require.NoError(t, err)
+	want, err := anonymize.HMACSHA256(key).Pseudonym(anonymize.Email("customer0000@example.com"))
+	require.NoError(t, err)
+	firstRow := func(k []byte) string {
+		return strings.Split(strings.Split(warehouseExport(k), "\n")[1], ",")[0]
+	}
+	assert.Equal(t, want.String(), firstRow(anonymize.HMACSubkey(key).Bytes()))
+	assert.NotEqual(t, want.String(), firstRow(key.Bytes()))
 }
 
 func TestReadExportRejectsBadRows(t *testing.T) {
