@@ -67,7 +67,7 @@ func (e *Engine) Audience(expr, purpose string) (Audience, error) {
 	}
 	a, k, err := e.audience(expr, purpose)
 	if err != nil {
-		e.event("audience_refused", append(refusedExprAttrs(expr, err), slog.String("purpose", purpose), slog.Int("k", k))...)
+		e.event("audience_refused", append(e.refusedExprAttrs(expr, purpose, err), slog.Int("k", k))...)
 		return Audience{}, err
 	}
 	e.event("audience", slog.String("expr", a.Expr), slog.String("purpose", purpose), slog.Int("count", a.Count))
@@ -83,15 +83,22 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 	now := e.now()
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	ps, err := e.purposeLocked(purpose)
-	if err != nil {
-		return Audience{}, 0, fmt.Errorf("personify: audience: %w", err)
+	ps, ok := e.purposes[purpose]
+	if !ok {
+		names := make([]string, 0, len(e.purposes))
+		for n := range e.purposes {
+			names = append(names, n)
+		}
+		return Audience{}, 0, unknownName(ErrUnknownPurpose, "purpose", purpose, "(the audience's purpose)", "declare it first with Engine.DefinePurpose", names)
 	}
 	k, sensitive := e.k, false
-	for _, name := range ex.Names() {
-		st, err := e.segmentLocked(name)
-		if err != nil {
-			return Audience{}, k, fmt.Errorf("personify: audience: %w", err)
+	for i, name := range ex.Names() {
+		st, ok := e.segs[name]
+		if !ok {
+			// The name is not repeated: an expression may be built from
+			// input, and an undefined name may be anything.
+			return Audience{}, k, unknownName(ErrUnknownSegment, "segment", name, fmt.Sprintf("(name %d of the expression)", i+1),
+				"define it first with Engine.Define", e.segmentNamesLocked())
 		}
 		if st.purpose != ps {
 			return Audience{}, k, fmt.Errorf("%w: segment %q was collected for %q, not %q: build the audience from segments of one purpose",
@@ -128,19 +135,39 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 }
 
 // refusedExprAttrs describes a refused expression for the audit log. The
-// caller's text is logged only if it parses and every name in it is a
-// valid segment name (which no email, phone number or other identifier
-// is); otherwise only its length, so that a misused expression cannot
-// carry personal data into the log.
-func refusedExprAttrs(expr string, err error) []slog.Attr {
-	if parsed, perr := segment.Parse(expr); perr == nil {
-		valid := true
-		for _, n := range parsed.Names() {
-			valid = valid && validName("segment", n) == nil
-		}
-		if valid {
-			return []slog.Attr{slog.String("expr", parsed.String()), slog.String("reason", err.Error())}
+// expression is logged only if every name in it is a defined segment (and
+// the purpose only if it is a defined purpose); otherwise the log names
+// the defined segments it uses and counts the others, so that an
+// expression built from input cannot carry personal data into the log.
+func (e *Engine) refusedExprAttrs(expr, purpose string, err error) []slog.Attr {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var attrs []slog.Attr
+	if _, ok := e.purposes[purpose]; ok {
+		attrs = append(attrs, slog.String("purpose", purpose))
+	} else {
+		attrs = append(attrs, slog.Bool("purpose_defined", false))
+	}
+	parsed, perr := segment.Parse(expr)
+	if perr != nil {
+		return append(attrs, slog.Int("expr_bytes", len(expr)), slog.String("reason", "the expression does not parse"))
+	}
+	var defined []string
+	undefined := 0
+	for _, n := range parsed.Names() {
+		if _, ok := e.segs[n]; ok {
+			defined = append(defined, n)
+		} else {
+			undefined++
 		}
 	}
-	return []slog.Attr{slog.Int("expr_bytes", len(expr)), slog.String("reason", "not a valid expression of segment names")}
+	if _, ok := e.purposes[purpose]; !ok {
+		return append(attrs, slog.Any("segments", defined), slog.Int("undefined_names", undefined),
+			slog.String("reason", "the purpose is not defined"))
+	}
+	if undefined == 0 {
+		return append(attrs, slog.String("expr", parsed.String()), slog.String("reason", err.Error()))
+	}
+	return append(attrs, slog.Any("segments", defined), slog.Int("undefined_names", undefined),
+		slog.String("reason", "the expression names segments that are not defined"))
 }

@@ -69,20 +69,48 @@ func TestAuditEvents(t *testing.T) {
 	}
 }
 
-// An expression that quotes an identifier instead of a segment name is
-// refused, and the audit log records its length, not its text.
+// An expression that names something other than a defined segment (an
+// identifier quoted by mistake, or a valid-looking name built from input)
+// is refused, and neither the audit log nor the error repeats it: the log
+// names the defined segments and counts the others.
 func TestAudienceRefusalLogsNoIdentifier(t *testing.T) {
 	te := newTestEngine(t)
 	te.define(Segment{Name: "runners", Purpose: "ads"})
 	te.auditEvents()
-	for _, expr := range []string{`"jane.doe@example.com" & runners`, `runners & (`} {
-		_, err := te.Audience(expr, "ads")
-		require.Error(t, err)
-		assert.NotContains(t, te.audit.String(), "jane.doe")
+	for _, tc := range []struct {
+		expr, secret string
+		undefined    float64
+	}{
+		{`"jane.doe@example.com" & runners`, "jane.doe", 1},
+		{`user-SECRET-8842 | runners`, "SECRET", 1},
+		{`runners & !user-SECRET-8842 & "x@y.z"`, "SECRET", 2},
+	} {
+		_, err := te.Audience(tc.expr, "ads")
+		require.ErrorIs(t, err, ErrUnknownSegment)
+		assert.NotContains(t, err.Error(), tc.secret)
+		assert.NotContains(t, te.audit.String(), tc.secret)
 		evs := te.auditEvents()
 		require.NotEmpty(t, evs)
 		ev := evs[len(evs)-1]
 		assert.Equal(t, "personify.audience_refused", ev["msg"])
-		assert.Equal(t, float64(len(expr)), ev["expr_bytes"], expr)
+		assert.Equal(t, tc.undefined, ev["undefined_names"], tc.expr)
+		assert.Equal(t, []any{"runners"}, ev["segments"], tc.expr)
+		assert.Nil(t, ev["expr"], tc.expr)
 	}
+	// An expression that does not parse: its length only.
+	expr := `runners & ( "jane.doe@example.com"`
+	_, err := te.Audience(expr, "ads")
+	require.Error(t, err)
+	assert.NotContains(t, te.audit.String(), "jane.doe")
+	evs := te.auditEvents()
+	assert.Equal(t, float64(len(expr)), evs[len(evs)-1]["expr_bytes"])
+	// A purpose that is not defined is not repeated either.
+	_, err = te.Audience("runners", "user-SECRET-8842")
+	require.ErrorIs(t, err, ErrUnknownPurpose)
+	assert.NotContains(t, te.audit.String(), "SECRET")
+	// A refusal of a well-formed audience of defined segments logs it.
+	_, err = te.Audience("runners", "ads")
+	require.ErrorIs(t, err, ErrAudienceTooSmall)
+	evs = te.auditEvents()
+	assert.Equal(t, "runners", evs[len(evs)-1]["expr"])
 }

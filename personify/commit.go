@@ -1,8 +1,10 @@
 package personify
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/personify-go/personify/anonymize"
 )
@@ -14,6 +16,12 @@ import (
 func (e *Engine) commit(o *op) (opResult, error) {
 	if e.closed.Load() {
 		return opResult{}, ErrClosed
+	}
+	if o.version == 0 {
+		o.version = recVersion
+	}
+	if err := o.validate(); err != nil { // the checks every replica and every replay applies too
+		return opResult{}, err
 	}
 	if e.store == nil && e.replica == nil {
 		return e.apply(o)
@@ -55,6 +63,31 @@ func (e *Engine) apply(o *op) (opResult, error) {
 		return e.applyRotateKey(o)
 	}
 	return opResult{}, fmt.Errorf("personify: internal error: op kind %d", o.kind)
+}
+
+// applyRead applies an op read back from the log or from a journal. It
+// passes the same checks as a live change first; one that fails is refused
+// (an audit event and a counter, Stats.RefusedChanges) and never applied,
+// so that a damaged or forged change cannot reach the state, and every
+// replica refuses it alike.
+func (e *Engine) applyRead(o *op, source string) (opResult, error) {
+	if err := o.validate(); err != nil {
+		return opResult{}, e.refuse(o.seq, source, err)
+	}
+	return e.apply(o)
+}
+
+// refuse records that the change at seq (from source: "log" or
+// "journal") was not applied, and returns the reason as an error wrapping
+// ErrInvalidChange. The event is logged even while Open replays the log.
+func (e *Engine) refuse(seq uint64, source string, err error) error {
+	e.refused.Add(1)
+	if !errors.Is(err, ErrInvalidChange) {
+		err = fmt.Errorf("%w: %w", ErrInvalidChange, err)
+	}
+	e.audit.LogAttrs(context.Background(), slog.LevelWarn, "personify.change_refused",
+		slog.Uint64("seq", seq), slog.String("source", source), slog.String("reason", err.Error()))
+	return err
 }
 
 // check reports the error that applying o now would return, if it can be

@@ -4,6 +4,7 @@ package personify
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -21,6 +22,10 @@ import (
 
 const crashBatch = 5 // people per write: a write is visible whole or not at all
 
+// crashPurgeWithin is long enough that many kills land between an erasure
+// and its compaction.
+const crashPurgeWithin = 300 * time.Millisecond
+
 func crashID(round, writer, n, j int) anonymize.Identifier {
 	return anonymize.UserID(fmt.Sprintf("crash-%d-%d-%d-%d", round, writer, n, j))
 }
@@ -35,7 +40,7 @@ func TestCrashChild(t *testing.T) {
 	var round int
 	fmt.Sscan(os.Getenv("PERSONIFY_CRASH_ROUND"), &round)
 	e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3,
-		Durable: DurableOptions{CompactAfter: 32 << 10, MaintenanceInterval: 5 * time.Millisecond, PurgeWithin: 40 * time.Millisecond}})
+		Durable: DurableOptions{CompactAfter: 32 << 10, MaintenanceInterval: 5 * time.Millisecond, PurgeWithin: crashPurgeWithin}})
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(3)
@@ -56,8 +61,11 @@ func TestCrashChild(t *testing.T) {
 					ids[j] = crashID(round, w, n, j)
 				}
 				var err error
+				var receipt []byte
 				if n%7 == 3 {
-					_, err = e.Forget(crashID(round, w, n-1, 0)) // erase one of the previous batch
+					var r Receipt
+					r, err = e.Forget(crashID(round, w, n-1, 0)) // erase one of the previous batch
+					receipt, _ = json.Marshal(r)
 				}
 				if err == nil {
 					err = e.Add("s", ids...)
@@ -67,6 +75,9 @@ func TestCrashChild(t *testing.T) {
 					os.Exit(4)
 				}
 				mu.Lock()
+				if receipt != nil {
+					fmt.Fprintf(out, "receipt %s\n", receipt)
+				}
 				fmt.Fprintf(out, "ack %d %d\n", w, n)
 				out.Flush()
 				mu.Unlock()
@@ -82,6 +93,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	dir := t.TempDir()
 	rounds := 50
+	purgedAfterKill := 0
 	r := rand.New(rand.NewPCG(7, 7))
 	for round := range rounds {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
@@ -91,6 +103,7 @@ func TestCrashRecovery(t *testing.T) {
 		require.NoError(t, cmd.Start())
 		acked := map[[2]int]bool{}
 		maxN := map[int]int{}
+		var receipts []Receipt
 		var lines []string
 		done := make(chan struct{})
 		go func() {
@@ -103,6 +116,12 @@ func TestCrashRecovery(t *testing.T) {
 					acked[[2]int{w, n}] = true
 					maxN[w] = max(maxN[w], n)
 				}
+				if js, ok := strings.CutPrefix(sc.Text(), "receipt "); ok {
+					var r Receipt
+					if json.Unmarshal([]byte(js), &r) == nil {
+						receipts = append(receipts, r)
+					}
+				}
 			}
 		}()
 		time.Sleep(time.Duration(30+r.IntN(150)) * time.Millisecond)
@@ -113,8 +132,27 @@ func TestCrashRecovery(t *testing.T) {
 			require.False(t, strings.HasPrefix(l, "open:") || strings.HasPrefix(l, "write:"), "child failed: %s", l)
 		}
 
-		e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3, Durable: DurableOptions{MaintenanceInterval: -1}})
+		e, err := Open(dir, Options{Key: mustKey(t, testKeyHex), K: 3,
+			Durable: DurableOptions{MaintenanceInterval: time.Hour, PurgeWithin: crashPurgeWithin}})
 		require.NoError(t, err, "round %d", round)
+		// Every erasure acknowledged before the kill is physically
+		// complete by its receipt's deadline, although the process that
+		// promised it is gone: the deadline is in the log.
+		for _, rc := range receipts {
+			require.NoError(t, e.VerifyReceipt(rc), "round %d", round)
+			if wait := time.Until(rc.PurgeBy.Add(100 * time.Millisecond)); !e.Purged(rc) && wait > 0 {
+				time.Sleep(wait)
+			}
+			require.True(t, e.Purged(rc), "round %d: receipt %s not purged by its PurgeBy (%s)", round, rc.ID, rc.PurgeBy)
+			for _, kp := range rc.Pseudonyms {
+				for _, b := range pseudonymBytes(kp.Pseudonym) {
+					require.False(t, dirHolds(t, dir, b), "round %d: a file still holds an erased pseudonym", round)
+				}
+			}
+		}
+		if len(receipts) > 0 {
+			purgedAfterKill += len(receipts)
+		}
 		for w := range 4 {
 			for n := 0; n <= maxN[w]+2; n++ {
 				// Write n+1 may have erased person 0 of this batch first
@@ -139,7 +177,7 @@ func TestCrashRecovery(t *testing.T) {
 			}
 		}
 		if round%10 == 0 {
-			t.Logf("round %d: %d acknowledged writes; %d files", round, len(acked), len(mustReadDir(t, dir)))
+			t.Logf("round %d: %d acknowledged writes; %d files; %d erasures checked after kills so far", round, len(acked), len(mustReadDir(t, dir)), purgedAfterKill)
 		}
 		require.NoError(t, e.Close())
 		if t.Failed() {

@@ -46,14 +46,17 @@
 // record) and fsynced before it returns, concurrent writers share fsyncs
 // (group commit), and the state is snapshotted from time to time in the
 // segment codec, after which the log starts afresh. Open loads the newest
-// snapshot and replays the log; a torn record at the end of the log (a
-// crash mid-write) is dropped with a warning, other damage is an error
-// naming the file and offset ([ErrCorrupt]), data under another key is
-// refused ([ErrWrongKey]), and a directory another engine holds is refused
-// ([ErrLocked]). Forget's receipt says when the erasure became durable and
-// by when no file will hold the person; [Engine.Purged] says whether that
-// has happened. A background goroutine applies retention, ends key grace
-// periods and compacts until Close.
+// snapshot and replays the log; a torn frame at the end of the log (a
+// crash mid-write) is dropped with a warning, other damage (a missing log
+// included) is an error naming the file and offset ([ErrCorrupt]), data
+// under another key is refused ([ErrWrongKey]), and a directory another
+// engine holds is refused ([ErrLocked]). Every change read back passes the
+// same checks as the API; one that fails is refused, never applied.
+// Forget's receipt says when the erasure became durable and by when no file
+// will hold the person; that deadline is logged with the erasure, so it
+// holds across restarts, and [Engine.Purged] says whether it has been met.
+// A background goroutine applies retention, ends key grace periods and
+// compacts until Close.
 //
 // For fleets, [Engine.WriteSnapshot] and [Engine.LoadSnapshot] move the
 // whole state between processes; lookups see the old state or the new one,

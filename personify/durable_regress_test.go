@@ -18,15 +18,17 @@ import (
 // Regression tests for faults a review found in the durable and replica
 // paths.
 
-// seqFailFS fails the failAt-th SyncDir call (counting from 1).
+// seqFailFS fails the failAt-th SyncDir call (counting from 1), or every
+// one while failAll is set.
 type seqFailFS struct {
 	osFS
-	calls  atomic.Int32
-	failAt atomic.Int32
+	calls   atomic.Int32
+	failAt  atomic.Int32
+	failAll atomic.Bool
 }
 
 func (f *seqFailFS) SyncDir(name string) error {
-	if n := f.calls.Add(1); n == f.failAt.Load() {
+	if n := f.calls.Add(1); n == f.failAt.Load() || f.failAll.Load() {
 		return errors.New("syncdir: input/output error")
 	}
 	return f.osFS.SyncDir(name)
@@ -41,22 +43,28 @@ func (f *seqFailFS) failNth(n int32) {
 // active log; one whose new log cannot be created must leave the old one
 // in use: either way, later writes survive a reopen.
 func TestCompactFailureKeepsWrites(t *testing.T) {
-	d := newDurableEnv(t)
-	fs := &seqFailFS{}
-	e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs}))
-	require.NoError(t, err)
-	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
-	require.NoError(t, e.Compact())
-	require.NoError(t, e.Compact()) // nothing new: the active log stays
-	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
-	fs.failNth(2) // the snapshot's directory sync works, the new log's fails
-	require.Error(t, e.Compact())
-	require.NoError(t, e.Add("runners", people(0, 10)...))
-	want := stateDump(t, e)
-	require.NoError(t, e.Close())
-	e = d.open(t)
-	defer e.Close()
-	assert.Equal(t, want, stateDump(t, e))
+	// A compaction syncs the directory twice: after creating the next log,
+	// then after renaming the snapshot into place.
+	for _, n := range []int32{1, 2} {
+		t.Run(fmt.Sprintf("sync %d fails", n), func(t *testing.T) {
+			d := newDurableEnv(t)
+			fs := &seqFailFS{}
+			e, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1, fs: fs}))
+			require.NoError(t, err)
+			require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+			require.NoError(t, e.Compact())
+			require.NoError(t, e.Compact()) // nothing new: the active log stays
+			require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+			fs.failNth(n)
+			require.Error(t, e.Compact())
+			require.NoError(t, e.Add("runners", people(0, 10)...))
+			want := stateDump(t, e)
+			require.NoError(t, e.Close())
+			e = d.open(t)
+			defer e.Close()
+			assert.Equal(t, want, stateDump(t, e))
+		})
+	}
 }
 
 // Purged must not report an erasure done while a file still holds it.
@@ -72,17 +80,20 @@ func TestPurgedOnlyWhenFilesAreGone(t *testing.T) {
 	p := e.mustPseudonym(t, person(3))
 	r, err := e.Forget(person(3))
 	require.NoError(t, err)
-	fs.failNth(2)
-	require.Error(t, e.Compact())
-	e.store.compactIfNeeded(e, false) // a quiet maintenance tick
 	var le [8]byte
 	for i := range 8 {
 		le[i] = byte(uint64(p) >> (8 * i))
 	}
+	fs.failNth(2) // the snapshot is renamed into place, but the directory sync fails
+	require.Error(t, e.Compact())
 	require.True(t, dirHolds(t, d.dir, le[:]), "the old log still holds the person")
 	assert.False(t, e.Purged(r))
-	fs.failNth(-1)
-	require.NoError(t, e.Compact())
+	fs.failAll.Store(true)
+	_ = e.store.compactIfNeeded(e, false) // a quiet maintenance tick while syncs keep failing
+	require.True(t, dirHolds(t, d.dir, le[:]), "nothing is removed before the snapshot is known durable")
+	assert.False(t, e.Purged(r))
+	fs.failAll.Store(false)
+	require.NoError(t, e.store.compactIfNeeded(e, false)) // the next tick syncs, then removes
 	assert.True(t, e.Purged(r))
 	assert.False(t, dirHolds(t, d.dir, le[:]))
 }

@@ -1,9 +1,10 @@
 package personify
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -41,11 +42,14 @@ type Options struct {
 	// A segment's MinSize can raise it, never lower it.
 	K int
 
-	// ReceiptKey signs erasure receipts (Ed25519). Nil means a fresh key for
-	// this engine's lifetime: receipts then verify only against
-	// Engine.ReceiptPublicKey of this instance, so give a stable key in
-	// production.
-	ReceiptKey ed25519.PrivateKey
+	// ReceiptKey signs erasure receipts (Ed25519). The zero value means a
+	// key derived from Key (HMAC-SHA256 with its own label, so it reveals
+	// nothing of Key): the same on every restart and every replica of a
+	// fleet, so that a receipt verifies forever. After RotateKey the engine
+	// signs with the key derived from the new key and keeps the public keys
+	// of the earlier ones (Engine.ReceiptPublicKeys). Set it only to sign
+	// with a key kept elsewhere.
+	ReceiptKey ReceiptKey
 
 	// Audit receives an event for every change and every audience query,
 	// with pseudonyms and counts only. Nil discards them.
@@ -80,11 +84,11 @@ type PreviousKey struct {
 // An Engine is safe for concurrent use by any number of goroutines. Lookups
 // (In, Segments) take no lock; writes are serialized among themselves.
 type Engine struct {
-	ring       *anonymize.Keyring
-	k          int
-	now        func() time.Time
-	audit      *slog.Logger
-	receiptKey ed25519.PrivateKey
+	ring    *anonymize.Keyring
+	k       int
+	now     func() time.Time
+	audit   *slog.Logger
+	receipt receiptKeys // signs receipts; the public keys of earlier ones
 
 	dir        *directory // lock-free lookups; changed under mu
 	rt         atomic.Pointer[readTable]
@@ -100,6 +104,11 @@ type Engine struct {
 	hasher     func(anonymize.Key) anonymize.Hasher
 	replaying  bool          // Open is replaying the log: no audit events
 	forgets    atomic.Uint64 // counts erasures, for Audience iterators
+	refused    atomic.Uint64 // changes from a log or journal refused as invalid
+	// schedulePurge is told the time by which a compaction should run for
+	// an erasure that is not physically complete yet (durable and fleet
+	// engines); nil in memory.
+	schedulePurge func(at time.Time)
 
 	mu            sync.RWMutex // guards the state below; writers hold it briefly
 	segs          map[string]*segState
@@ -113,6 +122,7 @@ type Engine struct {
 	aliasesOf     map[uint32][]anonymize.Pseudonym              // the aliases of each ordinal (derived from aliases)
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states
+	pending       []pendingErasure                              // erasures not yet physically complete, by seq
 	idBuf         []uint32                                      // scratch for entry rewrites
 	recBuf        []byte
 	batchBuf      []anonymize.Pseudonym // scratch for bulk loads
@@ -129,8 +139,25 @@ type alias struct {
 	primary anonymize.Pseudonym // where the person is stored now
 }
 
+// pendingErasure is an erasure that is durable but not yet physically
+// complete: a snapshot or log (or journal row) may still hold the person.
+// It is part of the state (logs and snapshots carry it), so a restart
+// neither forgets nor delays the deadline its receipt promised.
+type pendingErasure struct {
+	seq     uint64    // the forget's position in the log or journal
+	at      time.Time // when it was asked for
+	purgeBy time.Time // the receipt's promise
+}
+
+// due is when a compaction should run for the erasure: a quarter of its
+// window after it was asked for, so that the erasures of that window share
+// one snapshot, well before the deadline.
+func (p pendingErasure) due() time.Time { return p.at.Add(p.purgeBy.Sub(p.at) / 4) }
+
 // New returns an in-memory engine. It returns an error if the options are
-// invalid.
+// invalid. The engine keeps its own copies of the keys in opts: destroying
+// them later (or the engine destroying its copies when a grace period
+// ends) affects no one else.
 func New(opts Options) (*Engine, error) {
 	if opts.Key.IsZero() {
 		return nil, fmt.Errorf("personify: Options.Key is required: generate one with anonymize.GenerateKey and keep it in a secret store")
@@ -138,12 +165,12 @@ func New(opts Options) (*Engine, error) {
 	if opts.K < 0 {
 		return nil, fmt.Errorf("personify: Options.K is %d: the minimum audience size cannot be negative", opts.K)
 	}
+	key := opts.Key.Clone()
 	e := &Engine{
-		ring:          anonymize.NewKeyring(opts.Key, opts.Hasher),
+		ring:          anonymize.NewKeyring(key, opts.Hasher),
 		k:             opts.K,
 		now:           opts.Now,
 		audit:         opts.Audit,
-		receiptKey:    opts.ReceiptKey,
 		dir:           newDirectory(),
 		segs:          map[string]*segState{},
 		purposes:      map[string]*purposeState{},
@@ -153,7 +180,7 @@ func New(opts Options) (*Engine, error) {
 		aliasesOf:     map[uint32][]anonymize.Pseudonym{},
 		doNotReAdd:    map[anonymize.Pseudonym]anonymize.Fingerprint{},
 		suppressedAll: segment.New(),
-		keys:          map[anonymize.Fingerprint]anonymize.Key{opts.Key.Fingerprint(): opts.Key},
+		keys:          map[anonymize.Fingerprint]anonymize.Key{key.Fingerprint(): key},
 		hasher:        opts.Hasher,
 	}
 	if e.k == 0 {
@@ -165,25 +192,32 @@ func New(opts Options) (*Engine, error) {
 	if e.audit == nil {
 		e.audit = slog.New(slog.DiscardHandler)
 	}
-	if e.receiptKey == nil {
-		_, e.receiptKey, _ = ed25519.GenerateKey(rand.Reader)
-	} else if len(e.receiptKey) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("personify: Options.ReceiptKey has %d bytes, want an ed25519.PrivateKey of %d", len(e.receiptKey), ed25519.PrivateKeySize)
-	}
+	e.receipt.override = opts.ReceiptKey
 	for _, k := range opts.UpcomingKeys {
 		if k.IsZero() {
 			return nil, fmt.Errorf("personify: Options.UpcomingKeys: a key is zero or destroyed")
 		}
+		k = k.Clone()
 		e.keys[k.Fingerprint()] = k
 	}
 	for _, pk := range opts.PreviousKeys {
 		if pk.Key.IsZero() {
 			return nil, fmt.Errorf("personify: Options.PreviousKeys: a key is zero or destroyed")
 		}
-		e.keys[pk.Key.Fingerprint()] = pk.Key
-		if err := e.ring.Add(pk.Key, pk.Until); err != nil {
+		if err := checkTime("Options.PreviousKeys: the end of a grace period", pk.Until); err != nil && !pk.Until.IsZero() {
+			return nil, err
+		}
+		k := pk.Key.Clone()
+		e.keys[k.Fingerprint()] = k
+		if err := e.ring.Add(k, pk.Until); err != nil {
 			return nil, fmt.Errorf("personify: Options.PreviousKeys: %w", err)
 		}
+		if _, err := e.receipt.remember(k); err != nil { // receipts signed before the rotation still verify
+			return nil, fmt.Errorf("personify: Options.PreviousKeys: %w", err)
+		}
+	}
+	if _, err := e.receipt.remember(key); err != nil {
+		return nil, fmt.Errorf("personify: Options.Key: %w", err)
 	}
 	for _, k := range e.ring.Keys() {
 		e.keyGen[k.Fingerprint] = segment.New()
@@ -192,10 +226,13 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Close releases the engine. Afterwards every method returns ErrClosed or
-// reports nothing. A durable engine stops its maintenance, finishes the
-// write in flight and releases its directory; every write acknowledged
-// before is on disk. Closing twice is not an error.
+// Close releases the engine. Afterwards every method that returns an error
+// returns ErrClosed (writes, Pseudonym, Explain, Forget, Audience, Len,
+// snapshots), and the others report nothing: In is false, Segments appends
+// nothing, Stats is zero, Definitions and Purposes are empty. A durable
+// engine stops its maintenance, finishes the write in flight and releases
+// its directory; every write acknowledged before is on disk. Closing twice
+// is not an error.
 func (e *Engine) Close() error {
 	if e.store != nil {
 		var err error
@@ -227,11 +264,17 @@ func (e *Engine) key(fp anonymize.Fingerprint) anonymize.Key {
 	return e.keys[fp]
 }
 
-// addKey remembers a key given to RotateKey, for replay and snapshots.
-func (e *Engine) addKey(k anonymize.Key) {
+// addKey remembers a key given to RotateKey, for replay and snapshots, and
+// returns the engine's own copy of it.
+func (e *Engine) addKey(k anonymize.Key) anonymize.Key {
 	e.keysMu.Lock()
 	defer e.keysMu.Unlock()
+	if have, ok := e.keys[k.Fingerprint()]; ok && !have.IsZero() {
+		return have
+	}
+	k = k.Clone()
 	e.keys[k.Fingerprint()] = k
+	return k
 }
 
 // keySet returns a copy of the keys the engine was given.
@@ -241,10 +284,41 @@ func (e *Engine) keySet() map[anonymize.Fingerprint]anonymize.Key {
 	return maps.Clone(e.keys)
 }
 
-// ReceiptPublicKey returns the public key that verifies this engine's
-// erasure receipts; see VerifyReceipt.
+// ReceiptPublicKey returns the public key that verifies the receipts this
+// engine issues now (see VerifyReceipt): derived from the current key
+// unless Options.ReceiptKey is set, so the same on every restart and every
+// replica that shares the key.
 func (e *Engine) ReceiptPublicKey() ed25519.PublicKey {
-	return e.receiptKey.Public().(ed25519.PublicKey)
+	return e.receipt.current(e).Public()
+}
+
+// ReceiptPublicKeys returns every public key that verifies a receipt this
+// engine (or its data directory or fleet) ever issued: the current one
+// first, then those of keys replaced by rotation. They are not secret.
+func (e *Engine) ReceiptPublicKeys() []ed25519.PublicKey {
+	cur := e.ReceiptPublicKey()
+	out := []ed25519.PublicKey{cur}
+	for _, p := range e.receipt.history() {
+		if !bytes.Equal(p, cur) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// VerifyReceipt checks a receipt against the receipt keys this engine
+// knows (ReceiptPublicKeys): the one the receipt names must be among them.
+// Anyone without the engine checks it with the package-level VerifyReceipt
+// and the published public key.
+func (e *Engine) VerifyReceipt(r Receipt) error {
+	for _, pub := range e.ReceiptPublicKeys() {
+		if r.Version < 2 || r.SigningKey == hex.EncodeToString(pub) {
+			if err := VerifyReceipt(r, pub); err == nil || r.Version >= 2 {
+				return err
+			}
+		}
+	}
+	return fmt.Errorf("%w: receipt %s was not signed by a key of this engine", ErrBadReceipt, r.ID)
 }
 
 // K returns the minimum audience and segment size in force.
@@ -286,12 +360,8 @@ func (e *Engine) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.String())
 
 // String describes the options with the keys redacted.
 func (o Options) String() string {
-	receipt := "nil"
-	if o.ReceiptKey != nil {
-		receipt = "[redacted]"
-	}
-	return fmt.Sprintf("personify.Options{Key: %v, PreviousKeys: %d, K: %d, ReceiptKey: %s, Audit: %t, Now: %t}",
-		o.Key, len(o.PreviousKeys), o.K, receipt, o.Audit != nil, o.Now != nil)
+	return fmt.Sprintf("personify.Options{Key: %v, PreviousKeys: %d, UpcomingKeys: %d, K: %d, ReceiptKey: %v, Audit: %t, Now: %t}",
+		o.Key, len(o.PreviousKeys), len(o.UpcomingKeys), o.K, o.ReceiptKey, o.Audit != nil, o.Now != nil)
 }
 
 // Format writes String for every verb: Options never print their keys.

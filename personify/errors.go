@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -29,21 +30,22 @@ var (
 	ErrTooManyPurposes = errors.New("personify: too many purposes")
 	// ErrClosed is returned by every method of a closed Engine.
 	ErrClosed = errors.New("personify: engine is closed")
-	// ErrBadReceipt is returned by VerifyReceipt when a receipt's signature
-	// does not match its contents and the public key.
-	ErrBadReceipt = errors.New("personify: receipt signature is not valid")
 )
 
 // unknownName builds an ErrUnknownSegment or ErrUnknownPurpose error that
-// says what to do and suggests the closest defined name.
-func unknownName(sentinel error, kind, name, how string, defined []string) error {
+// says what to do and suggests the closest defined name. shown is how the
+// error refers to the name; empty means the name itself, quoted.
+func unknownName(sentinel error, kind, name, shown, how string, defined []string) error {
 	hint := ""
 	if best := closest(name, defined); best != "" {
 		hint = fmt.Sprintf(" (did you mean %q?)", best)
 	} else if len(defined) == 0 {
 		hint = fmt.Sprintf(" (no %s is defined yet)", kind)
 	}
-	return fmt.Errorf("%w %q: %s%s", sentinel, name, how, hint)
+	if shown == "" {
+		shown = strconv.Quote(name)
+	}
+	return fmt.Errorf("%w %s: %s%s", sentinel, shown, how, hint)
 }
 
 // closest returns the defined name nearest to name by edit distance, if it

@@ -144,10 +144,10 @@ type memJournal struct {
 	log [][]byte
 }
 
-func (j *memJournal) Append(_ context.Context, change []byte) (uint64, error) {
+func (j *memJournal) Append(_ context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.log = append(j.log, bytes.Clone(change))
+	j.log = append(j.log, seal(uint64(len(j.log))+1, bytes.Clone(change))) // seal: the change's tag for its position
 	return uint64(len(j.log)), nil
 }
 

@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -86,16 +87,33 @@ func (e *Engine) releaseEmptyLocked() int {
 
 // RotateKey makes next the current key. New pseudonyms are computed with it;
 // the previous key stays usable for lookups for grace (make it at least the
-// longest segment retention), and people stored under it move to the new
-// key the next time they are written by identifier. When the grace period
-// ends, Expire destroys the old key (every copy of the anonymize.Key
-// shares its material) and erases whoever is still stored only under it.
+// longest segment retention, at most 100 years), and people stored under
+// it move to the new key the next time they are written by identifier.
+// When the grace period ends, Expire destroys the engine's copy of the old
+// key and erases whoever is still stored only under it (crypto-shredding;
+// the copy in your secret store is yours to destroy). Receipts are signed
+// with the key derived from next from then on; those signed before still
+// verify (ReceiptPublicKeys).
+//
+// On a replica of a fleet whose journal knows the keys of the live
+// replicas (pgstore's does), RotateKey refuses while a live replica lacks
+// next: give every replica the key in Options.UpcomingKeys first.
 func (e *Engine) RotateKey(next anonymize.Key, grace time.Duration) error {
 	if next.IsZero() {
 		return fmt.Errorf("personify: RotateKey: the new key is zero or destroyed")
 	}
-	e.addKey(next) // replay, replicas and snapshots find it by fingerprint
-	_, err := e.commit(&op{kind: opRotateKey, at: e.now(), key: next.Fingerprint(), grace: grace, next: next})
+	if e.replica != nil {
+		if kc, ok := e.replica.j.(KeyChecker); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), e.replica.timeout)
+			err := kc.CheckKey(ctx, next.Fingerprint())
+			cancel()
+			if err != nil {
+				return fmt.Errorf("personify: RotateKey: %w", err)
+			}
+		}
+	}
+	own := e.addKey(next) // replay, replicas and snapshots find it by fingerprint
+	_, err := e.commit(&op{kind: opRotateKey, at: e.now(), key: own.Fingerprint(), grace: grace, next: own})
 	return err
 }
 
@@ -115,6 +133,7 @@ func (e *Engine) applyRotateKey(o *op) (opResult, error) {
 		return opResult{}, fmt.Errorf("personify: RotateKey: %w", err)
 	}
 	e.keyGenSet(o.key)
+	_, _ = e.receipt.remember(o.next) // the engine's own copy: not destroyed while current
 	e.event("rotate_key", slog.String("from_key", old.String()), slog.String("to_key", o.key.String()),
 		slog.Duration("grace", o.grace))
 	return opResult{}, nil
@@ -126,13 +145,35 @@ type Stats struct {
 	Segments    int    // segments defined
 	Memberships int    // memberships stored, expired ones Expire has not dropped included
 	MemoryBytes uint64 // estimated memory of the stored data
+	// PendingErasures counts erasures that are durable but not physically
+	// complete yet (a file or journal row may still hold the person);
+	// OldestPendingErasure is when the oldest of them was asked for.
+	PendingErasures      int
+	OldestPendingErasure time.Time
+	// RefusedChanges counts changes read from the log or a journal that
+	// were refused as undecodable, unauthenticated or invalid.
+	RefusedChanges uint64
 }
 
-// Stats returns the engine's current statistics.
+// Stats returns the engine's current statistics; the zero Stats once the
+// engine is closed.
 func (e *Engine) Stats() Stats {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	s := Stats{People: e.dir.len(), Segments: len(e.segs), MemoryBytes: e.dir.sizeBytes() + e.live.SizeBytes()}
+	if e.closed.Load() {
+		return Stats{}
+	}
+	s := Stats{People: e.dir.len(), Segments: len(e.segs), MemoryBytes: e.dir.sizeBytes() + e.live.SizeBytes(),
+		RefusedChanges: e.refused.Load()}
+	purged := e.purgedThrough()
+	for _, p := range e.pending {
+		if p.seq > purged {
+			if s.PendingErasures == 0 || p.at.Before(s.OldestPendingErasure) {
+				s.OldestPendingErasure = p.at
+			}
+			s.PendingErasures++
+		}
+	}
 	for _, st := range e.segs {
 		s.Memberships += st.len()
 		if st.timed != nil {

@@ -1,13 +1,12 @@
 package personify
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,42 +20,40 @@ type ForgetOptions struct {
 	// ask to be erased and never profiled again.
 	DoNotReAdd bool
 	// RequestID is the caller's reference for the request (a ticket
-	// number), recorded in the receipt. It must not contain personal data.
+	// number), recorded in the signed receipt. So that it cannot carry
+	// personal data into the receipt, it is limited to 1 to 64 characters
+	// of [A-Za-z0-9._:/-] and must not be all digits when longer than 6 (a
+	// phone number): "ticket-4711", "DSAR/2026/0042". Empty is allowed.
 	RequestID string
 }
 
-// Receipt proves an erasure: what was removed, when, under which key, signed
-// with Ed25519 so that the person or an auditor can check it with
-// VerifyReceipt and the engine's public key, without any secret. It holds
-// pseudonyms and counts, never the identifier.
-type Receipt struct {
-	ID         string                     `json:"id"`
-	RequestID  string                     `json:"request_id,omitempty"`
-	Pseudonyms []anonymize.KeyedPseudonym `json:"pseudonyms"` // every pseudonym looked up, one per key
-	Segments   []ErasedSegment            `json:"segments"`   // memberships removed, by segment
-	// Consents and Suppressions count the consent records and suppression
-	// entries removed.
-	Consents     int                   `json:"consents"`
-	Suppressions int                   `json:"suppressions"`
-	DoNotReAdd   bool                  `json:"do_not_re_add"`
-	Key          anonymize.Fingerprint `json:"key"` // the current key when erased
-	// ErasedAt is when the person vanished from every lookup; DurableAt when
-	// the erasure was recorded durably; PurgeBy when no file holds the
-	// person any more. In memory the three are equal.
-	ErasedAt  time.Time `json:"erased_at"`
-	DurableAt time.Time `json:"durable_at"`
-	PurgeBy   time.Time `json:"purge_by"`
-	Signature []byte    `json:"signature"`
-	// Seq locates the erasure in a durable engine's log, for Engine.Purged;
-	// zero in memory. It is a locator, not a claim: the signature does not
-	// cover it.
-	Seq uint64 `json:"seq,omitempty"`
-}
+// maxRequestIDLen bounds ForgetOptions.RequestID.
+const maxRequestIDLen = 64
 
-// ErasedSegment is a segment the erased person was removed from.
-type ErasedSegment struct {
-	Name        string `json:"name"`
-	Memberships int    `json:"memberships"`
+// checkRequestID enforces ForgetOptions.RequestID's safe form. The error
+// does not quote the value: it may be exactly what must not be stored.
+func checkRequestID(s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > maxRequestIDLen {
+		return fmt.Errorf("personify: ForgetOptions.RequestID has %d bytes, at most %d", len(s), maxRequestIDLen)
+	}
+	digits := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case '0' <= c && c <= '9':
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '.', c == '_', c == ':', c == '/', c == '-':
+			digits = false
+		default:
+			return fmt.Errorf("personify: ForgetOptions.RequestID: character %d is not one of [A-Za-z0-9._:/-] (an email address or a name is personal data: use a ticket number)", i+1)
+		}
+	}
+	if digits && len(s) > 6 {
+		return fmt.Errorf("personify: ForgetOptions.RequestID is %d digits, which may be a phone number: give it a prefix (\"ticket-...\")", len(s))
+	}
+	return nil
 }
 
 // Forget erases the person identified by id: under every key in the
@@ -70,19 +67,34 @@ func (e *Engine) Forget(id anonymize.Identifier) (Receipt, error) {
 // Explain show nothing of the person, and the ordinal that held them is free
 // for reuse. Forgetting someone who is not stored returns a receipt that
 // says nothing was removed.
+//
+// The receipt is issued only once the erasure is complete on this engine
+// under every key it holds data under (current and previous); an erasure
+// computed under a keyring that changed before it was applied (a rotation
+// in between, on this engine or, in a fleet, on another replica) is refused
+// with ErrKeyChanged and can be retried. In durable and fleet mode the
+// erasure's deadline for physical deletion (Receipt.PurgeBy) is part of the
+// logged change, so a restart neither forgets nor delays it.
 func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receipt, error) {
+	if err := checkRequestID(opts.RequestID); err != nil {
+		return Receipt{}, err
+	}
 	kps, err := e.allKeyedPseudonyms(id)
 	if err != nil {
 		return Receipt{}, err
 	}
 	var rid [16]byte
 	_, _ = rand.Read(rid[:])
-	res, err := e.commit(&op{kind: opForget, at: e.now(), flag: opts.DoNotReAdd, people: [][]anonymize.KeyedPseudonym{kps}, receipt: hex.EncodeToString(rid[:])})
+	o := &op{kind: opForget, at: e.now(), flag: opts.DoNotReAdd, people: [][]anonymize.KeyedPseudonym{kps}, receipt: hex.EncodeToString(rid[:])}
+	if within := e.purgeWithin(); within > 0 {
+		o.purgeBy = o.at.Add(within)
+	}
+	res, err := e.commit(o)
 	if err != nil {
 		return Receipt{}, err
 	}
-	r := Receipt{ID: hex.EncodeToString(rid[:]), RequestID: opts.RequestID, Pseudonyms: kps,
-		Segments: []ErasedSegment{}, DoNotReAdd: opts.DoNotReAdd, Key: e.ring.Current(), Seq: res.seq,
+	r := Receipt{Version: receiptVersion, ID: hex.EncodeToString(rid[:]), RequestID: opts.RequestID, Pseudonyms: kps,
+		Segments: []ErasedSegment{}, DoNotReAdd: opts.DoNotReAdd, Key: res.key, Seq: res.seq,
 		Consents: res.erased.consents, Suppressions: res.erased.suppressions}
 	counts := map[string]int{}
 	for _, s := range res.erased.segments {
@@ -94,19 +106,35 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 	slices.SortFunc(r.Segments, func(a, b ErasedSegment) int { return strings.Compare(a.Name, b.Name) })
 	r.ErasedAt = e.now().UTC()
 	r.DurableAt, r.PurgeBy = r.ErasedAt, r.ErasedAt
-	switch {
-	case e.store != nil:
-		r.PurgeBy = r.DurableAt.Add(e.store.purgeWithin)
-		e.store.schedulePurge()
-	case e.replica != nil:
-		if pg, ok := e.replica.j.(Purger); ok {
-			r.PurgeBy = r.DurableAt.Add(pg.PurgeWithin())
-			pg.SchedulePurge()
-		}
+	if !o.purgeBy.IsZero() {
+		r.PurgeBy = o.purgeBy.UTC()
 	}
-	r.Signature = ed25519.Sign(e.receiptKey, r.SignedMessage())
+	signer := e.receipt.current(e)
+	r.SigningKey = hex.EncodeToString(signer.r.pub)
+	r.Signature = signer.sign(r.SignedMessage())
 	return r, nil
 }
+
+// purgeWithin is the deadline for physical erasure a durable or fleet
+// engine promises; zero in memory, where Forget is complete when it
+// returns.
+func (e *Engine) purgeWithin() time.Duration {
+	switch {
+	case e.store != nil:
+		return e.store.purgeWithin
+	case e.replica != nil:
+		if pg, ok := e.replica.j.(Purger); ok {
+			return pg.PurgeWithin()
+		}
+	}
+	return 0
+}
+
+// ErrKeyChanged is returned by a write (an erasure, most importantly) that
+// was computed under a set of keys that changed before the write was
+// applied: a key rotation landed in between, on this engine or on another
+// replica of a fleet. Nothing was changed; retry the call.
+var ErrKeyChanged = errors.New("personify: the keys changed while the change was in flight")
 
 func (e *Engine) applyForget(o *op) (opResult, error) {
 	if err := e.lock(); err != nil {
@@ -115,6 +143,11 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 	defer e.mu.Unlock()
 	var out erased
 	kps := o.person()
+	if o.version >= 2 { // records of earlier releases were applied without this check: replay them alike
+		if err := e.coversKeyringLocked(kps); err != nil {
+			return opResult{}, err
+		}
+	}
 	for _, kp := range kps {
 		ord, p, ok := e.resolveLocked(kp.Pseudonym)
 		if !ok {
@@ -132,6 +165,14 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 			delete(e.doNotReAdd, kp.Pseudonym)
 		}
 	}
+	if o.seq != 0 && !o.purgeBy.IsZero() {
+		p := pendingErasure{seq: o.seq, at: o.at, purgeBy: o.purgeBy}
+		e.nextPurgeLocked(e.purgedThrough())
+		e.pending = append(e.pending, p)
+		if e.schedulePurge != nil {
+			e.schedulePurge(p.due())
+		}
+	}
 	e.maybeCompactLocked()
 	attrs := []slog.Attr{slog.String("receipt", o.receipt), slog.Int("segments", len(out.segments)),
 		slog.Int("consents", out.consents), slog.Int("suppressions", out.suppressions), slog.Bool("do_not_re_add", o.flag)}
@@ -139,51 +180,45 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 		attrs = append(attrs, pseudonymAttr(kp.Pseudonym))
 	}
 	e.event("forget", attrs...)
-	return opResult{erased: out}, nil
+	return opResult{erased: out, key: e.ring.Current()}, nil
 }
 
-// SignedMessage returns the bytes the signature covers: a canonical text
-// form of every field but the signature, one "name: value" line each, so
-// that any Ed25519 implementation can verify a receipt:
-//
-//	personify-receipt-v1
-//	id: <hex>
-//	request-id: <Go-quoted string>
-//	pseudonyms: <key>:<pseudonym> ...    (space separated, in order)
-//	segments: <Go-quoted name>=<count> ... (space separated, by name)
-//	consents: <n>
-//	suppressions: <n>
-//	do-not-re-add: <true|false>
-//	key: <fingerprint>
-//	erased-at: <RFC 3339, nanoseconds, UTC>
-//	durable-at: <same>
-//	purge-by: <same>
-func (r Receipt) SignedMessage() []byte {
-	var b strings.Builder
-	b.WriteString("personify-receipt-v1\n")
-	fmt.Fprintf(&b, "id: %s\nrequest-id: %s\npseudonyms:", r.ID, strconv.Quote(r.RequestID))
-	for _, p := range r.Pseudonyms {
-		fmt.Fprintf(&b, " %s:%s", p.Key, p.Pseudonym)
-	}
-	b.WriteString("\nsegments:")
-	for _, s := range r.Segments {
-		fmt.Fprintf(&b, " %s=%d", strconv.Quote(s.Name), s.Memberships)
-	}
-	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-	fmt.Fprintf(&b, "\nconsents: %d\nsuppressions: %d\ndo-not-re-add: %t\nkey: %s\nerased-at: %s\ndurable-at: %s\npurge-by: %s\n",
-		r.Consents, r.Suppressions, r.DoNotReAdd, r.Key, ts(r.ErasedAt), ts(r.DurableAt), ts(r.PurgeBy))
-	return []byte(b.String())
-}
-
-// VerifyReceipt checks a receipt's signature against the public key of the
-// engine that issued it (Engine.ReceiptPublicKey). It returns ErrBadReceipt
-// if the receipt was altered or signed by another key.
-func VerifyReceipt(r Receipt, pub ed25519.PublicKey) error {
-	if len(pub) != ed25519.PublicKeySize {
-		return fmt.Errorf("%w: public key has %d bytes, want %d", ErrBadReceipt, len(pub), ed25519.PublicKeySize)
-	}
-	if !ed25519.Verify(pub, r.SignedMessage(), r.Signature) {
-		return fmt.Errorf("%w: receipt %s", ErrBadReceipt, r.ID)
+// coversKeyringLocked checks that an erasure names a pseudonym under every
+// key in the keyring, so that no one stored under a key the caller did not
+// know of survives it.
+func (e *Engine) coversKeyringLocked(kps []anonymize.KeyedPseudonym) error {
+	for _, k := range e.ring.Keys() {
+		if !slices.ContainsFunc(kps, func(kp anonymize.KeyedPseudonym) bool { return kp.Key == k.Fingerprint }) {
+			return fmt.Errorf("%w: the erasure was computed without key %s, which the engine holds data under: retry it", ErrKeyChanged, k.Fingerprint)
+		}
 	}
 	return nil
 }
+
+// purgedThrough is the log or journal position up to which every erasure
+// is physically complete.
+func (e *Engine) purgedThrough() uint64 {
+	switch {
+	case e.store != nil:
+		return e.store.purged.Load()
+	case e.replica != nil:
+		if pg, ok := e.replica.j.(Purger); ok {
+			return pg.PurgedThrough()
+		}
+	}
+	return 0
+}
+
+// nextPurgeLocked drops the erasures the store has physically completed
+// (through purged) and returns when the next compaction is due, if one is.
+func (e *Engine) nextPurgeLocked(purged uint64) (time.Time, bool) {
+	e.pending = slices.DeleteFunc(e.pending, func(p pendingErasure) bool { return p.seq <= purged })
+	var due time.Time
+	for i, p := range e.pending {
+		if d := p.due(); i == 0 || d.Before(due) {
+			due = d
+		}
+	}
+	return due, len(e.pending) > 0
+}
+

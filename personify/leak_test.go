@@ -19,7 +19,9 @@ import (
 // checks that no identifier, in raw or normalized form, and no key appears.
 func TestNothingEmittedHoldsIdentifiers(t *testing.T) {
 	_, receiptKey, _ := ed25519.GenerateKey(nil)
-	te := newTestEngine(t, func(o *Options) { o.K = 2; o.ReceiptKey = receiptKey })
+	rk, err := NewReceiptKey(receiptKey)
+	require.NoError(t, err)
+	te := newTestEngine(t, func(o *Options) { o.K = 2; o.ReceiptKey = rk })
 	raw := []string{
 		"Jane.Doe+shop@Gmail.com", "bob.smith@example.org", "Ana.Lopez@Empresa.es",
 		"+1 (415) 555-0132", "+44 20 7946 0958",
@@ -86,10 +88,10 @@ func TestNothingEmittedHoldsIdentifiers(t *testing.T) {
 	_, err = te.Expire(t0.Add(100 * time.Hour))
 	emit(err)
 	emit(te.Engine, te.Stats(), te.Definitions(), te.Purposes(),
-		Options{Key: mustKey(t, testKeyHex), ReceiptKey: receiptKey, PreviousKeys: []PreviousKey{{Key: mustKey(t, testKeyHex)}}},
+		Options{Key: mustKey(t, testKeyHex), ReceiptKey: rk, PreviousKeys: []PreviousKey{{Key: mustKey(t, testKeyHex)}}},
 		PreviousKey{Key: mustKey(t, testKeyHex)}, ForgetOptions{RequestID: "x"}, OptIn, Segment{Name: "x"},
 		Purpose{Name: "x"}, ErasedSegment{}, SegmentReport{}, ConsentReport{}, ReportPseudonym{})
-	_, err = New(Options{Key: mustKey(t, testKeyHex), ReceiptKey: receiptKey[:10]})
+	_, err = NewReceiptKey(receiptKey[:10])
 	emit(err)
 
 	out = append(out, te.audit.String())

@@ -292,7 +292,9 @@ func TestVerifyReceiptRejects(t *testing.T) {
 
 	// A stable ReceiptKey verifies across engines.
 	_, priv, _ := ed25519.GenerateKey(nil)
-	te2 := newTestEngine(t, func(o *Options) { o.ReceiptKey = priv })
+	rk, err := NewReceiptKey(priv)
+	require.NoError(t, err)
+	te2 := newTestEngine(t, func(o *Options) { o.ReceiptKey = rk })
 	r2, err := te2.Forget(person(1))
 	require.NoError(t, err)
 	require.NoError(t, VerifyReceipt(r2, priv.Public().(ed25519.PublicKey)))

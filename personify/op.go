@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"math/bits"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
@@ -58,17 +59,21 @@ type op struct {
 	flag    bool                  // consent: granted; suppress: on; forget: do not re-add
 	key     anonymize.Fingerprint // rotate-key
 	grace   time.Duration         // rotate-key
+	purgeBy time.Time             // forget: the deadline its receipt promises for physical erasure (zero in memory)
 
 	// Not logged.
 	next    anonymize.Key // rotate-key: the key itself, from the caller or Options
 	receipt string        // forget: the receipt's id, for the audit event
+	seq     uint64        // the op's position in the log or journal, set before it is applied (zero in memory)
+	version int           // the record format it was decoded from (recVersion for live changes)
 }
 
 // opResult is what applying an op reports back to its caller.
 type opResult struct {
-	n      int    // add: added; expire: dropped
-	erased erased // forget
-	seq    uint64 // the op's log sequence number (durable engines)
+	n      int                   // add: added; expire: dropped
+	erased erased                // forget
+	key    anonymize.Fingerprint // forget: the current key when it was applied
+	seq    uint64                // the op's log sequence number (durable engines)
 }
 
 // A log record on disk:
@@ -86,15 +91,20 @@ type opResult struct {
 //	remove          str segment, keyed
 //	consent         str purpose, u8 granted, keyed
 //	suppress        u8 on, uvarint n, n x str purpose, keyed
-//	forget          u8 do-not-re-add, keyed
+//	forget          u8 do-not-re-add, keyed, then (version 2) i64 purge-by (Unix ns; 0: none)
 //	expire          (nothing)
 //	rotate-key      8-byte fingerprint, i64 grace
 //
 // where str is uvarint length and bytes, keyed is uvarint n and n x
 // (u64 pseudonym, 8-byte key fingerprint), and people is uvarint n and n x
 // keyed. A record is valid only if its CRC matches and its body decodes
-// exactly, with nothing left over.
+// exactly, with nothing left over, and every varint in it is in its
+// shortest form (so that one change has exactly one encoding).
+//
+// Version 1 records (logs written by earlier releases, "PFYLOG1") lack the
+// forget record's purge-by; version 2 is what is written now.
 const (
+	recVersion   = 2
 	recMagic     = "PFYR"
 	recHeaderLen = 12
 	// maxRecordLen bounds one record's body (a bulk load of about 130
@@ -160,6 +170,7 @@ func appendRecord(dst []byte, seq uint64, o *op) []byte {
 	case opForget:
 		dst = appendBool(dst, o.flag)
 		dst = appendKeyed(dst, o.person())
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(unixNanoOrZero(o.purgeBy)))
 	case opExpire:
 	case opRotateKey:
 		dst = append(dst, o.key[:]...)
@@ -244,10 +255,31 @@ func recordHeader(b []byte) (int, error) {
 	return int(n), nil
 }
 
-// decodeRecord decodes the record at the start of b and returns its
-// sequence number, op and total length. It never panics, and allocates at
-// most in proportion to the record's length.
+// unixNanoOrZero encodes a time as Unix nanoseconds, the zero time as 0.
+func unixNanoOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// timeOrZero decodes unixNanoOrZero.
+func timeOrZero(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+// decodeRecord decodes the current version's record at the start of b and
+// returns its sequence number, op and total length. It never panics, and
+// allocates at most in proportion to the record's length.
 func decodeRecord(b []byte) (seq uint64, o op, size int, err error) {
+	return decodeRecordVersion(b, recVersion)
+}
+
+// decodeRecordVersion decodes a record of the given version (1 or 2).
+func decodeRecordVersion(b []byte, version int) (seq uint64, o op, size int, err error) {
 	n, err := recordHeader(b)
 	if err != nil {
 		return 0, op{}, 0, err
@@ -317,6 +349,9 @@ func decodeRecord(b []byte) (seq uint64, o op, size int, err error) {
 	case opForget:
 		o.flag = d.bool()
 		o.people = [][]anonymize.KeyedPseudonym{d.keyed()}
+		if version >= 2 {
+			o.purgeBy = timeOrZero(int64(d.u64()))
+		}
 	case opExpire:
 	case opRotateKey:
 		copy(o.key[:], d.bytes(8))
@@ -330,6 +365,7 @@ func decodeRecord(b []byte) (seq uint64, o op, size int, err error) {
 	if d.err != nil {
 		return 0, op{}, 0, d.err
 	}
+	o.seq, o.version = seq, version
 	return seq, o, recHeaderLen + n, nil
 }
 
@@ -389,9 +425,16 @@ func (d *decoder) uvarint() uint64 {
 		d.fail("bad varint")
 		return 0
 	}
+	if n != uvarintLen(v) { // an over-long form: one change, one encoding
+		d.fail("varint of %d bytes for a value that takes %d", n, uvarintLen(v))
+		return 0
+	}
 	d.b = d.b[n:]
 	return v
 }
+
+// uvarintLen is the length of v's shortest uvarint encoding.
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 
 // count reads a count of items of at least size bytes each, refusing one
 // that the rest of the body cannot hold.

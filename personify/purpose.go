@@ -71,16 +71,7 @@ type purposeState struct {
 // DefinePurpose declares a purpose, or changes an existing one's model and
 // description (consent already given or withdrawn stays).
 func (e *Engine) DefinePurpose(p Purpose) error {
-	if err := validName("purpose", p.Name); err != nil {
-		return err
-	}
-	if p.Model != OptIn && p.Model != OptOut {
-		return fmt.Errorf("%w: purpose %q: Model must be personify.OptIn or personify.OptOut", ErrInvalidDefinition, p.Name)
-	}
-	if len(p.Description) > maxDescriptionLen {
-		return fmt.Errorf("%w: purpose %q: Description has %d bytes, at most %d", ErrInvalidDefinition, p.Name, len(p.Description), maxDescriptionLen)
-	}
-	_, err := e.commit(&op{kind: opDefinePurpose, at: e.now(), purpose: p})
+	_, err := e.commit(&op{kind: opDefinePurpose, at: e.now(), purpose: p}) // validated there
 	return err
 }
 
@@ -112,10 +103,14 @@ func (e *Engine) checkDefinePurposeLocked(o *op) error {
 	return nil
 }
 
-// Purposes returns the defined purposes, by name.
+// Purposes returns the defined purposes, by name; none once the engine is
+// closed.
 func (e *Engine) Purposes() []Purpose {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return nil
+	}
 	out := make([]Purpose, 0, len(e.purposes))
 	for _, p := range e.purposes {
 		out = append(out, p.Purpose)
@@ -133,7 +128,7 @@ func (e *Engine) purposeLocked(name string) (*purposeState, error) {
 	for n := range e.purposes {
 		names = append(names, n)
 	}
-	return nil, unknownName(ErrUnknownPurpose, "purpose", name, "declare it first with Engine.DefinePurpose", names)
+	return nil, unknownName(ErrUnknownPurpose, "purpose", name, "", "declare it first with Engine.DefinePurpose", names)
 }
 
 // SetConsent records that the person identified by id granted (true) or

@@ -25,10 +25,10 @@ func newMemJournal() *memJournal {
 	return j
 }
 
-func (j *memJournal) Append(_ context.Context, change []byte) (uint64, error) {
+func (j *memJournal) Append(_ context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.log = append(j.log, bytes.Clone(change))
+	j.log = append(j.log, seal(uint64(len(j.log))+1, bytes.Clone(change)))
 	j.cond.Broadcast()
 	return uint64(len(j.log)), nil
 }

@@ -57,7 +57,9 @@ func validName(kind, name string) error {
 		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' ||
 			i > 0 && (c == '.' || c == ':' || c == '-')
 		if !ok {
-			return fmt.Errorf("%w: %s name %q: character %d must be a letter, a digit or '_' (or '.', ':', '-' after the first)", ErrInvalidName, kind, name, i+1)
+			// The name is not quoted: a string that is not a valid name may
+			// be anything, an email address passed by mistake included.
+			return fmt.Errorf("%w: %s name of %d bytes: character %d must be a letter, a digit or '_' (or '.', ':', '-' after the first)", ErrInvalidName, kind, len(name), i+1)
 		}
 	}
 	switch strings.ToLower(name) {
@@ -85,20 +87,12 @@ func epochFor(retention time.Duration) time.Duration {
 // members. Shortening the retention takes effect at the next Expire; giving
 // a segment a retention for the first time starts its members' clocks now.
 func (e *Engine) Define(s Segment) error {
-	if err := validName("segment", s.Name); err != nil {
-		return err
-	}
-	if s.Retention < 0 || s.MinSize < 0 {
-		return fmt.Errorf("%w: segment %q: Retention and MinSize cannot be negative", ErrInvalidDefinition, s.Name)
-	}
-	if len(s.Description) > maxDescriptionLen {
-		return fmt.Errorf("%w: segment %q: Description has %d bytes, at most %d", ErrInvalidDefinition, s.Name, len(s.Description), maxDescriptionLen)
-	}
-	_, err := e.commit(&op{kind: opDefine, at: e.now(), seg: s})
+	_, err := e.commit(&op{kind: opDefine, at: e.now(), seg: s}) // validated there: names, durations, sizes, UTF-8
 	return err
 }
 
-// maxDescriptionLen bounds the description of a segment or purpose.
+// maxDescriptionLen bounds the description of a segment or purpose, which
+// must be valid UTF-8.
 const maxDescriptionLen = 64 << 10
 
 func (e *Engine) applyDefine(o *op) (opResult, error) {
@@ -175,10 +169,14 @@ func (e *Engine) applyDrop(o *op) (opResult, error) {
 	return opResult{n: n}, nil
 }
 
-// Definitions returns the defined segments, by name.
+// Definitions returns the defined segments, by name; none once the engine
+// is closed.
 func (e *Engine) Definitions() []Segment {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return nil
+	}
 	out := make([]Segment, 0, len(e.segs))
 	for _, s := range e.segs {
 		out = append(out, s.Segment)
@@ -192,6 +190,9 @@ func (e *Engine) Definitions() []Segment {
 func (e *Engine) Len(segmentName string) (int, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return 0, ErrClosed
+	}
 	st, err := e.segmentLocked(segmentName)
 	if err != nil {
 		return 0, err
@@ -203,11 +204,16 @@ func (e *Engine) segmentLocked(name string) (*segState, error) {
 	if st, ok := e.segs[name]; ok {
 		return st, nil
 	}
+	return nil, unknownName(ErrUnknownSegment, "segment", name, "", "define it first with Engine.Define", e.segmentNamesLocked())
+}
+
+// segmentNamesLocked returns the defined segments' names.
+func (e *Engine) segmentNamesLocked() []string {
 	names := make([]string, 0, len(e.segs))
 	for n := range e.segs {
 		names = append(names, n)
 	}
-	return nil, unknownName(ErrUnknownSegment, "segment", name, "define it first with Engine.Define", names)
+	return names
 }
 
 // members returns the segment's member set; read-only.

@@ -1,7 +1,10 @@
 package personify
 
 import (
+	"cmp"
+	"crypto/ed25519"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +24,8 @@ import (
 // per-section lengths and xxhash64 checksums, Roaring's portable format for
 // the sets) holding the whole engine:
 //
-//	blob  "personify/meta"      JSON (snapMeta): definitions, key fingerprints, privacy states, aliases
+//	blob  "personify/meta"      JSON (snapMeta): definitions, key fingerprints, privacy states, aliases,
+//	                            erasures not yet physically complete, receipt public keys
 //	set   "live"                every stored ordinal
 //	set   "suppressed-all"
 //	set   "keygen/<fp>"         ordinals stored under each key
@@ -34,8 +38,10 @@ import (
 // copies memory instead of re-inserting 100 million memberships one by one
 // (DESIGN.md: open at >= 1 GB/s); they are checked entry by entry on load.
 // Only pseudonyms, ordinals and names are stored: no identifier, no key.
+// Format 2 added the pending erasures and the receipt keys; format 1
+// snapshots (earlier releases) are read, with none of either.
 const (
-	snapFormat     = 1
+	snapFormat     = 2
 	snapMetaName   = "personify/meta"
 	snapSlotsName  = "index/slots"
 	snapArenaName  = "index/arena"
@@ -55,6 +61,14 @@ type snapMeta struct {
 	NoReAdd  []snapKeyed    `json:"do_not_re_add"`
 	Dir      snapDir        `json:"directory"`
 	Arena    snapArenaState `json:"arena"`
+	Pending  []snapPending  `json:"pending_erasures,omitempty"`
+	Receipts []string       `json:"receipt_keys,omitempty"` // Ed25519 public keys, hex, oldest first
+}
+
+type snapPending struct {
+	Seq     uint64    `json:"seq"`
+	At      time.Time `json:"at"`
+	PurgeBy time.Time `json:"purge_by"`
 }
 
 type snapKey struct {
@@ -171,6 +185,20 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 	for p, k := range e.doNotReAdd {
 		meta.NoReAdd = append(meta.NoReAdd, snapKeyed{p, k})
 	}
+	purged := e.purgedThrough()
+	for _, p := range e.pending {
+		if p.seq > purged && p.seq <= seq { // (an engine without a log has none)
+			meta.Pending = append(meta.Pending, snapPending{p.seq, p.at.UTC(), p.purgeBy.UTC()})
+		}
+	}
+	e.receipt.current(e) // the current receipt key is in the history
+	for _, pub := range e.receipt.history() {
+		meta.Receipts = append(meta.Receipts, hex.EncodeToString(pub))
+	}
+	// Maps iterate in random order: sort, so that one state has one
+	// snapshot.
+	slices.SortFunc(meta.Aliases, func(a, b snapAlias) int { return cmp.Compare(a.P, b.P) })
+	slices.SortFunc(meta.NoReAdd, func(a, b snapKeyed) int { return cmp.Compare(a.P, b.P) })
 	mb, err := json.Marshal(meta)
 	if err != nil {
 		return cw.n, err
@@ -259,6 +287,8 @@ type state struct {
 	keyGen        map[anonymize.Fingerprint]*segment.Set
 	aliases       map[anonymize.Pseudonym]alias
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint
+	pending       []pendingErasure
+	receiptPubs   []ed25519.PublicKey
 }
 
 // corrupt builds an ErrCorrupt error for a file (or "snapshot") at offset.
@@ -295,8 +325,8 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 			if err := json.Unmarshal(sec.Blob(), &st.meta); err != nil {
 				return nil, corrupt(name, off, "metadata: %v", err)
 			}
-			if st.meta.Format != snapFormat {
-				return nil, corrupt(name, off, "snapshot format %d, this version reads %d", st.meta.Format, snapFormat)
+			if st.meta.Format < 1 || st.meta.Format > snapFormat {
+				return nil, corrupt(name, off, "snapshot format %d, this version reads 1 to %d", st.meta.Format, snapFormat)
 			}
 			if st.meta.Endian != snapLittleEndn || !littleEndian() {
 				return nil, corrupt(name, off, "snapshot is %s-endian; this machine cannot load it", st.meta.Endian)
@@ -470,6 +500,19 @@ func (st *state) build(sets map[string]*segment.Section, slots []dirSlot, chunks
 	for _, k := range m.NoReAdd {
 		st.doNotReAdd[k.P] = k.Key
 	}
+	for i, p := range m.Pending {
+		if p.Seq > m.Seq || i > 0 && p.Seq <= m.Pending[i-1].Seq || p.PurgeBy.Before(p.At) {
+			return fmt.Errorf("pending erasure %d is not valid", i)
+		}
+		st.pending = append(st.pending, pendingErasure{seq: p.Seq, at: p.At, purgeBy: p.PurgeBy})
+	}
+	for i, h := range m.Receipts {
+		pub, err := hex.DecodeString(h)
+		if err != nil || len(pub) != ed25519.PublicKeySize {
+			return fmt.Errorf("receipt key %d is not valid", i)
+		}
+		st.receiptPubs = append(st.receiptPubs, pub)
+	}
 
 	// The index: arena first, then every slot's references.
 	a := &arena{cur: m.Arena.Cur, off: m.Arena.Off, used: m.Arena.Used, garbage: m.Arena.Garbage}
@@ -608,6 +651,8 @@ func (e *Engine) installLocked(st *state, replaceRing bool) {
 	e.aliases = st.aliases
 	e.aliasesOf = indexAliases(st.aliases)
 	e.doNotReAdd = st.doNotReAdd
+	e.pending = st.pending
+	e.receipt.merge(st.receiptPubs)
 	e.stateIDs = st.stateIDs
 	states := st.states
 	e.states.Store(&states)
@@ -649,6 +694,16 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 		e.gen.Add(1) // odd: lock-free lookups step aside
 		e.installLocked(st, false)
 		e.gen.Add(1)
+		if e.replica == nil {
+			// The snapshot's erasures were made, and numbered, elsewhere;
+			// this engine's own files are rewritten below (durable) or
+			// there are none.
+			e.pending = nil
+		} else if e.schedulePurge != nil { // the same journal: its deadlines hold here too
+			for _, p := range e.pending {
+				e.schedulePurge(p.due())
+			}
+		}
 		e.event("load_snapshot", slog.Int("people", e.dir.len()), slog.Int("segments", len(e.segs)))
 		return nil
 	}

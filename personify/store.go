@@ -27,13 +27,19 @@ import (
 //	log-<seq>.wal             log records from <seq> on
 //	*.tmp                     a snapshot being written; removed by Open
 //
-// A log file starts with a 24-byte header (magic "PFYLOG1\n", the key
+// A log file starts with a 24-byte header (magic "PFYLOG2\n", the key
 // fingerprint it was started under, the first sequence number), then
-// records (see op.go). After a snapshot at <seq> is durable, a new log
-// starts at <seq>+1 and every older file is removed: that is how an erasure
-// leaves the disk.
+// frames of records (see op.go). A compaction writes snapshot-<seq> and
+// log-<seq+1>: the log is created (and made durable) first, the snapshot
+// renamed into place after it, and every older file removed last: that is
+// how an erasure leaves the disk. So the newest snapshot's next log always
+// exists, and Open refuses a directory where it is missing, or where logs
+// leave a gap, as ErrCorrupt: a deleted log is never an empty history.
+// Logs of earlier releases ("PFYLOG1\n", version 1 records) are read, and
+// Open compacts them away before it appends.
 const (
-	logMagic     = "PFYLOG1\n"
+	logMagic     = "PFYLOG2\n"
+	logMagicV1   = "PFYLOG1\n"
 	logHeaderLen = 24
 	lockName     = "LOCK"
 )
@@ -55,8 +61,9 @@ var (
 type DurableOptions struct {
 	// MaintenanceInterval is how often the engine applies retention
 	// (Expire), ends key grace periods, and writes a snapshot when the log
-	// has grown. Zero means one minute; negative turns maintenance off
-	// (call Expire and Compact yourself).
+	// has grown. Zero means one minute; negative turns maintenance off:
+	// then call Expire and Compact yourself, Compact by each receipt's
+	// PurgeBy included (Open still compacts for erasures that are overdue).
 	MaintenanceInterval time.Duration
 	// CompactAfter is the log size, in bytes, past which maintenance writes
 	// a snapshot and starts a new log. Zero means 64 MiB.
@@ -64,7 +71,9 @@ type DurableOptions struct {
 	// PurgeWithin is the deadline an erasure's receipt promises for its
 	// physical deletion (Receipt.PurgeBy); maintenance compacts within a
 	// quarter of it after a Forget, so that the erasures of that window
-	// share one snapshot. Zero means one minute.
+	// share one snapshot. The deadline is logged with the erasure, so it
+	// holds across restarts (Open compacts at once for erasures whose time
+	// came while the engine was down). Zero means one minute.
 	PurgeWithin time.Duration
 
 	fs fileSystem // nil: the real one; tests inject faults here
@@ -97,10 +106,19 @@ type store struct {
 	// needSnapshot is set when LoadSnapshot installed a state that is not
 	// on disk yet; writes wait for a snapshot of it.
 	needSnapshot error
+	logVersion   int // record version of the active log (a log of an earlier release is never appended to)
+	// snapUnsynced is set when the newest snapshot was renamed into place
+	// but the directory sync after it failed: no older file is removed
+	// until a sync succeeds.
+	snapUnsynced bool
 
-	purged  atomic.Uint64 // every record up to here is in a snapshot and no older file remains
-	purge   chan struct{} // a Forget wants a compaction within PurgeWithin
-	grow    chan struct{} // the log passed CompactAfter
+	purged atomic.Uint64 // every record up to here is in a snapshot and no older file remains
+	// purgeReq is the earliest time an erasure wants a compaction by (zero:
+	// none asked since maintenance last looked); purge signals it.
+	pmu      sync.Mutex
+	purgeReq time.Time
+	purge    chan struct{}
+	grow     chan struct{} // the log passed CompactAfter
 	stop    chan struct{}
 	stopped chan struct{}
 }
@@ -159,9 +177,25 @@ func Open(dir string, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("personify: open %s: lock: %w", dir, err)
 	}
 	s.lock = lock
+	e.schedulePurge = s.requestPurge
 	if err := s.load(e, opts); err != nil {
 		lock.Close()
 		return nil, err
+	}
+	// Restore what Open guarantees before the first write: appends go to
+	// a current-format log that follows the newest snapshot, and an
+	// erasure whose compaction was due while the engine was down is
+	// physically complete before Open returns.
+	due, pending := s.nextPurge(e)
+	if s.logVersion != recVersion || s.logStart != s.snapSeq+1 || pending && !due.After(e.now()) {
+		if err := s.compactLocked(e); err != nil {
+			if s.logVersion != recVersion {
+				s.log.Close()
+				lock.Close()
+				return nil, fmt.Errorf("personify: open %s: the log was written by an earlier release and could not be compacted into the current format: %w", dir, err)
+			}
+			s.warn("compact", err) // maintenance retries
+		}
 	}
 	e.store = s
 	if s.interval > 0 {
@@ -212,10 +246,12 @@ func (s *store) load(e *Engine, opts Options) error {
 	slices.Sort(snaps)
 	slices.Sort(logs)
 	if len(snaps) == 0 {
-		if len(logs) > 0 {
+		// A new directory (or one whose creation crashed after its first,
+		// empty log): log 1, then an empty snapshot that records the key.
+		if len(logs) > 1 || len(logs) == 1 && (logs[0] != 1 || !s.headerOnly(logs[0])) {
 			return fmt.Errorf("%w: %s holds logs but no snapshot: restore the snapshot from a backup", ErrCorrupt, s.dir)
 		}
-		// A new directory: an empty snapshot records the key.
+		s.logVersion = recVersion
 		return s.compactLocked(e)
 	}
 	s.snapSeq = snaps[len(snaps)-1]
@@ -241,6 +277,9 @@ func (s *store) load(e *Engine, opts Options) error {
 	e.installLocked(st, true)
 	e.mu.Unlock()
 	s.seq = s.snapSeq
+	if !slices.Contains(logs, s.snapSeq+1) {
+		return corrupt(s.path(logName(s.snapSeq+1)), 0, "is missing: the newest snapshot (%s) is followed by this log, so every write since the snapshot would be lost; restore it from a backup", snapName(s.snapSeq))
+	}
 
 	// Replay every record after the snapshot, in order.
 	e.replaying = true
@@ -249,15 +288,11 @@ func (s *store) load(e *Engine, opts Options) error {
 	// log older than the snapshot can still hold newer records when a
 	// compaction could not start its new log and appends went on in the
 	// old one.)
-	live := logs
-	for i, start := range live {
-		last := i == len(live)-1
-		if err := s.replay(e, start, last); err != nil {
-			return err
+	for i, start := range logs {
+		if start > s.seq+1 {
+			return corrupt(s.path(logName(start)), 0, "starts at record %d, but the logs before it end at record %d: the records in between are missing", start, s.seq)
 		}
-	}
-	if len(live) == 0 {
-		if err := s.newLog(e, s.seq+1); err != nil {
+		if err := s.replay(e, start, i == len(logs)-1); err != nil {
 			return err
 		}
 	}
@@ -265,8 +300,19 @@ func (s *store) load(e *Engine, opts Options) error {
 		return fmt.Errorf("%w: the data in %s is under key %s, Options.Key is %s: open it with that key, then call Engine.RotateKey to move to the new one",
 			ErrWrongKey, s.dir, cur, opts.Key.Fingerprint())
 	}
-	s.markPurged()
+	s.markPurged(e)
 	return nil
+}
+
+// headerOnly reports whether log <start> holds a header and nothing else.
+func (s *store) headerOnly(start uint64) bool {
+	f, err := s.fs.OpenFile(s.path(logName(start)), os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	return err == nil && fi.Size() == logHeaderLen
 }
 
 // replay applies the records of one log file after the snapshot. In the
@@ -283,14 +329,23 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 		f.Close()
 		return fmt.Errorf("personify: read %s: %w", name, err)
 	}
+	version := 0
+	if len(b) >= logHeaderLen {
+		switch string(b[:8]) {
+		case logMagic:
+			version = recVersion
+		case logMagicV1:
+			version = 1
+		}
+	}
 	keep := func() {
 		if last {
-			s.log, s.logName, s.logSize, s.logStart = f, name, int64(len(b)), start
+			s.log, s.logName, s.logSize, s.logStart, s.logVersion = f, name, int64(len(b)), start, version
 		} else {
 			f.Close()
 		}
 	}
-	if len(b) < logHeaderLen || string(b[:8]) != logMagic || binary.LittleEndian.Uint64(b[16:]) != start {
+	if version == 0 || binary.LittleEndian.Uint64(b[16:]) != start {
 		f.Close()
 		return corrupt(name, 0, "not a personify log header")
 	}
@@ -322,7 +377,7 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 			return corrupt(name, int64(off), "%v (valid frames follow, so this is not a torn write)", err)
 		}
 		for roff := 0; roff < len(payload); {
-			seq, o, rsize, err := decodeRecord(payload[roff:])
+			seq, o, rsize, err := decodeRecordVersion(payload[roff:], version)
 			if err != nil {
 				f.Close()
 				return corrupt(name, int64(off+frameHeaderLen+roff), "%v", err)
@@ -331,7 +386,7 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 			case seq <= s.seq:
 				// Already applied (in the snapshot, or an older log).
 			case seq == s.seq+1:
-				_, _ = e.apply(&o) // an op that failed live fails the same way here
+				_, _ = e.applyRead(&o, "log") // an op that failed live fails the same way here
 				s.seq = seq
 			default:
 				f.Close()
@@ -360,20 +415,16 @@ func validFrameAfter(b []byte, off int) bool {
 	return false
 }
 
-// newLog starts log file <start> and makes it the one appended to. The
-// file is written under a temporary name, fsynced and renamed, so a log
-// exists whole or not at all; the active log is never truncated. If
-// <start> is the active log already (nothing was written since it began),
-// there is nothing to do.
-func (s *store) newLog(e *Engine, start uint64) error {
+// createLog creates log file <start>, empty but for its header, under a
+// temporary name that is fsynced and renamed, so that a log exists whole
+// or not at all, and makes the rename durable. It returns the open file;
+// the caller switches appends to it.
+func (s *store) createLog(e *Engine, start uint64) (file, error) {
 	name := s.path(logName(start))
-	if s.log != nil && s.logName == name {
-		return nil
-	}
 	tmp := name + ".tmp"
 	f, err := s.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("personify: create %s: %w", name, err)
+		return nil, fmt.Errorf("personify: create %s: %w", name, err)
 	}
 	var h [logHeaderLen]byte
 	copy(h[:], logMagic)
@@ -393,14 +444,18 @@ func (s *store) newLog(e *Engine, start uint64) error {
 	if err != nil {
 		f.Close()
 		_ = s.fs.Remove(tmp)
-		_ = s.fs.Remove(name) // if the rename happened; replay copes if this fails too
-		return fmt.Errorf("personify: create %s: %w", name, err)
+		_ = s.fs.Remove(name) // if the rename happened; Open copes if this fails too
+		return nil, fmt.Errorf("personify: create %s: %w", name, err)
 	}
+	return f, nil
+}
+
+// switchLog makes f, log <start>, the one appended to.
+func (s *store) switchLog(f file, start uint64) {
 	if s.log != nil {
 		s.log.Close()
 	}
-	s.log, s.logName, s.logSize, s.logStart, s.dirty = f, name, logHeaderLen, start, false
-	return nil
+	s.log, s.logName, s.logSize, s.logStart, s.logVersion, s.dirty = f, s.path(logName(start)), logHeaderLen, start, recVersion, false
 }
 
 // removeStale removes snapshots older than the newest and logs whose
@@ -436,11 +491,29 @@ func (s *store) removeStale() bool {
 
 // markPurged records that no file holds anything erased up to the newest
 // snapshot, if that is so: the active log starts after the snapshot and
-// every older file is gone.
-func (s *store) markPurged() {
+// every older file is gone. The erasures it completes leave the engine's
+// pending list.
+func (s *store) markPurged(e *Engine) {
+	if s.snapUnsynced {
+		if s.fs.SyncDir(s.dir) != nil {
+			return
+		}
+		s.snapUnsynced = false
+	}
 	if s.logStart == s.snapSeq+1 && s.removeStale() {
 		s.purged.Store(s.snapSeq)
+		e.mu.Lock()
+		e.nextPurgeLocked(s.snapSeq)
+		e.mu.Unlock()
 	}
+}
+
+// nextPurge returns when the next compaction for an erasure is due, if one
+// is pending.
+func (s *store) nextPurge(e *Engine) (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.nextPurgeLocked(s.purged.Load())
 }
 
 // commit logs o with whatever other writers have queued meanwhile (one
@@ -535,6 +608,7 @@ func (s *store) flush(e *Engine, batch []*pending) {
 	}
 	s.seq += uint64(len(logged))
 	for _, b := range logged { // Close waits for this loop (it takes the store exclusively)
+		b.o.seq = b.seq
 		b.res, b.err = e.apply(b.o)
 		b.res.seq = b.seq
 	}
@@ -593,7 +667,12 @@ func (e *Engine) Compact() error {
 }
 
 // compactLocked writes snapshot-<seq> and starts log <seq+1>. The caller
-// has the store to itself.
+// has the store to itself. The order keeps every moment on disk
+// consistent: the snapshot is written and fsynced under a temporary name;
+// the next log is created and made durable; the snapshot is renamed into
+// place; appends switch to the new log; older files are removed. A crash
+// between two steps leaves an older snapshot whose logs still cover every
+// record.
 func (s *store) compactLocked(e *Engine) error {
 	seq := s.seq
 	final := s.path(snapName(seq))
@@ -609,22 +688,43 @@ func (s *store) compactLocked(e *Engine) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = s.fs.Rename(tmp, final)
-	}
-	if err == nil {
-		err = s.fs.SyncDir(s.dir)
-	}
 	if err != nil {
 		_ = s.fs.Remove(tmp)
 		return fmt.Errorf("personify: snapshot %s: %w", final, err)
 	}
+	var next file // nil: log <seq+1> is already the active log, with nothing in it
+	if s.log == nil || s.logStart != seq+1 {
+		if next, err = s.createLog(e, seq+1); err != nil {
+			_ = s.fs.Remove(tmp)
+			return err // appends go on in the current log
+		}
+	}
+	if err := s.fs.Rename(tmp, final); err != nil {
+		_ = s.fs.Remove(tmp)
+		if next != nil {
+			if s.fs.Remove(s.path(logName(seq+1))) == nil && s.fs.SyncDir(s.dir) == nil {
+				next.Close() // as if nothing happened: appends go on in the current log
+			} else {
+				s.switchLog(next, seq+1) // the new log stays: follow it, the older logs still cover every record
+			}
+		}
+		return fmt.Errorf("personify: snapshot %s: %w", final, err)
+	}
+	// The snapshot is in place and its next log exists: whether or not the
+	// rename survives a crash, the files on disk cover every record.
+	if next != nil {
+		s.switchLog(next, seq+1)
+	}
 	s.snapSeq = seq
 	s.needSnapshot = nil
-	if err := s.newLog(e, seq+1); err != nil {
-		return err // appends go on in the old log; replay skips what the snapshot holds
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		s.snapUnsynced = true
+		// Not known durable yet: the older files stay until a later
+		// directory sync succeeds (markPurged retries it).
+		return fmt.Errorf("personify: snapshot %s: sync the directory: %w", final, err)
 	}
-	s.markPurged()
+	s.snapUnsynced = false
+	s.markPurged(e)
 	return nil
 }
 
@@ -636,50 +736,96 @@ func (s *store) kick() {
 	}
 }
 
-// schedulePurge asks for a compaction within a quarter of PurgeWithin, so
-// that the erasures of that window share one snapshot.
-func (s *store) schedulePurge() {
+// requestPurge asks maintenance for a compaction by due (an erasure's
+// engine.schedulePurge); the earliest request wins.
+func (s *store) requestPurge(due time.Time) {
+	s.pmu.Lock()
+	if s.purgeReq.IsZero() || due.Before(s.purgeReq) {
+		s.purgeReq = due
+	}
+	s.pmu.Unlock()
 	select {
 	case s.purge <- struct{}{}:
 	default:
 	}
 }
 
-// maintain runs retention, key expiry and compaction until Close.
+// takePurgeRequest returns and clears the earliest requested time.
+func (s *store) takePurgeRequest() time.Time {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	t := s.purgeReq
+	s.purgeReq = time.Time{}
+	return t
+}
+
+// maintain runs retention, key expiry and compaction until Close. A
+// compaction for erasures runs when the earliest pending one is due (a
+// quarter of its window after the Forget, so that the window's erasures
+// share one snapshot); the pending erasures are part of the state, so this
+// holds across restarts. A failed compaction is retried a second later.
 func (s *store) maintain(e *Engine) {
 	defer close(s.stopped)
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
-	var purgeDue <-chan time.Time
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var armed time.Time // when timer fires; zero: stopped
+	arm := func(due time.Time) {
+		if !armed.IsZero() && !due.Before(armed) {
+			return
+		}
+		armed = due
+		timer.Reset(max(due.Sub(e.now()), 0))
+	}
+	rearm := func() {
+		if due, ok := s.nextPurge(e); ok {
+			arm(due)
+		}
+	}
+	if req := s.takePurgeRequest(); !req.IsZero() {
+		arm(req)
+	}
+	rearm()
 	for {
 		select {
 		case <-s.stop:
+			timer.Stop()
 			return
 		case <-s.purge:
-			if purgeDue == nil {
-				purgeDue = time.After(s.purgeWithin / 4)
+			if req := s.takePurgeRequest(); !req.IsZero() {
+				arm(req)
 			}
-		case <-purgeDue:
-			purgeDue = nil
-			s.compactIfNeeded(e, true)
+		case <-timer.C:
+			armed = time.Time{}
+			if err := s.compactIfNeeded(e, true); err != nil {
+				arm(e.now().Add(time.Second))
+				continue
+			}
+			rearm() // erasures that arrived during the compaction
 		case <-s.grow:
-			s.compactIfNeeded(e, false)
+			_ = s.compactIfNeeded(e, false)
 		case <-t.C:
 			if _, err := e.Expire(e.now()); err != nil && !errors.Is(err, ErrClosed) {
 				s.warn("expire", err)
 			}
-			s.compactIfNeeded(e, false)
+			due, pending := s.nextPurge(e)
+			_ = s.compactIfNeeded(e, pending && !due.After(e.now()))
+			rearm()
 		}
 	}
 }
 
-func (s *store) compactIfNeeded(e *Engine, asked bool) {
+func (s *store) compactIfNeeded(e *Engine, asked bool) error {
 	err := s.exclusive(func() error {
 		if e.closed.Load() {
 			return nil
 		}
 		if s.seq == s.snapSeq && s.logStart == s.snapSeq+1 { // the newest snapshot holds everything
-			s.markPurged()
+			s.markPurged(e)
+			if s.purged.Load() < s.snapSeq {
+				return fmt.Errorf("personify: older files in %s could not be removed", s.dir)
+			}
 			return nil
 		}
 		if !asked && s.logSize < s.compactAt {
@@ -690,6 +836,7 @@ func (s *store) compactIfNeeded(e *Engine, asked bool) {
 	if err != nil {
 		s.warn("compact", err)
 	}
+	return err
 }
 
 func (s *store) warn(what string, err error) {

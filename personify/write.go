@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -63,7 +64,10 @@ func (e *Engine) pseudonymizeAll(ids []anonymize.Identifier) ([][]anonymize.Keye
 	for i, id := range ids {
 		kps, err := e.keyedPseudonyms(id)
 		if err != nil {
-			return nil, err
+			if len(ids) == 1 {
+				return nil, err
+			}
+			return nil, fmt.Errorf("personify: identifier %d of %d (counting from 0): %w", i, len(ids), err) // the index, never the text
 		}
 		out[i] = kps
 	}
