@@ -24,11 +24,24 @@
 // when a replica connects. Compaction writes a snapshot and deletes the
 // journal rows and older snapshots it covers, so that a Forget leaves the
 // database (then VACUUM reclaims the space) by the time its receipt says.
+//
+// The database is trusted to store, not to decide. Every journal row and
+// every snapshot carries an HMAC-SHA256 tag under a subkey derived from
+// the fleet's key, bound to its position; a row that fails it, does not
+// decode, or that the local API would refuse is skipped by every replica
+// alike (counted in Status, logged as an audit event), so that whoever can
+// write the tables but lacks the key can neither inject a change (an
+// erasure, a rotation, a definition) nor stop the fleet with one bad row.
+// Each replica records the fingerprints of the keys it holds in
+// personify_replicas, and RotateKey refuses while a live replica lacks the
+// new key.
 package pgstore
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,8 +92,13 @@ type Replica struct {
 	opts Options
 	log  *slog.Logger
 
+	id     int64 // this replica's row in personify_replicas
 	purged atomic.Uint64
 	kick   chan struct{}
+	pmu    sync.Mutex
+	purgeBy time.Time // earliest compaction asked for by an erasure (zero: none)
+	beat    time.Time // last heartbeat written (follow's goroutine only)
+	silent  atomic.Bool // tests: write no more heartbeats
 
 	amu          sync.Mutex // the append batch being filled, and whether one is being written
 	acond        *sync.Cond
@@ -112,6 +130,17 @@ CREATE TABLE personify_snapshots (
 	data bytea NOT NULL,
 	at   timestamptz NOT NULL DEFAULT now()
 );`,
+	// Version 2: authenticated rows (journal changes of version 1 carry no
+	// tag and are refused), snapshot tags, and the replicas' key
+	// fingerprints.
+	2: `
+ALTER TABLE personify_snapshots ADD COLUMN tag bytea;
+CREATE TABLE personify_replicas (
+	id      bigint PRIMARY KEY,            -- a random id per running replica
+	keys    text[] NOT NULL,               -- fingerprints of the keys it holds (public names, not keys)
+	applied bigint NOT NULL DEFAULT 0,     -- the last change it applied
+	seen    timestamptz NOT NULL DEFAULT now()
+);`,
 }
 
 const (
@@ -120,6 +149,10 @@ const (
 	lockCompact   = 0x70657274
 	maxFetchBatch = 5000
 )
+
+// liveWindow is how recently a replica must have written its heartbeat to
+// count as live for RotateKey's check.
+func (r *Replica) liveWindow() time.Duration { return max(5*r.opts.PollInterval, 5*time.Second) }
 
 // ErrWrongKey is personify.ErrWrongKey: the database holds data written
 // under another key.
@@ -152,7 +185,7 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
 	}
-	r := &Replica{pool: pool, opts: opts, log: opts.Logger, kick: make(chan struct{}, 1)}
+	r := &Replica{pool: pool, opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), id: randomID()}
 	r.acond = sync.NewCond(&r.amu)
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -172,11 +205,17 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 		return fail(err)
 	}
 	r.Engine = e
+	if err := r.heartbeat(ctx, pool); err != nil {
+		e.Close()
+		return fail(err)
+	}
 	if err := r.loadSnapshot(ctx); err != nil {
+		r.leave()
 		e.Close()
 		return fail(err)
 	}
 	if err := r.catchUp(ctx, pool); err != nil {
+		r.leave()
 		e.Close()
 		return fail(err)
 	}
@@ -237,6 +276,9 @@ func (r *Replica) checkKey(ctx context.Context) error {
 	for _, pk := range r.opts.Engine.PreviousKeys {
 		given = append(given, pk.Key.Fingerprint().String())
 	}
+	for _, k := range r.opts.Engine.UpcomingKeys { // the fleet may have rotated to it already
+		given = append(given, k.Fingerprint().String())
+	}
 	for _, g := range given {
 		if g == stored {
 			return nil
@@ -245,19 +287,20 @@ func (r *Replica) checkKey(ctx context.Context) error {
 	return fmt.Errorf("%w: the database's data is under key %s; this replica was given %v: use the fleet's key", ErrWrongKey, stored, given)
 }
 
-// loadSnapshot loads the newest snapshot, if any.
+// loadSnapshot loads the newest snapshot, if any, after checking its tag:
+// a snapshot row that someone without the key wrote or altered is refused.
 func (r *Replica) loadSnapshot(ctx context.Context) error {
 	var seq int64
-	var data []byte
-	err := r.pool.QueryRow(ctx, `SELECT seq, data FROM personify_snapshots WHERE seq > $1 ORDER BY seq DESC LIMIT 1`,
-		int64(r.Applied())).Scan(&seq, &data)
+	var data, tag []byte
+	err := r.pool.QueryRow(ctx, `SELECT seq, data, tag FROM personify_snapshots WHERE seq > $1 ORDER BY seq DESC LIMIT 1`,
+		int64(r.Applied())).Scan(&seq, &data, &tag)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // none, or none newer than what this replica applied
 	}
 	if err != nil {
 		return fmt.Errorf("pgstore: read the newest snapshot: %w", err)
 	}
-	if err := r.LoadSnapshot(bytes.NewReader(data)); err != nil {
+	if err := r.LoadReplicaSnapshot(uint64(seq), data, tag); err != nil {
 		return fmt.Errorf("pgstore: snapshot %d: %w", seq, err)
 	}
 	return nil
@@ -277,8 +320,12 @@ func (r *Replica) catchUp(ctx context.Context, q querier) error {
 			return err
 		}
 		if gap {
+			before := r.Applied()
 			if err := r.loadSnapshot(ctx); err != nil {
 				return err
+			}
+			if r.Applied() == before {
+				return fmt.Errorf("pgstore: journal rows after %d are missing and no snapshot covers them: the fleet's database lost changes", before)
 			}
 			continue
 		}
@@ -320,6 +367,9 @@ func (r *Replica) fetchRows(ctx context.Context, q querier) (n int, gap bool, er
 		if err := rows.Scan(&seq, &change); err != nil {
 			return n, false, err
 		}
+		// A row that does not decode, fails authentication or is invalid
+		// is refused inside Apply (which returns nil): it never stops the
+		// fleet.
 		if err := r.Apply(uint64(seq), change); err != nil {
 			if errors.Is(err, personify.ErrGap) {
 				return n, true, nil
@@ -341,7 +391,12 @@ func (r *Replica) follow(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.log.Warn("pgstore: journal connection lost; reconnecting", "error", err, "after", backoff)
+		if errors.Is(err, personify.ErrKeyUnavailable) {
+			r.log.Error("pgstore: replica stalled: it stops applying the journal and refuses writes until restarted with the key", "error", err)
+			backoff = 2 * time.Second
+		} else {
+			r.log.Warn("pgstore: journal connection lost; reconnecting", "error", err, "after", backoff)
+		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -369,6 +424,11 @@ func (r *Replica) followConn(ctx context.Context) error {
 			return err
 		}
 		r.purged.Store(max(r.purged.Load(), uint64(purged)))
+		if time.Since(r.beat) >= r.opts.PollInterval/2 && !r.silent.Load() {
+			if err := r.heartbeat(ctx, conn); err != nil {
+				return err
+			}
+		}
 		wctx, cancel := context.WithTimeout(ctx, r.opts.PollInterval)
 		_, err := conn.WaitForNotification(wctx)
 		cancel()
@@ -419,17 +479,18 @@ type journal Replica
 // others wait for its outcome. The sequence numbers come from the meta
 // row, whose lock orders the transactions, so numbers commit in order and
 // without gaps; the notification wakes the other replicas at commit.
-func (j *journal) Append(ctx context.Context, change []byte) (uint64, error) {
+func (j *journal) Append(ctx context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
 	j.amu.Lock()
 	b := j.pendingBatch
 	if b != nil { // a batch is filling: its leader writes this change too
 		idx := len(b.changes)
 		b.changes = append(b.changes, change)
+		b.seals = append(b.seals, seal)
 		j.amu.Unlock()
 		<-b.done
 		return b.first + uint64(idx), b.err
 	}
-	b = &appendBatch{changes: [][]byte{change}, done: make(chan struct{})} // this goroutine leads it
+	b = &appendBatch{changes: [][]byte{change}, seals: []func(uint64, []byte) []byte{seal}, done: make(chan struct{})} // this goroutine leads it
 	j.pendingBatch = b
 	const idx = 0
 	for j.writing { // one batch in flight at a time; this one fills meanwhile
@@ -437,10 +498,10 @@ func (j *journal) Append(ctx context.Context, change []byte) (uint64, error) {
 	}
 	j.writing = true
 	j.pendingBatch = nil // later appends start the next batch
-	changes := b.changes
+	changes, seals := b.changes, b.seals
 	j.amu.Unlock()
 
-	b.first, b.err = j.write(ctx, changes)
+	b.first, b.err = j.write(ctx, changes, seals)
 	close(b.done)
 	j.amu.Lock()
 	j.writing = false
@@ -451,22 +512,28 @@ func (j *journal) Append(ctx context.Context, change []byte) (uint64, error) {
 
 type appendBatch struct {
 	changes [][]byte
+	seals   []func(uint64, []byte) []byte
 	done    chan struct{}
 	first   uint64
 	err     error
 }
 
 // write appends changes in one transaction and returns the first's
-// sequence number.
-func (j *journal) write(ctx context.Context, changes [][]byte) (uint64, error) {
+// sequence number. Each change is sealed (authenticated together with its
+// number) once the number is known, inside the transaction.
+func (j *journal) write(ctx context.Context, changes [][]byte, seals []func(uint64, []byte) []byte) (uint64, error) {
 	var last int64
 	err := pgx.BeginFunc(ctx, j.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `UPDATE personify_meta SET seq = seq + $1 WHERE id = 1 RETURNING seq`, len(changes)).Scan(&last); err != nil {
 			return err
 		}
 		first := last - int64(len(changes)) + 1
+		sealed := make([][]byte, len(changes))
+		for i, c := range changes {
+			sealed[i] = seals[i](uint64(first)+uint64(i), bytes.Clone(c))
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO personify_journal (seq, change)
-			SELECT $1 + ord - 1, c FROM unnest($2::bytea[]) WITH ORDINALITY AS t(c, ord)`, first, changes); err != nil {
+			SELECT $1 + ord - 1, c FROM unnest($2::bytea[]) WITH ORDINALITY AS t(c, ord)`, first, sealed); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, strconv.FormatInt(last, 10))
@@ -481,11 +548,79 @@ func (j *journal) write(ctx context.Context, changes [][]byte) (uint64, error) {
 // PurgedThrough, PurgeWithin and SchedulePurge implement personify.Purger.
 func (j *journal) PurgedThrough() uint64      { return j.purged.Load() }
 func (j *journal) PurgeWithin() time.Duration { return j.opts.PurgeWithin }
-func (j *journal) SchedulePurge() {
+func (j *journal) SchedulePurge(by time.Time) {
+	j.pmu.Lock()
+	if j.purgeBy.IsZero() || by.Before(j.purgeBy) {
+		j.purgeBy = by
+	}
+	j.pmu.Unlock()
 	select {
 	case j.kick <- struct{}{}:
 	default:
 	}
+}
+
+// CheckKey implements personify.KeyChecker: it refuses a rotation to key fp
+// while a live replica (one whose heartbeat is recent) does not hold it.
+func (j *journal) CheckKey(ctx context.Context, fp anonymize.Fingerprint) error {
+	r := (*Replica)(j)
+	var lacking, live int
+	err := r.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT ($1 = ANY(keys))), count(*)
+		FROM personify_replicas WHERE seen > now() - make_interval(secs => $2)`,
+		fp.String(), r.liveWindow().Seconds()).Scan(&lacking, &live)
+	if err != nil {
+		return fmt.Errorf("pgstore: check the replicas' keys: %w", err)
+	}
+	if lacking > 0 {
+		return fmt.Errorf("%d of the fleet's %d live replicas lack key %s: give every replica the new key in Options.UpcomingKeys (and restart it) first", lacking, live, fp)
+	}
+	return nil
+}
+
+// heartbeat records this replica in personify_replicas: the keys it holds
+// and how far it has applied the journal.
+func (r *Replica) heartbeat(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}) error {
+	st := r.ReplicaStatus()
+	keys := make([]string, len(st.Keys))
+	for i, fp := range st.Keys {
+		keys[i] = fp.String()
+	}
+	_, err := q.Exec(ctx, `INSERT INTO personify_replicas (id, keys, applied, seen) VALUES ($1, $2, $3, now())
+		ON CONFLICT (id) DO UPDATE SET keys = excluded.keys, applied = excluded.applied, seen = now()`,
+		r.id, keys, int64(st.Applied))
+	if err != nil {
+		return fmt.Errorf("pgstore: heartbeat: %w", err)
+	}
+	r.beat = time.Now()
+	return nil
+}
+
+// leave removes this replica's row, so that a rotation does not wait for it.
+func (r *Replica) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = r.pool.Exec(ctx, `DELETE FROM personify_replicas WHERE id = $1`, r.id)
+}
+
+func randomID() int64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return int64(binary.LittleEndian.Uint64(b[:]) >> 1)
+}
+
+// Status is where a replica stands: its engine's journal position, the
+// rows it refused, whether it is stalled (a rotation to a key it lacks),
+// and how far the fleet's storage is purged.
+type Status struct {
+	personify.ReplicaStatus
+	PurgedThrough uint64
+}
+
+// Status returns the replica's status.
+func (r *Replica) Status() Status {
+	return Status{ReplicaStatus: r.ReplicaStatus(), PurgedThrough: r.purged.Load()}
 }
 
 // Compact writes a snapshot of this replica at the sequence number it has
@@ -523,7 +658,7 @@ func (r *Replica) Compact(ctx context.Context) error {
 			return nil // nothing new to snapshot; the vacuum below may still be due
 		}
 		covered = int64(seq)
-		if _, err := tx.Exec(ctx, `INSERT INTO personify_snapshots (seq, data) VALUES ($1, $2)`, covered, buf.Bytes()); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO personify_snapshots (seq, data, tag) VALUES ($1, $2, $3)`, covered, buf.Bytes(), r.SnapshotTag(seq, buf.Bytes())); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM personify_snapshots WHERE seq < $1`, covered); err != nil {
@@ -560,44 +695,87 @@ func (r *Replica) Compact(ctx context.Context) error {
 func (r *Replica) maintain(ctx context.Context) {
 	t := time.NewTicker(r.opts.MaintenanceInterval)
 	defer t.Stop()
-	var purgeDue <-chan time.Time
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var armed time.Time
+	arm := func() {
+		r.pmu.Lock()
+		by := r.purgeBy
+		r.pmu.Unlock()
+		if by.IsZero() || !armed.IsZero() && !by.Before(armed) {
+			return
+		}
+		armed = by
+		timer.Reset(max(by.Sub(r.now()), 0))
+	}
+	arm()
 	for {
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-r.kick: // a Forget: compact within a quarter of PurgeWithin, one snapshot for the window's erasures
-			if purgeDue == nil {
-				purgeDue = time.After(r.opts.PurgeWithin / 4)
+		case <-r.kick: // an erasure was applied (here or on another replica): compact when it is due
+			arm()
+		case <-timer.C:
+			armed = time.Time{}
+			r.pmu.Lock()
+			r.purgeBy = time.Time{}
+			r.pmu.Unlock()
+			if !r.compactIfDue(ctx, true) {
+				r.schedulePurgeRetry()
 			}
-		case <-purgeDue:
-			purgeDue = nil
-			r.compactIfDue(ctx, true)
+			arm()
 		case <-t.C:
 			r.expireIfLeader(ctx)
 			r.compactIfDue(ctx, false)
+			r.forgetDeadReplicas(ctx)
 		}
 	}
 }
 
-func (r *Replica) compactIfDue(ctx context.Context, asked bool) {
+// schedulePurgeRetry asks again for a compaction a second from now, after
+// one failed.
+func (r *Replica) schedulePurgeRetry() { (*journal)(r).SchedulePurge(r.now().Add(time.Second)) }
+
+func (r *Replica) now() time.Time {
+	if r.opts.Engine.Now != nil {
+		return r.opts.Engine.Now()
+	}
+	return time.Now()
+}
+
+// forgetDeadReplicas removes rows of replicas not seen for an hour (a
+// crashed process never said goodbye).
+func (r *Replica) forgetDeadReplicas(ctx context.Context) {
+	_, _ = r.pool.Exec(ctx, `DELETE FROM personify_replicas WHERE seen < now() - interval '1 hour'`)
+}
+
+// compactIfDue compacts when asked (an erasure is due) or when the
+// journal has grown past CompactAfter. It reports whether it succeeded (or
+// had nothing to do).
+func (r *Replica) compactIfDue(ctx context.Context, asked bool) bool {
 	if !asked {
 		var rows int64
 		// Sequence numbers have no gaps, so the rows since the newest
 		// snapshot are a subtraction, not a scan of the journal.
 		if err := r.pool.QueryRow(ctx, `SELECT m.seq - coalesce((SELECT max(seq) FROM personify_snapshots), 0)
 			FROM personify_meta m WHERE m.id = 1`).Scan(&rows); err != nil || rows < int64(r.opts.CompactAfter) {
-			return
+			return err == nil
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*r.opts.PollInterval)
 	err := r.Sync(sctx)
 	cancel()
 	if err != nil {
-		return
+		return false
 	}
-	if err := r.Compact(ctx); err != nil && ctx.Err() == nil {
-		r.log.Warn("pgstore: compaction failed", "error", err)
+	if err := r.Compact(ctx); err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("pgstore: compaction failed", "error", err)
+		}
+		return false
 	}
+	return true
 }
 
 // expireIfLeader applies retention on one replica per interval: the one
@@ -608,7 +786,7 @@ func (r *Replica) expireIfLeader(ctx context.Context) {
 	if err != nil || tag.RowsAffected() == 0 {
 		return
 	}
-	if _, err := r.Expire(time.Now()); err != nil && ctx.Err() == nil {
+	if _, err := r.Expire(r.now()); err != nil && ctx.Err() == nil {
 		r.log.Warn("pgstore: expire failed", "error", err)
 	}
 }
@@ -621,6 +799,7 @@ func (r *Replica) Close() error {
 	}
 	r.cancel()
 	r.wg.Wait()
+	r.leave()
 	err := r.Engine.Close()
 	r.pool.Close()
 	return err

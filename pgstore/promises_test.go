@@ -1,0 +1,234 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// putRow writes a journal row straight into the table, as someone with
+// write access to the database but without the key would: the next
+// sequence number, any bytes.
+func putRow(t *testing.T, conn string, change []byte) int64 {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, conn)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	var seq int64
+	require.NoError(t, pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `UPDATE personify_meta SET seq = seq + 1 WHERE id = 1 RETURNING seq`).Scan(&seq); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO personify_journal (seq, change) VALUES ($1, $2)`, seq, change); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, fmt.Sprint(seq))
+		return err
+	}))
+	return seq
+}
+
+// lastRow returns the newest journal row.
+func lastRow(t *testing.T, conn string) (int64, []byte) {
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, conn)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	var seq int64
+	var b []byte
+	require.NoError(t, c.QueryRow(ctx, `SELECT seq, change FROM personify_journal ORDER BY seq DESC LIMIT 1`).Scan(&seq, &b))
+	return seq, b
+}
+
+// The database is trusted to store, not to decide: a row written straight
+// into the journal without the key (a forged erasure, a valid row copied
+// to a new position, garbage) changes nothing on any replica, and one bad
+// row does not stop the writes after it from reaching every replica.
+func TestForgedAndUndecodableRows(t *testing.T) {
+	conn := newDB(t)
+	a, b := openReplica(t, conn), openReplica(t, conn)
+	defer a.Close()
+	defer b.Close()
+	define(t, a)
+	ids := []anonymize.Identifier{person(0), person(1), person(2)}
+	require.NoError(t, a.Add("runners", ids...))
+	syncAll(t, a, b)
+	want := view(t, a, 3)
+
+	// A valid erasure of person 1, copied to a new position: its tag
+	// binds the old one.
+	_, err := a.Forget(person(1))
+	require.NoError(t, err)
+	syncAll(t, a, b)
+	require.NoError(t, a.Add("runners", person(1))) // back in
+	syncAll(t, a, b)
+	want = view(t, a, 3)
+	seq, forgetRow := func() (int64, []byte) {
+		ctx := context.Background()
+		c, err := pgx.Connect(ctx, conn)
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		var seq int64
+		var row []byte
+		require.NoError(t, c.QueryRow(ctx, `SELECT seq, change FROM personify_journal ORDER BY seq DESC OFFSET 1 LIMIT 1`).Scan(&seq, &row))
+		return seq, row
+	}()
+	_ = seq
+	putRow(t, conn, forgetRow)
+	// The same erasure with its tag replaced (as if recomputed without
+	// the key), and a row that is not a change at all.
+	forged := append([]byte{}, forgetRow[:len(forgetRow)-32]...)
+	forged = append(forged, make([]byte, 32)...)
+	putRow(t, conn, forged)
+	putRow(t, conn, []byte("\x02not a change"))
+	// Later writes reach every replica.
+	require.NoError(t, b.Add("swimmers", person(2)))
+	syncAll(t, a, b)
+	for _, r := range []*Replica{a, b} {
+		p, err := r.Pseudonym(person(1))
+		require.NoError(t, err)
+		assert.True(t, r.In(p, "runners"), "no forged or moved erasure was applied")
+		p2, _ := r.Pseudonym(person(2))
+		assert.True(t, r.In(p2, "swimmers"), "the write after the bad rows arrived")
+		st := r.Status()
+		assert.Equal(t, uint64(3), st.Refused)
+		assert.NoError(t, st.Stalled)
+	}
+	assert.Equal(t, view(t, a, 3), view(t, b, 3))
+	_ = want
+	// A new replica reads the same journal and reaches the same state, and
+	// a compaction's snapshot loads.
+	c := openReplica(t, conn)
+	defer c.Close()
+	assert.Equal(t, view(t, a, 3), view(t, c, 3))
+	require.NoError(t, a.Compact(context.Background()))
+	d := openReplica(t, conn)
+	defer d.Close()
+	assert.Equal(t, view(t, a, 3), view(t, d, 3))
+}
+
+// A snapshot row altered or written without the key is refused.
+func TestForgedSnapshotRowIsRefused(t *testing.T) {
+	conn := newDB(t)
+	a := openReplica(t, conn)
+	defer a.Close()
+	define(t, a)
+	require.NoError(t, a.Add("runners", person(0)))
+	require.NoError(t, a.Compact(context.Background()))
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, conn)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, `UPDATE personify_snapshots SET tag = NULL`)
+	require.NoError(t, err)
+	_, err = Open(ctx, conn, Options{Engine: personify.Options{Key: testKey, K: 1}, MaintenanceInterval: -1})
+	require.ErrorIs(t, err, personify.ErrInvalidChange)
+}
+
+// Rotation across a fleet: RotateKey refuses while a live replica lacks
+// the key; a replica that meets the rotation without the key stalls,
+// says so, and refuses writes and erasures (no receipt for an erasure it
+// could not complete) instead of splitting from the fleet; restarted with
+// the key it catches up.
+func TestRotationWithAReplicaLackingTheKey(t *testing.T) {
+	conn := newDB(t)
+	next := anonymize.GenerateKey()
+	up := func(o *Options) { o.Engine.UpcomingKeys = []anonymize.Key{next} }
+	a, b := openReplica(t, conn, up), openReplica(t, conn, up)
+	defer a.Close()
+	defer b.Close()
+	c := openReplica(t, conn) // lacks the new key
+	define(t, a)
+	require.NoError(t, a.Add("runners", person(0), person(1)))
+	syncAll(t, a, b, c)
+
+	err := a.RotateKey(next, time.Hour)
+	require.ErrorContains(t, err, "1 of the fleet's 3 live replicas lack key "+next.Fingerprint().String())
+	syncAll(t, a, b, c)
+	assert.Equal(t, testKey.Fingerprint(), c.KeyFingerprint(), "nothing was rotated")
+
+	// c's heartbeat row vanishes (the database is only trusted to store):
+	// the check passes, and c meets a rotation it cannot follow.
+	ctx := context.Background()
+	pc, err := pgx.Connect(ctx, conn)
+	require.NoError(t, err)
+	defer pc.Close(ctx)
+	c.silent.Store(true)
+	_, err = pc.Exec(ctx, `DELETE FROM personify_replicas WHERE id = $1`, c.id)
+	require.NoError(t, err)
+	require.NoError(t, a.RotateKey(next, time.Hour))
+	require.NoError(t, a.Add("runners", person(2))) // stored under the new key only
+	syncAll(t, a, b)
+	require.Eventually(t, func() bool { return c.Status().Stalled != nil }, 10*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, c.Status().Stalled, personify.ErrKeyUnavailable)
+	r, err := c.Forget(person(2))
+	require.ErrorIs(t, err, personify.ErrKeyUnavailable)
+	assert.Empty(t, r.Signature, "no receipt")
+	require.ErrorIs(t, c.Add("runners", person(3)), personify.ErrKeyUnavailable)
+	// The others go on, and an erasure there covers every key.
+	r, err = b.Forget(person(2))
+	require.NoError(t, err)
+	require.NoError(t, b.VerifyReceipt(r))
+	syncAll(t, a, b)
+	for _, x := range []*Replica{a, b} {
+		p, _ := x.Pseudonym(person(2))
+		assert.False(t, x.In(p, "runners"))
+	}
+	require.NoError(t, c.Close())
+
+	// Restarted without the key, it refuses to open; with it, it catches up.
+	_, err = Open(ctx, conn, Options{Engine: personify.Options{Key: testKey, K: 1}, MaintenanceInterval: -1})
+	require.ErrorIs(t, err, personify.ErrKeyUnavailable)
+	c2 := openReplica(t, conn, up)
+	defer c2.Close()
+	syncAll(t, a, c2)
+	assert.Equal(t, view(t, a, 4), view(t, c2, 4))
+}
+
+// HMAC-SHA256 pseudonyms computed by PostgreSQL's pgcrypto with the
+// hasher's subkey (and nothing else) equal the library's.
+func TestHMACSubkeyMatchesPgcrypto(t *testing.T) {
+	conn := newDB(t)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, conn)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pgcrypto`)
+	require.NoError(t, err)
+	sub := hex.EncodeToString(anonymize.HMACSubkey(testKey).Bytes())
+	h := anonymize.HMACSHA256(testKey)
+	emails := make([]string, 1000)
+	for i := range emails {
+		emails[i] = fmt.Sprintf("user.%d+tag@example.com", i)
+	}
+	rows, err := c.Query(ctx, `SELECT e, encode(substring(hmac(convert_to('email:' || e, 'UTF8'), decode($1, 'hex'), 'sha256') FROM 1 FOR 8), 'hex')
+		FROM unnest($2::text[]) AS t(e)`, sub, emails)
+	require.NoError(t, err)
+	n := 0
+	for rows.Next() {
+		var e, got string
+		require.NoError(t, rows.Scan(&e, &got))
+		norm, err := anonymize.Email(e).Normalize()
+		require.NoError(t, err)
+		if norm != e { // the query hashes what it is given: feed it normalized input
+			continue
+		}
+		want, err := h.Pseudonym(anonymize.Email(e))
+		require.NoError(t, err)
+		require.Equal(t, want.String(), got, e)
+		n++
+	}
+	require.NoError(t, rows.Err())
+	_ = binary.LittleEndian
+	require.Positive(t, n)
+}
