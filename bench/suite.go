@@ -18,12 +18,13 @@ import (
 type Suite struct {
 	W *Workload
 
-	engineOnce, mapOnce, roaringOnce, emailOnce sync.Once
-	engine                                      Built[*personify.Engine]
-	engineErr                                   error
-	mapU64                                      Built[map[uint64]struct{}]
-	roaringHashed                               Built[[]*roaring.Bitmap]
-	rawEmail                                    Built[map[string][]string]
+	engineOnce, mapOnce, roaringOnce, emailOnce, floorOnce sync.Once
+	engine                                                 Built[*personify.Engine]
+	engineErr                                              error
+	mapU64                                                 Built[map[uint64]struct{}]
+	roaringHashed                                          Built[[]*roaring.Bitmap]
+	rawEmail                                               Built[map[string][]string]
+	floor                                                  Built[*FloorTable]
 
 	redisOnce, redisProbesOnce sync.Once
 	redis                      *RedisBaseline

@@ -221,4 +221,3 @@ func (e *Engine) nextPurgeLocked(purged uint64) (time.Time, bool) {
 	}
 	return due, len(e.pending) > 0
 }
-

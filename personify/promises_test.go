@@ -216,7 +216,9 @@ func (j *manualJournal) deliver(e *Engine) error {
 
 type checkingJournal struct{ *manualJournal }
 
-func (j checkingJournal) CheckKey(_ context.Context, fp anonymize.Fingerprint) error { return j.checker(fp) }
+func (j checkingJournal) CheckKey(_ context.Context, fp anonymize.Fingerprint) error {
+	return j.checker(fp)
+}
 
 // write runs a replica's write in the background (it waits for its own
 // change to come back from the journal) and delivers until it returns.

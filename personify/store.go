@@ -119,8 +119,8 @@ type store struct {
 	purgeReq time.Time
 	purge    chan struct{}
 	grow     chan struct{} // the log passed CompactAfter
-	stop    chan struct{}
-	stopped chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
 }
 
 type pending struct {

@@ -92,12 +92,12 @@ type Replica struct {
 	opts Options
 	log  *slog.Logger
 
-	id     int64 // this replica's row in personify_replicas
-	purged atomic.Uint64
-	kick   chan struct{}
-	pmu    sync.Mutex
-	purgeBy time.Time // earliest compaction asked for by an erasure (zero: none)
-	beat    time.Time // last heartbeat written (follow's goroutine only)
+	id      int64 // this replica's row in personify_replicas
+	purged  atomic.Uint64
+	kick    chan struct{}
+	pmu     sync.Mutex
+	purgeBy time.Time   // earliest compaction asked for by an erasure (zero: none)
+	beat    time.Time   // last heartbeat written (follow's goroutine only)
 	silent  atomic.Bool // tests: write no more heartbeats
 
 	amu          sync.Mutex // the append batch being filled, and whether one is being written

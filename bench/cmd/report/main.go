@@ -206,6 +206,7 @@ func benchmarks(s *bench.Suite) []benchmark {
 		{"In", s.In},
 		{"Segments", s.Segments},
 		{"MapUint64", s.MapUint64},
+		{"ProbeFloor", s.ProbeFloor},
 		{"RawEmailMap", s.RawEmailMap},
 		{"RoaringLoop", s.RoaringLoop},
 		{"Redis/SISMEMBER", s.RedisSIsMember},
@@ -247,6 +248,10 @@ func buildAll(s *bench.Suite, filter *regexp.Regexp) memory {
 	if want("MapUint64") {
 		fmt.Print(", map")
 		m.mapHeap = s.MapBaseline().HeapBytes
+	}
+	if want("ProbeFloor") {
+		fmt.Print(", floor table")
+		s.Floor()
 	}
 	if want("RawEmailMap") {
 		fmt.Print(", raw email map")

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package bench
+
+import "unsafe"
+
+func adviseHugePages(unsafe.Pointer, uintptr) {}
