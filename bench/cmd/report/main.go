@@ -5,10 +5,11 @@
 //
 //	go run ./bench/cmd/report                         # 10M x 1000, 5 runs each, writes bench/results
 //	go run ./bench/cmd/report -workload 1M -count 3   # quicker
-//	go run ./bench/cmd/report -workload 1M -check -only 'In|Segments|MapUint64' -out ''
+//	go run ./bench/cmd/report -workload 10M -count 9 -benchtime 300ms -check -only '^(In|Segments|MapUint64)$' -out ''
 //
-// -check is the CI gate: it exits 1 when In is slower than 2x the map
-// lookup or Segments slower than 5x it, ratios from the same run.
+// -check is the CI gate: it exits 1 when In or Segments is slower than its
+// limit (gateIn, gateSegments) times one map[uint64]struct{} lookup, ratios
+// from the same rounds of the same run, or allocates.
 package main
 
 import (
@@ -36,7 +37,7 @@ func main() {
 	benchtime := flag.String("benchtime", "1s", "time (or Nx iterations) per run")
 	out := flag.String("out", defaultOut(), "directory for REPORT.md, latency.svg and bench.txt; empty: write nothing")
 	only := flag.String("only", "", "run only benchmarks whose name matches this regexp")
-	check := flag.Bool("check", false, "exit 1 if In > 2x or Segments > 5x the map lookup (the CI gate)")
+	check := flag.Bool("check", false, "exit 1 if In or Segments is over its limit times the map lookup, or allocates (the CI gate)")
 	flag.Parse()
 	if err := flag.Set("test.benchtime", *benchtime); err != nil {
 		fail(err)
@@ -275,6 +276,24 @@ func buildAll(s *bench.Suite, filter *regexp.Regexp) memory {
 
 func formatNs(ns float64) string { return chart.FormatValue(ns, "ns") }
 
+// The CI gate runs on the 10M x 1000 workload, where neither the engine's
+// directory (about 390 MB) nor the map (about 300 MB) fits any host's
+// last-level cache, so that the ratio measures the engine's work rather
+// than the host's cache size (at 1M the map fits a 32-48 MB cache and the
+// directory does not, and the ratio swung with the host). Its limits apply
+// to the median over rounds of each round's ratio to one
+// map[uint64]struct{} lookup, and sit above what a correct build measured
+// on the project's machines with margin for the spread between hosts and
+// runs (medians: In 1.11x-1.27x on the Intel host, 1.68x-1.70x on the AMD
+// one; Segments 2.4x-3.0x and 4.1x-5.6x), and below what the regressions
+// the gate exists for cost: a second dependent miss per lookup (In one
+// map lookup more, 2.1x-2.7x) or Segments losing its one-probe index
+// (hundreds of times the map). A lookup that allocates fails it too.
+const (
+	gateIn       = 2.2
+	gateSegments = 7.0
+)
+
 // gate is the CI check: ratios from this run, never absolute times.
 func gate(results map[string]*result) error {
 	m, in, seg := results["MapUint64"], results["In"], results["Segments"]
@@ -283,17 +302,22 @@ func gate(results map[string]*result) error {
 	}
 	rIn, rSeg := roundRatio(in, m), roundRatio(seg, m)
 	var failed []string
-	if rIn > 2 {
-		failed = append(failed, fmt.Sprintf("In is %.2fx the map lookup (gate: 2x)", rIn))
+	if rIn > gateIn {
+		failed = append(failed, fmt.Sprintf("In is %.2fx the map lookup (gate: %gx)", rIn, gateIn))
 	}
-	if rSeg > 5 {
-		failed = append(failed, fmt.Sprintf("Segments is %.2fx the map lookup (gate: 5x)", rSeg))
+	if rSeg > gateSegments {
+		failed = append(failed, fmt.Sprintf("Segments is %.2fx the map lookup (gate: %gx)", rSeg, gateSegments))
 	}
+	for _, r := range []*result{in, seg} {
+		if r.allocs != 0 {
+			failed = append(failed, fmt.Sprintf("%s allocates %d times per call (gate: 0)", r.name, r.allocs))
+		}
+	}
+	detail := fmt.Sprintf("In by round: %s; Segments by round: %s", roundRatios(in, m), roundRatios(seg, m))
 	if len(failed) > 0 {
-		return fmt.Errorf("ratio gate failed: %s (In by round: %s)", strings.Join(failed, "; "), roundRatios(in, m))
+		return fmt.Errorf("ratio gate failed: %s (%s)", strings.Join(failed, "; "), detail)
 	}
-	fmt.Printf("ratio gate passed: In %.2fx, Segments %.2fx the map lookup (median of per-round ratios; In by round: %s)\n",
-		rIn, rSeg, roundRatios(in, m))
+	fmt.Printf("ratio gate passed: In %.2fx, Segments %.2fx the map lookup, 0 allocs (median of per-round ratios; %s)\n", rIn, rSeg, detail)
 	return nil
 }
 
