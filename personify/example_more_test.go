@@ -3,6 +3,7 @@ package personify_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"sync"
 	"time"
@@ -134,6 +135,28 @@ func ExampleVerifyReceipt() {
 	fmt.Println(personify.VerifyReceipt(r, pub) != nil)
 	// Output:
 	// <nil>
+	// true
+}
+
+// Receipts verify forever: the receipt key is derived from the engine key,
+// so another process with the same key has the same one, and after a key
+// rotation the engine still knows the public keys of the earlier ones.
+func ExampleEngine_VerifyReceipt() {
+	e := newExampleEngine()
+	_ = e.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = e.Add("runners", emails("ana", "bo")...)
+	before, _ := e.Forget(anonymize.Email("ana@example.com"))
+
+	again, _ := personify.New(personify.Options{Key: mustExampleKey()}) // a restart, or another replica
+	fmt.Println(personify.VerifyReceipt(before, again.ReceiptPublicKey()))
+
+	_ = e.RotateKey(anonymize.GenerateKey(), 24*time.Hour)
+	after, _ := e.Forget(anonymize.Email("bo@example.com"))
+	fmt.Println(e.VerifyReceipt(before), e.VerifyReceipt(after), len(e.ReceiptPublicKeys()))
+	fmt.Println(after.SigningKey == hex.EncodeToString(e.ReceiptPublicKey()))
+	// Output:
+	// <nil>
+	// <nil> <nil> 2
 	// true
 }
 
