@@ -121,7 +121,7 @@ func (e *Engine) check(o *op) error {
 			}
 		}
 	case opRotateKey:
-		for _, k := range e.ring.Keys() {
+		for _, k := range e.keyring().Keys() {
 			if k.Fingerprint == o.key {
 				return fmt.Errorf("personify: RotateKey: %w: %s", anonymize.ErrKeyExists, o.key)
 			}

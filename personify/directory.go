@@ -311,17 +311,28 @@ func (t *dirTable) each(fn func(p anonymize.Pseudonym, e entry)) {
 }
 
 // remove deletes p's entry, leaving its ordinal allocated: the caller
-// releases the ordinal once nothing refers to it. Writer-only.
+// releases the ordinal once nothing refers to it. The slot keeps nothing of
+// the person (its entry is overwritten with an empty one, so that a
+// snapshot of the table cannot give back an erased person's ordinal,
+// segments or record), and a reader that matched the key a moment before
+// finds no segment. Writer-only.
 func (d *directory) remove(p anonymize.Pseudonym) bool {
 	t := d.tab.Load()
 	if p <= slotTombstone {
-		return atomic.SwapUint64(&t.special[p].key, 0) == 1
+		s := &t.special[p]
+		if atomic.LoadUint64(&s.key) != 1 {
+			return false
+		}
+		atomic.StoreUint64(&s.key, 0)
+		setSlot(s, emptyEntry(0))
+		return true
 	}
 	s := t.slot(uint64(p))
 	if s == nil {
 		return false
 	}
 	atomic.StoreUint64(&s.key, slotTombstone)
+	setSlot(s, emptyEntry(0))
 	return true
 }
 

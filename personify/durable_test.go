@@ -42,7 +42,7 @@ func stateDump(t testing.TB, e *Engine) string {
 		return strings.Join(out, ",")
 	}
 	var b strings.Builder
-	for _, k := range e.ring.Keys() {
+	for _, k := range e.ringKeys() {
 		fmt.Fprintf(&b, "key %s current=%t until=%s\n", k.Fingerprint, k.Current, k.Until.UTC().Format(time.RFC3339Nano))
 	}
 	for _, ps := range e.purposeByBit {
@@ -487,7 +487,7 @@ func TestForgetIsPhysical(t *testing.T) {
 
 	var secrets [][]byte
 	for i := 7000; i < 7010; i++ {
-		kps, err := e.ring.AppendPseudonyms(nil, person(i), time.Time{})
+		kps, err := e.keyring().AppendPseudonyms(nil, person(i), time.Time{})
 		require.NoError(t, err)
 		for _, kp := range kps {
 			var le, be [8]byte
@@ -553,7 +553,7 @@ func TestMaintenanceRunsRetentionAndKeyExpiry(t *testing.T) {
 	d.clock.Advance(25 * time.Hour) // the injected clock: retention is due
 	require.Eventually(t, func() bool { return e.Stats().Memberships == 0 }, 5*time.Second, time.Millisecond)
 	d.clock.Advance(24 * time.Hour) // and the old key's grace period has ended
-	require.Eventually(t, func() bool { return len(e.ring.Keys()) == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return len(e.keyring().Keys()) == 1 }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, next.Fingerprint(), e.KeyFingerprint())
 }
 

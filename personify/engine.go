@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -70,6 +72,46 @@ type Options struct {
 	Durable DurableOptions
 }
 
+// keyState is the engine's keyring: the keys it holds data under, with
+// their material, and those of its data's keyring whose material it was
+// not given (missing). The keyring, not the material, decides what a
+// change means, so every replica of a fleet agrees on it; a missing key
+// only stops this engine from computing pseudonyms under it.
+type keyState struct {
+	ring    *anonymize.Keyring
+	missing []anonymize.KeyInfo // previous keys of the data, never the current one
+}
+
+// keyring returns the keys with their hashers.
+func (e *Engine) keyring() *anonymize.Keyring { return e.kr.Load().ring }
+
+// ringKeys returns every key the engine's data is under, current first,
+// whether or not the engine holds its material.
+func (e *Engine) ringKeys() []anonymize.KeyInfo {
+	ks := e.kr.Load()
+	return append(ks.ring.Keys(), ks.missing...)
+}
+
+// ErrKeyUnavailable is returned when a change needs a key the engine was
+// not given: a write or erasure by identifier while the data is still held
+// under a previous key missing from Options.PreviousKeys (the pseudonyms
+// under it cannot be computed, so the person could not be found under
+// them), or, on a replica, a key rotation in the journal to a key it lacks.
+var ErrKeyUnavailable = errors.New("personify: a key the change needs is not available")
+
+// checkKeysAvailable returns ErrKeyUnavailable if, at now, the data is
+// held under a key whose material the engine lacks (zero now: under any
+// key still in the keyring).
+func (e *Engine) checkKeysAvailable(now time.Time) error {
+	for _, k := range e.kr.Load().missing {
+		if now.IsZero() || now.Before(k.Until) {
+			return fmt.Errorf("%w: the data is held under previous key %s until %s, which this engine was not given: give it in Options.PreviousKeys",
+				ErrKeyUnavailable, k.Fingerprint, k.Until.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
 // PreviousKey is a key replaced by rotation and the time its grace period
 // ends.
 type PreviousKey struct {
@@ -84,7 +126,7 @@ type PreviousKey struct {
 // An Engine is safe for concurrent use by any number of goroutines. Lookups
 // (In, Segments) take no lock; writes are serialized among themselves.
 type Engine struct {
-	ring    *anonymize.Keyring
+	kr      atomic.Pointer[keyState] // the keyring; replaced whole when a snapshot is loaded
 	k       int
 	now     func() time.Time
 	audit   *slog.Logger
@@ -167,7 +209,6 @@ func New(opts Options) (*Engine, error) {
 	}
 	key := opts.Key.Clone()
 	e := &Engine{
-		ring:          anonymize.NewKeyring(key, opts.Hasher),
 		k:             opts.K,
 		now:           opts.Now,
 		audit:         opts.Audit,
@@ -183,6 +224,7 @@ func New(opts Options) (*Engine, error) {
 		keys:          map[anonymize.Fingerprint]anonymize.Key{key.Fingerprint(): key},
 		hasher:        opts.Hasher,
 	}
+	e.kr.Store(&keyState{ring: anonymize.NewKeyring(key, opts.Hasher)})
 	if e.k == 0 {
 		e.k = DefaultK
 	}
@@ -209,7 +251,7 @@ func New(opts Options) (*Engine, error) {
 		}
 		k := pk.Key.Clone()
 		e.keys[k.Fingerprint()] = k
-		if err := e.ring.Add(k, pk.Until); err != nil {
+		if err := e.keyring().Add(k, pk.Until); err != nil {
 			return nil, fmt.Errorf("personify: Options.PreviousKeys: %w", err)
 		}
 		if _, err := e.receipt.remember(k); err != nil { // receipts signed before the rotation still verify
@@ -219,7 +261,7 @@ func New(opts Options) (*Engine, error) {
 	if _, err := e.receipt.remember(key); err != nil {
 		return nil, fmt.Errorf("personify: Options.Key: %w", err)
 	}
-	for _, k := range e.ring.Keys() {
+	for _, k := range e.keyring().Keys() {
 		e.keyGen[k.Fingerprint] = segment.New()
 	}
 	e.initIndexLocked()
@@ -240,6 +282,9 @@ func (e *Engine) Close() error {
 		return err
 	}
 	e.markClosed()
+	if e.replica != nil {
+		e.replica.wakeAll(fmt.Errorf("%w: %w (it takes effect on the replicas that apply the journal)", ErrClosed, ErrNotApplied))
+	}
 	return nil
 }
 
@@ -325,7 +370,7 @@ func (e *Engine) VerifyReceipt(r Receipt) error {
 func (e *Engine) K() int { return e.k }
 
 // KeyFingerprint returns the fingerprint of the current key.
-func (e *Engine) KeyFingerprint() anonymize.Fingerprint { return e.ring.Current() }
+func (e *Engine) KeyFingerprint() anonymize.Fingerprint { return e.keyring().Current() }
 
 // lock takes the write lock, or returns ErrClosed.
 func (e *Engine) lock() error {
@@ -352,7 +397,7 @@ func pseudonymAttr(p anonymize.Pseudonym) slog.Attr { return slog.String("pseudo
 func (e *Engine) String() string {
 	s := e.Stats()
 	return fmt.Sprintf("personify.Engine{people: %d, segments: %d, memberships: %d, key: %s}",
-		s.People, s.Segments, s.Memberships, e.ring.Current())
+		s.People, s.Segments, s.Memberships, e.keyring().Current())
 }
 
 // Format writes String for every verb: an Engine never prints its keys.
@@ -366,6 +411,10 @@ func (o Options) String() string {
 
 // Format writes String for every verb: Options never print their keys.
 func (o Options) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(o.String())) }
+
+// MarshalJSON writes String as a JSON string: Options never serialize
+// their keys (or fail on their function fields).
+func (o Options) MarshalJSON() ([]byte, error) { return json.Marshal(o.String()) }
 
 // String describes a previous key by its fingerprint.
 func (p PreviousKey) String() string {

@@ -42,7 +42,18 @@ func (e *Engine) applyExpire(o *op) (opResult, error) {
 	}
 	e.dropIDsLocked(removed)
 	shredded := 0
-	gone := e.ring.Prune(now)
+	gone := e.keyring().Prune(now)
+	if ks := e.kr.Load(); len(ks.missing) > 0 { // keys the engine never had: only their names to drop
+		var kept []anonymize.KeyInfo
+		for _, k := range ks.missing {
+			if now.Before(k.Until) {
+				kept = append(kept, k)
+			} else {
+				gone = append(gone, k.Fingerprint)
+			}
+		}
+		e.kr.Store(&keyState{ring: ks.ring, missing: kept})
+	}
 	for _, fp := range gone {
 		if s := e.keyGen[fp]; s != nil {
 			shredded += e.dropOrdinalsLocked(s.Clone())
@@ -56,6 +67,11 @@ func (e *Engine) applyExpire(o *op) (opResult, error) {
 		}
 	}
 	e.hasAliases.Store(len(e.aliases) > 0)
+	if len(gone) > 0 && e.schedulePurge != nil {
+		// Crypto-shredding: the files still hold what was under the
+		// destroyed keys (and are headed with them) until a compaction.
+		e.schedulePurge(now)
+	}
 	released := e.releaseEmptyLocked()
 	e.maybeCompactLocked()
 	attrs := []slog.Attr{slog.Int("memberships", dropped), slog.Int("released", released)}
@@ -128,8 +144,8 @@ func (e *Engine) applyRotateKey(o *op) (opResult, error) {
 	if o.next.IsZero() {
 		return opResult{}, fmt.Errorf("personify: RotateKey to key %s: the key is not available (pass it in Options.Key or Options.PreviousKeys)", o.key)
 	}
-	old := e.ring.Current()
-	if err := e.ring.Rotate(o.next, o.at, o.grace); err != nil {
+	old := e.keyring().Current()
+	if err := e.keyring().Rotate(o.next, o.at, o.grace); err != nil {
 		return opResult{}, fmt.Errorf("personify: RotateKey: %w", err)
 	}
 	e.keyGenSet(o.key)

@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -17,13 +18,22 @@ import (
 type ForgetOptions struct {
 	// DoNotReAdd keeps the person's pseudonyms (and nothing else) on a list
 	// that stops them from being added to any segment again, for people who
-	// ask to be erased and never profiled again.
+	// ask to be erased and never profiled again. The list holds their
+	// pseudonym under every key the engine holds (current, previous and
+	// upcoming), and gains the new one whenever they are written by
+	// identifier during a rotation's grace period; a bulk load by pseudonym
+	// under a key that was unknown at the erasure, of a person never seen
+	// by identifier since, is the one case it cannot recognize (give the
+	// next key in Options.UpcomingKeys before erasing, to close it).
 	DoNotReAdd bool
 	// RequestID is the caller's reference for the request (a ticket
-	// number), recorded in the signed receipt. So that it cannot carry
-	// personal data into the receipt, it is limited to 1 to 64 characters
-	// of [A-Za-z0-9._:/-] and must not be all digits when longer than 6 (a
-	// phone number): "ticket-4711", "DSAR/2026/0042". Empty is allowed.
+	// number), recorded in the signed receipt. It must not hold personal
+	// data: it is limited to 1 to 64 characters of [A-Za-z0-9._:/-] (no
+	// email address, no "+" phone number, no spaces), and a value with no
+	// letter and 7 digits or more, or with a run of 9 digits or more, is
+	// refused as a possible phone number: "ticket-4711", "DSAR/2026/0042"
+	// pass. A name ("alice.smith") cannot be told from a ticket: do not
+	// use one. Empty is allowed.
 	RequestID string
 }
 
@@ -39,19 +49,24 @@ func checkRequestID(s string) error {
 	if len(s) > maxRequestIDLen {
 		return fmt.Errorf("personify: ForgetOptions.RequestID has %d bytes, at most %d", len(s), maxRequestIDLen)
 	}
-	digits := true
+	letters, digits, run, longest := false, 0, 0, 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case '0' <= c && c <= '9':
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '.', c == '_', c == ':', c == '/', c == '-':
-			digits = false
+			digits, run = digits+1, run+1
+			longest = max(longest, run)
+			continue
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_':
+			letters = true
+		case c == '.', c == ':', c == '/', c == '-':
 		default:
 			return fmt.Errorf("personify: ForgetOptions.RequestID: character %d is not one of [A-Za-z0-9._:/-] (an email address or a name is personal data: use a ticket number)", i+1)
 		}
+		run = 0
 	}
-	if digits && len(s) > 6 {
-		return fmt.Errorf("personify: ForgetOptions.RequestID is %d digits, which may be a phone number: give it a prefix (\"ticket-...\")", len(s))
+	if !letters && digits >= 7 || longest >= 9 {
+		return fmt.Errorf("personify: ForgetOptions.RequestID may hold a phone number (%d digits): use a ticket reference such as \"ticket-4711\"", digits)
 	}
 	return nil
 }
@@ -88,6 +103,18 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 	o := &op{kind: opForget, at: e.now(), flag: opts.DoNotReAdd, people: [][]anonymize.KeyedPseudonym{kps}, receipt: hex.EncodeToString(rid[:])}
 	if within := e.purgeWithin(); within > 0 {
 		o.purgeBy = o.at.Add(within)
+		if last := maxChangeTime.Add(-time.Nanosecond); o.purgeBy.After(last) {
+			o.purgeBy = last // the last moment a change can carry
+		}
+	}
+	if opts.DoNotReAdd {
+		// The wish must outlive a rotation to a key this engine already
+		// holds: list the person under the upcoming keys as well. (A
+		// rotation to a key unknown now is covered when the person is next
+		// written by identifier during its grace period; see DoNotReAdd.)
+		if o.also, err = e.upcomingPseudonyms(id); err != nil {
+			return Receipt{}, err
+		}
 	}
 	res, err := e.commit(o)
 	if err != nil {
@@ -113,6 +140,32 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 	r.SigningKey = hex.EncodeToString(signer.r.pub)
 	r.Signature = signer.sign(r.SignedMessage())
 	return r, nil
+}
+
+// upcomingPseudonyms returns id's pseudonyms under the keys the engine
+// holds that are not in its keyring (Options.UpcomingKeys).
+func (e *Engine) upcomingPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedPseudonym, error) {
+	inRing := map[anonymize.Fingerprint]bool{}
+	for _, k := range e.ringKeys() {
+		inRing[k.Fingerprint] = true
+	}
+	var out []anonymize.KeyedPseudonym
+	for fp, k := range e.keySet() {
+		if inRing[fp] || k.IsZero() {
+			continue
+		}
+		newHasher := e.hasher
+		if newHasher == nil {
+			newHasher = anonymize.SipHash
+		}
+		p, err := newHasher(k).Pseudonym(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, anonymize.KeyedPseudonym{Pseudonym: p, Key: fp})
+	}
+	slices.SortFunc(out, func(a, b anonymize.KeyedPseudonym) int { return bytes.Compare(a.Key[:], b.Key[:]) })
+	return out, nil
 }
 
 // purgeWithin is the deadline for physical erasure a durable or fleet
@@ -143,10 +196,8 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 	defer e.mu.Unlock()
 	var out erased
 	kps := o.person()
-	if o.version >= 2 { // records of earlier releases were applied without this check: replay them alike
-		if err := e.coversKeyringLocked(kps); err != nil {
-			return opResult{}, err
-		}
+	if err := e.checkKeyedLocked(o, kps, true); err != nil {
+		return opResult{}, err
 	}
 	for _, kp := range kps {
 		ord, p, ok := e.resolveLocked(kp.Pseudonym)
@@ -158,7 +209,7 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 		out.consents += gone.consents
 		out.suppressions += gone.suppressions
 	}
-	for _, kp := range kps {
+	for _, kp := range append(kps[:len(kps):len(kps)], o.also...) {
 		if o.flag {
 			e.doNotReAdd[kp.Pseudonym] = kp.Key
 		} else {
@@ -180,16 +231,31 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 		attrs = append(attrs, pseudonymAttr(kp.Pseudonym))
 	}
 	e.event("forget", attrs...)
-	return opResult{erased: out, key: e.ring.Current()}, nil
+	return opResult{erased: out, key: e.keyring().Current()}, nil
 }
 
-// coversKeyringLocked checks that an erasure names a pseudonym under every
-// key in the keyring, so that no one stored under a key the caller did not
-// know of survives it.
-func (e *Engine) coversKeyringLocked(kps []anonymize.KeyedPseudonym) error {
-	for _, k := range e.ring.Keys() {
+// checkKeyedLocked checks that a change by identifier was computed under
+// the keyring in force where it is applied (in the log or the journal,
+// the same on every replica): its first pseudonym under the current key,
+// and one under every other key whose data it must reach: every key in the
+// keyring for an erasure (all), the keys still in their grace period at
+// the change's time otherwise. A change computed before a rotation (or a
+// grace period's end) it had not seen would otherwise miss the person, or
+// make a second entry for them. Changes by pseudonym (no key) and records
+// of earlier releases pass.
+func (e *Engine) checkKeyedLocked(o *op, kps []anonymize.KeyedPseudonym, all bool) error {
+	if o.version < 2 || len(kps) == 0 || kps[0].Key.IsZero() {
+		return nil
+	}
+	if cur := e.keyring().Current(); kps[0].Key != cur {
+		return fmt.Errorf("%w: the change was computed under key %s, but the current key is %s: retry it", ErrKeyChanged, kps[0].Key, cur)
+	}
+	for _, k := range e.ringKeys() {
+		if !all && !k.Current && !o.at.Before(k.Until) {
+			continue
+		}
 		if !slices.ContainsFunc(kps, func(kp anonymize.KeyedPseudonym) bool { return kp.Key == k.Fingerprint }) {
-			return fmt.Errorf("%w: the erasure was computed without key %s, which the engine holds data under: retry it", ErrKeyChanged, k.Fingerprint)
+			return fmt.Errorf("%w: the change was computed without key %s, which the engine holds data under: retry it", ErrKeyChanged, k.Fingerprint)
 		}
 	}
 	return nil

@@ -16,11 +16,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// The keys the fuzz targets' engines hold: a rotation to either is
+// accepted.
+var (
+	fuzzKey2 = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+	fuzzKey3 = "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+)
+
+func fuzzOptions(t testing.TB) Options {
+	return Options{Key: mustKey(t, testKeyHex), K: 2, Now: func() time.Time { return t0 },
+		UpcomingKeys: []anonymize.Key{mustKey(t, fuzzKey2), mustKey(t, fuzzKey3)}}
+}
+
 // fuzzBase returns an engine with a little of everything: purposes of both
 // models, timed and untimed segments, members, consent, suppression, an
-// erasure with do-not-re-add, and a rotation in its grace period.
+// erasure with do-not-re-add, and a rotation in its grace period (with
+// people stored under both keys).
 func fuzzBase(t testing.TB) *Engine {
-	e, err := New(Options{Key: mustKey(t, testKeyHex), K: 2, Now: func() time.Time { return t0 }})
+	e, err := New(fuzzOptions(t))
 	require.NoError(t, err)
 	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut, Description: "d"}))
 	require.NoError(t, e.DefinePurpose(Purpose{Name: "email", Model: OptIn}))
@@ -36,6 +49,8 @@ func fuzzBase(t testing.TB) *Engine {
 	require.NoError(t, e.Suppress(person(4), "ads"))
 	_, err = e.ForgetWith(person(5), ForgetOptions{DoNotReAdd: true})
 	require.NoError(t, err)
+	require.NoError(t, e.RotateKey(mustKey(t, fuzzKey2), 24*time.Hour))
+	require.NoError(t, e.Add("runners", people(35, 45)...)) // some re-keyed, some new under the new key
 	return e
 }
 
@@ -58,12 +73,11 @@ func fullDump(t testing.TB, e *Engine) string {
 // roundTrip writes e's snapshot, loads it into a fresh engine with the
 // same keys, and checks that both hold the same state; it returns the
 // snapshot.
-func roundTrip(t testing.TB, e *Engine, keys ...anonymize.Key) []byte {
+func roundTrip(t testing.TB, e *Engine) []byte {
 	var buf bytes.Buffer
 	_, err := e.WriteSnapshot(&buf)
 	require.NoError(t, err)
-	o := Options{Key: mustKey(t, testKeyHex), K: 2, Now: func() time.Time { return t0 }, UpcomingKeys: keys}
-	f, err := New(o)
+	f, err := New(fuzzOptions(t))
 	require.NoError(t, err)
 	defer f.Close()
 	require.NoError(t, f.LoadSnapshot(bytes.NewReader(buf.Bytes())), "a snapshot of an accepted state must load")
@@ -79,6 +93,8 @@ func fuzzOps(t testing.TB, first uint64) []byte {
 	defer e.Close()
 	kps, err := e.keyedPseudonyms(person(7))
 	require.NoError(t, err)
+	all, err := e.allKeyedPseudonyms(person(7))
+	require.NoError(t, err)
 	var b []byte
 	for i, o := range []*op{
 		{kind: opDefinePurpose, at: t0, purpose: Purpose{Name: "p2", Model: OptIn, Description: "x"}},
@@ -88,7 +104,8 @@ func fuzzOps(t testing.TB, first uint64) []byte {
 		{kind: opRemove, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{kps}},
 		{kind: opConsent, at: t0, name: "email", flag: true, people: [][]anonymize.KeyedPseudonym{kps}},
 		{kind: opSuppress, at: t0, flag: true, names: []string{"ads"}, people: [][]anonymize.KeyedPseudonym{kps}},
-		{kind: opForget, at: t0, flag: true, people: [][]anonymize.KeyedPseudonym{kps}, purgeBy: t0.Add(time.Minute)},
+		{kind: opForget, at: t0, flag: true, people: [][]anonymize.KeyedPseudonym{all}, purgeBy: t0.Add(time.Minute)},
+		{kind: opRotateKey, at: t0, key: mustKey(t, fuzzKey3).Fingerprint(), grace: time.Hour},
 		{kind: opDrop, at: t0, name: "news"},
 		{kind: opExpire, at: t0.Add(72 * time.Hour)},
 	} {
@@ -121,10 +138,7 @@ func FuzzApplyThenSnapshot(f *testing.F) {
 			}
 			off += n
 			o.seq = seq
-			if o.kind == opRotateKey {
-				o.next = anonymize.Key{} // a rotation needs a key the engine has: most are refused
-			}
-			_, _ = e.applyRead(&o, "log")
+			_, _ = e.applyRead(&o, "log") // a rotation needs a key the engine holds (fuzzKey2, fuzzKey3)
 			applied++
 		}
 		roundTrip(t, e)
@@ -142,8 +156,8 @@ func FuzzReplay(f *testing.F) {
 	f.Add(append(bytes.Clone(framed), framed...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		dir := t.TempDir()
-		opts := Options{Key: mustKey(t, testKeyHex), K: 2, Now: func() time.Time { return t0 },
-			Durable: DurableOptions{MaintenanceInterval: -1}}
+		opts := fuzzOptions(t)
+		opts.Durable = DurableOptions{MaintenanceInterval: -1}
 		e, err := Open(dir, opts)
 		require.NoError(t, err)
 		require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
@@ -202,6 +216,9 @@ func FuzzReceiptJSON(f *testing.F) {
 	require.NoError(f, e.Add("runners", person(9)))
 	r, err := e.ForgetWith(person(9), ForgetOptions{RequestID: "ticket-1", DoNotReAdd: true})
 	require.NoError(f, err)
+	// The same receipt in every worker process: a fixed ID, signed again.
+	r.ID = "0123456789abcdef0123456789abcdef"
+	r.Signature = e.receipt.current(e).sign(r.SignedMessage())
 	js, err := json.Marshal(r)
 	require.NoError(f, err)
 	signed := r.SignedMessage()

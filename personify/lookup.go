@@ -18,10 +18,13 @@ func (e *Engine) Pseudonym(id anonymize.Identifier) (anonymize.Pseudonym, error)
 	if e.closed.Load() {
 		return 0, ErrClosed
 	}
-	if e.ring.Len() == 1 {
-		return e.ring.Pseudonym(id)
+	ring := e.keyring()
+	if ring.Len() == 1 {
+		return ring.Pseudonym(id)
 	}
-	kps, err := e.keyedPseudonyms(id)
+	// Under the keys the engine holds: a lookup finds whoever it can (a
+	// write would refuse while a previous key is missing).
+	kps, err := ring.AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, e.now())
 	if err != nil {
 		return 0, err
 	}

@@ -60,6 +60,7 @@ type op struct {
 	key     anonymize.Fingerprint // rotate-key
 	grace   time.Duration         // rotate-key
 	purgeBy time.Time             // forget: the deadline its receipt promises for physical erasure (zero in memory)
+	also    []anonymize.KeyedPseudonym // forget with do-not-re-add: the person's pseudonyms under keys not in use yet (UpcomingKeys)
 
 	// Not logged.
 	next    anonymize.Key // rotate-key: the key itself, from the caller or Options
@@ -91,7 +92,7 @@ type opResult struct {
 //	remove          str segment, keyed
 //	consent         str purpose, u8 granted, keyed
 //	suppress        u8 on, uvarint n, n x str purpose, keyed
-//	forget          u8 do-not-re-add, keyed, then (version 2) i64 purge-by (Unix ns; 0: none)
+//	forget          u8 do-not-re-add, keyed, then (version 2) i64 purge-by (Unix ns; 0: none), keyed also
 //	expire          (nothing)
 //	rotate-key      8-byte fingerprint, i64 grace
 //
@@ -171,6 +172,7 @@ func appendRecord(dst []byte, seq uint64, o *op) []byte {
 		dst = appendBool(dst, o.flag)
 		dst = appendKeyed(dst, o.person())
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(unixNanoOrZero(o.purgeBy)))
+		dst = appendKeyed(dst, o.also)
 	case opExpire:
 	case opRotateKey:
 		dst = append(dst, o.key[:]...)
@@ -194,6 +196,7 @@ func (o *op) sizeBound() int {
 	for _, kps := range o.people {
 		n += varint + 16*len(kps)
 	}
+	n += varint + 16*len(o.also)
 	n += 8 * len(o.ps)
 	for _, name := range o.names {
 		n += varint + len(name)
@@ -351,6 +354,7 @@ func decodeRecordVersion(b []byte, version int) (seq uint64, o op, size int, err
 		o.people = [][]anonymize.KeyedPseudonym{d.keyed()}
 		if version >= 2 {
 			o.purgeBy = timeOrZero(int64(d.u64()))
+			o.also = d.keyed()
 		}
 	case opExpire:
 	case opRotateKey:

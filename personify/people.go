@@ -15,7 +15,11 @@ func (e *Engine) keyedPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedPseu
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
-	return e.ring.AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, e.now())
+	now := e.now()
+	if err := e.checkKeysAvailable(now); err != nil {
+		return nil, err
+	}
+	return e.keyring().AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, now)
 }
 
 // allKeyedPseudonyms returns id's pseudonym under every key still in the
@@ -25,7 +29,10 @@ func (e *Engine) allKeyedPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedP
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
-	return e.ring.AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, time.Time{})
+	if err := e.checkKeysAvailable(time.Time{}); err != nil {
+		return nil, err
+	}
+	return e.keyring().AppendPseudonyms(make([]anonymize.KeyedPseudonym, 0, 2), id, time.Time{})
 }
 
 // resolveLocked returns the ordinal stored under p and the primary

@@ -156,6 +156,9 @@ func (e *Engine) applyConsent(o *op) (opResult, error) {
 	if len(kps) == 0 {
 		return opResult{}, nil
 	}
+	if err := e.checkKeyedLocked(o, kps, false); err != nil {
+		return opResult{}, err
+	}
 	granted := o.flag
 	ord, p := e.resolveForWrite(kps)
 	bit := uint64(1) << ps.bit

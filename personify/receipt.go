@@ -246,7 +246,7 @@ func (rk *receiptKeys) current(e *Engine) ReceiptKey {
 		rk.mu.Unlock()
 		return rk.override
 	}
-	fp := e.ring.Current()
+	fp := e.keyring().Current()
 	rk.mu.Lock()
 	k, ok := rk.derived[fp]
 	rk.mu.Unlock()
@@ -298,13 +298,19 @@ func (rk *receiptKeys) history() []ed25519.PublicKey {
 	return out
 }
 
-// merge records public keys read from a snapshot.
+// merge records public keys read from a snapshot: older than any this
+// process derived, so they go first.
 func (rk *receiptKeys) merge(pubs []ed25519.PublicKey) {
 	rk.mu.Lock()
 	defer rk.mu.Unlock()
+	mine := rk.pubs
+	rk.pubs = nil
 	for _, p := range pubs {
 		if len(p) == ed25519.PublicKeySize {
 			rk.addPubLocked(p)
 		}
+	}
+	for _, p := range mine {
+		rk.addPubLocked(p)
 	}
 }

@@ -55,13 +55,6 @@ type KeyChecker interface {
 // the reader catches up, but its outcome is unknown to the caller.
 var ErrNotApplied = errors.New("personify: change appended to the journal but not applied yet")
 
-// ErrKeyUnavailable is returned when a replica meets a key rotation in the
-// journal to a key it was not given. The replica stops applying the journal
-// there (so that it never diverges from the fleet) and refuses writes and
-// erasures until it is restarted with the key in Options.UpcomingKeys; its
-// ReplicaStatus says so.
-var ErrKeyUnavailable = errors.New("personify: the fleet rotated to a key this replica lacks")
-
 // ErrGap is returned by Apply when a change skips sequence numbers.
 var ErrGap = errors.New("personify: journal change out of sequence")
 
@@ -161,7 +154,7 @@ func (r *replicator) commit(e *Engine, o *op) (opResult, error) {
 	change[0] = changeVersion
 	binary.LittleEndian.PutUint64(change[1:], r.id)
 	binary.LittleEndian.PutUint64(change[9:], ctr)
-	fp := e.ring.Current()
+	fp := e.keyring().Current()
 	copy(change[17:], fp[:])
 	change = appendRecord(change, 0, o)
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
@@ -204,6 +197,17 @@ func (r *replicator) wake(ctr uint64, res opResult, err error) {
 	if w != nil {
 		w.res, w.err = res, err
 		close(w.done)
+	}
+}
+
+// wakeAll hands err to every writer still waiting for its change.
+func (r *replicator) wakeAll(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ctr, w := range r.waiting {
+		w.err = err
+		close(w.done)
+		delete(r.waiting, ctr)
 	}
 }
 
@@ -268,7 +272,7 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 	// at its position, the same on every replica: a change sealed under
 	// an older key was computed before a rotation its writer had not seen
 	// (an erasure computed then would miss people stored under the new key).
-	if cur := e.ring.Current(); fp != cur {
+	if cur := e.keyring().Current(); fp != cur {
 		return op{}, origin, ctr, true, fmt.Errorf("%w: %w: change %d was made under key %s, but the fleet's key at that point is %s (its writer had not seen the rotation yet)",
 			ErrInvalidChange, ErrKeyChanged, seq, fp, cur)
 	}
@@ -401,7 +405,7 @@ func (e *Engine) WriteReplicaSnapshot(w io.Writer) (seq uint64, n int64, err err
 // seq, under the journal subkey of the current key, so that a fleet's
 // store cannot substitute one (LoadReplicaSnapshot checks it).
 func (e *Engine) SnapshotTag(seq uint64, data []byte) []byte {
-	return e.snapshotTag(e.ring.Current(), seq, data)
+	return e.snapshotTag(e.keyring().Current(), seq, data)
 }
 
 func (e *Engine) snapshotTag(fp anonymize.Fingerprint, seq uint64, data []byte) []byte {
@@ -423,6 +427,16 @@ func (e *Engine) snapshotTag(fp anonymize.Fingerprint, seq uint64, data []byte) 
 // if the tag does not match: someone who can write the fleet's database
 // but lacks the key cannot substitute a snapshot.
 func (e *Engine) LoadReplicaSnapshot(seq uint64, data, tag []byte) error {
+	if err := e.VerifySnapshotTag(seq, data, tag); err != nil {
+		return err
+	}
+	return e.LoadSnapshot(bytes.NewReader(data))
+}
+
+// VerifySnapshotTag checks a fleet snapshot's tag (SnapshotTag) and the
+// position it holds, without loading it: ErrInvalidChange if either is
+// wrong, ErrWrongKey if it is sealed under a key this engine lacks.
+func (e *Engine) VerifySnapshotTag(seq uint64, data, tag []byte) error {
 	if len(tag) != 8+sha256.Size {
 		return fmt.Errorf("%w: snapshot %d has no valid authentication tag", ErrInvalidChange, seq)
 	}
@@ -440,7 +454,7 @@ func (e *Engine) LoadReplicaSnapshot(seq uint64, data, tag []byte) error {
 	} else if got != seq {
 		return fmt.Errorf("%w: snapshot stored at %d holds position %d", ErrInvalidChange, seq, got)
 	}
-	return e.LoadSnapshot(bytes.NewReader(data))
+	return nil
 }
 
 // loadReplicaSnapshot is LoadSnapshot's path for replicas: the engine

@@ -166,7 +166,7 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 	for i, s := range t.special {
 		meta.Dir.Special[i] = [4]uint64{s.key, s.meta &^ seqMask, s.lo, s.hi}
 	}
-	for _, k := range e.ring.Keys() {
+	for _, k := range e.ringKeys() {
 		meta.Ring = append(meta.Ring, snapKey{Key: k.Fingerprint, Current: k.Current, Until: k.Until})
 	}
 	for _, ps := range e.purposeByBit {
@@ -242,13 +242,58 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 	if err := sw.Blob(snapSlotsName, int64(len(t.slots)), slotBytes(t.slots)); err != nil {
 		return cw.n, err
 	}
-	for i := 0; i <= t.arena.cur; i++ {
-		if err := sw.Blob(snapArenaName, int64(i), *t.arena.chunks[i].Load()); err != nil {
-			return cw.n, err
-		}
+	if err := writeArena(sw, t); err != nil {
+		return cw.n, err
 	}
 	err = sw.Close()
 	return cw.n, err
+}
+
+// writeArena writes the index's overflow records, one section per chunk;
+// the chunk being filled only up to its last record. Replaced records
+// (garbage until the index's next compaction) are written as zeros, so
+// that no snapshot holds the segment list of a person who was erased, or
+// an old one of a person who was not: only the live entries' records are
+// copied.
+func writeArena(sw *segment.Writer, t *dirTable) error {
+	a := t.arena
+	chunkOf := func(i int) []byte {
+		c := *a.chunks[i].Load()
+		if i == a.cur && a.off < len(c) {
+			c = c[:a.off]
+		}
+		return c
+	}
+	if a.garbage == 0 { // every record is live: the chunks as they are
+		for i := 0; i <= a.cur; i++ {
+			if err := sw.Blob(snapArenaName, int64(i), chunkOf(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var refs []uint32
+	t.each(func(_ anonymize.Pseudonym, en entry) {
+		if en.overflow() {
+			refs = append(refs, en.ref())
+		}
+	})
+	slices.Sort(refs)
+	var buf []byte
+	for i := 0; i <= a.cur; i++ {
+		c := chunkOf(i)
+		buf = append(buf[:0], make([]byte, len(c))...)
+		for len(refs) > 0 && int(refs[0]>>chunkBits) == i {
+			off := int(refs[0] & chunkMask)
+			n := recordLen(c[off:])
+			copy(buf[off:off+n], c[off:off+n])
+			refs = refs[1:]
+		}
+		if err := sw.Blob(snapArenaName, int64(i), buf); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type countWriter struct {
@@ -276,6 +321,7 @@ func slotBytes(s []dirSlot) []byte {
 type state struct {
 	meta          snapMeta
 	ring          *anonymize.Keyring
+	missing       []anonymize.KeyInfo // previous keys of the data the loader was not given
 	dir           *directory
 	states        []privState
 	stateIDs      map[privState]uint32
@@ -404,13 +450,21 @@ func (st *state) setKeys(keys map[anonymize.Fingerprint]anonymize.Key, hasher fu
 		if rk.Current {
 			continue
 		}
+		if rk.Until.IsZero() || rk.Key.IsZero() {
+			return fmt.Errorf("%w: previous key %s has no end to its grace period", ErrCorrupt, rk.Key)
+		}
 		if pk, ok := keys[rk.Key]; ok {
 			if err := st.ring.Add(pk, rk.Until); err != nil {
 				return err
 			}
+			continue
 		}
-		// A previous key not given is gone for this process: lookups
-		// under it find nothing, and its data expires with its grace.
+		// A previous key not given stays in the keyring as a name: the
+		// data is still under it (so every replica agrees on what a
+		// change means, and its data is shredded when its grace ends),
+		// but this engine cannot compute pseudonyms under it, and writes
+		// by identifier are refused until it is given.
+		st.missing = append(st.missing, anonymize.KeyInfo{Fingerprint: rk.Key, Until: rk.Until})
 	}
 	return nil
 }
@@ -520,7 +574,17 @@ func (st *state) build(sets map[string]*segment.Section, slots []dirSlot, chunks
 		return fmt.Errorf("index arena position %d:%d does not match its %d chunks", a.cur, a.off, len(chunks))
 	}
 	for i, c := range chunks {
-		if len(c) < bigRecord && len(c) < chunkSize || i == a.cur && a.off < chunkSize && len(c) < chunkSize {
+		switch {
+		case i == a.cur && a.off < chunkSize:
+			// The chunk being filled is stored up to its last record (format
+			// 1 stored all of it); it gets its room back here.
+			if len(c) < a.off || len(c) > chunkSize {
+				return fmt.Errorf("index arena chunk %d has %d bytes, its records end at %d", i, len(c), a.off)
+			}
+			full := make([]byte, chunkSize)
+			copy(full, c)
+			c = full
+		case len(c) < bigRecord && len(c) < chunkSize:
 			return fmt.Errorf("index arena chunk %d has %d bytes", i, len(c))
 		}
 		a.chunks[i].Store(&c)
@@ -633,12 +697,10 @@ func safeRecord(b []byte, ids []uint32) (uint32, []uint32, bool) {
 	return uint32(state), ids, true
 }
 
-// install replaces the engine's state with st. The caller holds mu and
-// keeps lock-free readers out (gen odd).
-func (e *Engine) installLocked(st *state, replaceRing bool) {
-	if replaceRing {
-		e.ring = st.ring // only while no one else has the engine (Open)
-	}
+// install replaces the engine's state with st, its keyring included. The
+// caller holds mu and keeps lock-free readers out (gen odd).
+func (e *Engine) installLocked(st *state) {
+	e.kr.Store(&keyState{ring: st.ring, missing: st.missing})
 	e.dir.next, e.dir.free, e.dir.live = st.dir.next, st.dir.free, st.dir.live
 	e.dir.tab.Store(st.dir.tab.Load())
 	e.segs = st.segs
@@ -688,11 +750,8 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 		if e.closed.Load() {
 			return ErrClosed
 		}
-		if cur := st.ring.Current(); cur != e.ring.Current() {
-			return fmt.Errorf("%w: the snapshot's current key is %s, this engine's is %s: replicas must share the key", ErrWrongKey, cur, e.ring.Current())
-		}
 		e.gen.Add(1) // odd: lock-free lookups step aside
-		e.installLocked(st, false)
+		e.installLocked(st) // the snapshot's keyring too: a fleet's replicas agree on it
 		e.gen.Add(1)
 		if e.replica == nil {
 			// The snapshot's erasures were made, and numbered, elsewhere;

@@ -73,7 +73,8 @@ type DurableOptions struct {
 	// quarter of it after a Forget, so that the erasures of that window
 	// share one snapshot. The deadline is logged with the erasure, so it
 	// holds across restarts (Open compacts at once for erasures whose time
-	// came while the engine was down). Zero means one minute.
+	// came while the engine was down). Zero means one minute; at most 30
+	// days (the GDPR's one month).
 	PurgeWithin time.Duration
 
 	fs fileSystem // nil: the real one; tests inject faults here
@@ -159,6 +160,9 @@ func Open(dir string, opts Options) (*Engine, error) {
 	s.cond = sync.NewCond(&s.mu)
 	if s.purgeWithin <= 0 {
 		s.purgeWithin = time.Minute
+	}
+	if s.purgeWithin > maxPurgeWithin {
+		return nil, fmt.Errorf("%w: Options.Durable.PurgeWithin is %v: an erasure's physical deletion can be promised for at most %v", ErrInvalidDefinition, s.purgeWithin, maxPurgeWithin)
 	}
 	if s.compactAt <= 0 {
 		s.compactAt = 64 << 20
@@ -274,7 +278,7 @@ func (s *store) load(e *Engine, opts Options) error {
 		return corrupt(name, 0, "holds sequence %d, its name says %d", st.meta.Seq, s.snapSeq)
 	}
 	e.mu.Lock()
-	e.installLocked(st, true)
+	e.installLocked(st)
 	e.mu.Unlock()
 	s.seq = s.snapSeq
 	if !slices.Contains(logs, s.snapSeq+1) {
@@ -296,7 +300,7 @@ func (s *store) load(e *Engine, opts Options) error {
 			return err
 		}
 	}
-	if cur := e.ring.Current(); cur != opts.Key.Fingerprint() {
+	if cur := e.keyring().Current(); cur != opts.Key.Fingerprint() {
 		return fmt.Errorf("%w: the data in %s is under key %s, Options.Key is %s: open it with that key, then call Engine.RotateKey to move to the new one",
 			ErrWrongKey, s.dir, cur, opts.Key.Fingerprint())
 	}
@@ -351,7 +355,7 @@ func (s *store) replay(e *Engine, start uint64, last bool) error {
 	}
 	var fp anonymize.Fingerprint
 	copy(fp[:], b[8:16])
-	if !e.hasKey(fp) {
+	if !e.hasKey(fp) && !slices.ContainsFunc(e.ringKeys(), func(k anonymize.KeyInfo) bool { return k.Fingerprint == fp }) {
 		f.Close()
 		return fmt.Errorf("%w: %s was written under key %s, which the engine was not given", ErrWrongKey, name, fp)
 	}
@@ -428,7 +432,7 @@ func (s *store) createLog(e *Engine, start uint64) (file, error) {
 	}
 	var h [logHeaderLen]byte
 	copy(h[:], logMagic)
-	fp := e.ring.Current()
+	fp := e.keyring().Current()
 	copy(h[8:], fp[:])
 	binary.LittleEndian.PutUint64(h[16:], start)
 	_, err = f.WriteAt(h[:], 0)
@@ -473,6 +477,9 @@ func (s *store) removeStale() bool {
 			stale = true
 		}
 		if seq, ok := parseName(name, "log-", ".wal"); ok && seq <= s.snapSeq && s.path(name) != s.logName {
+			stale = true
+		}
+		if strings.HasSuffix(name, ".tmp") { // a snapshot or log whose removal failed; none is being written now
 			stale = true
 		}
 		if stale {
@@ -702,7 +709,12 @@ func (s *store) compactLocked(e *Engine) error {
 	if err := s.fs.Rename(tmp, final); err != nil {
 		_ = s.fs.Remove(tmp)
 		if next != nil {
-			if s.fs.Remove(s.path(logName(seq+1))) == nil && s.fs.SyncDir(s.dir) == nil {
+			// Decided by the removal alone: never append to a file whose
+			// name is gone. If the removal does not survive a crash, the
+			// empty log reappears after the current one, which replay
+			// accepts.
+			if s.fs.Remove(s.path(logName(seq+1))) == nil {
+				_ = s.fs.SyncDir(s.dir)
 				next.Close() // as if nothing happened: appends go on in the current log
 			} else {
 				s.switchLog(next, seq+1) // the new log stays: follow it, the older logs still cover every record
@@ -863,9 +875,14 @@ func (s *store) close(e *Engine) error {
 }
 
 // Purged reports whether the erasure that r proves is physically complete:
-// no snapshot or log under the engine's directory holds the person any more.
-// In memory it is complete when Forget returns.
+// no snapshot or log under the engine's directory (or row in a fleet's
+// database) holds the person any more. In memory it is complete when Forget
+// returns. A receipt that does not verify against this engine's receipt
+// keys (altered, or issued elsewhere) is never reported purged.
 func (e *Engine) Purged(r Receipt) bool {
+	if e.VerifyReceipt(r) != nil {
+		return false
+	}
 	switch {
 	case r.Seq == 0:
 		return true

@@ -55,6 +55,9 @@ func (e *Engine) applySuppress(o *op) (opResult, error) {
 	if len(kps) == 0 {
 		return opResult{}, nil
 	}
+	if err := e.checkKeyedLocked(o, kps, false); err != nil {
+		return opResult{}, err
+	}
 	var ord uint32
 	var p anonymize.Pseudonym
 	if on {

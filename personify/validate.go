@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 	"unicode/utf8"
+
+	"github.com/personify-go/personify/anonymize"
 )
 
 // ErrInvalidTime is returned when a change carries a time the engine cannot
@@ -29,6 +31,10 @@ var (
 
 // maxDuration bounds retentions and grace periods: 100 years.
 const maxDuration = 100 * 365 * 24 * time.Hour
+
+// maxPurgeWithin bounds the deadline for physical erasure an engine
+// promises: 30 days, the month the GDPR allows for an erasure.
+const maxPurgeWithin = 30 * 24 * time.Hour
 
 // checkTime reports whether t is in the range a change may carry.
 func checkTime(what string, t time.Time) error {
@@ -55,6 +61,37 @@ func checkDescription(kind, name, desc string) error {
 	}
 	if !utf8.ValidString(desc) {
 		return fmt.Errorf("%w: %s %q: Description is not valid UTF-8", ErrInvalidDefinition, kind, name)
+	}
+	return nil
+}
+
+// checkPeople checks the people of a change by identifier: each is a
+// non-empty list of pseudonyms, one per key, under distinct key
+// fingerprints. byPseudonym allows the changes made with pseudonyms only
+// (RemovePseudonyms), whose fingerprints are all zero.
+func checkPeople(people [][]anonymize.KeyedPseudonym, byPseudonym bool) error {
+	for i, kps := range people {
+		if len(kps) == 0 {
+			return fmt.Errorf("%w: person %d has no pseudonym", ErrInvalidChange, i)
+		}
+		if byPseudonym && kps[0].Key.IsZero() {
+			for _, kp := range kps {
+				if !kp.Key.IsZero() {
+					return fmt.Errorf("%w: person %d mixes pseudonyms with and without keys", ErrInvalidChange, i)
+				}
+			}
+			continue
+		}
+		for j, kp := range kps {
+			if kp.Key.IsZero() {
+				return fmt.Errorf("%w: person %d has a pseudonym under no key", ErrInvalidChange, i)
+			}
+			for _, q := range kps[:j] {
+				if q.Key == kp.Key {
+					return fmt.Errorf("%w: person %d has two pseudonyms under key %s", ErrInvalidChange, i, kp.Key)
+				}
+			}
+		}
 	}
 	return nil
 }
@@ -102,11 +139,27 @@ func (o *op) validate() error {
 			return fmt.Errorf("%w: segment %q: MinSize is %d: it must be between 0 and %d", ErrInvalidDefinition, s.Name, s.MinSize, math.MaxInt32)
 		}
 		return checkDescription("segment", s.Name, s.Description)
-	case opDrop, opAdd, opAddPseudonyms, opRemove:
+	case opDrop, opAddPseudonyms:
 		return validName("segment", o.name)
+	case opAdd:
+		if err := validName("segment", o.name); err != nil {
+			return err
+		}
+		return checkPeople(o.people, false)
+	case opRemove:
+		if err := validName("segment", o.name); err != nil {
+			return err
+		}
+		return checkPeople(o.people, true)
 	case opConsent:
-		return validName("purpose", o.name)
+		if err := validName("purpose", o.name); err != nil {
+			return err
+		}
+		return checkPeople(o.people, false)
 	case opSuppress:
+		if err := checkPeople(o.people, false); err != nil {
+			return err
+		}
 		if len(o.names) > MaxPurposes {
 			return fmt.Errorf("%w: suppression for %d purposes, at most %d", ErrInvalidChange, len(o.names), MaxPurposes)
 		}
@@ -116,6 +169,12 @@ func (o *op) validate() error {
 			}
 		}
 	case opForget:
+		if err := checkPeople(o.people, false); err != nil {
+			return err
+		}
+		if err := checkPeople([][]anonymize.KeyedPseudonym{o.also}, false); err != nil && len(o.also) > 0 {
+			return err
+		}
 		if !o.purgeBy.IsZero() {
 			if err := checkTime("the erasure's purge deadline", o.purgeBy); err != nil {
 				return err

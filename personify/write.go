@@ -37,12 +37,17 @@ func (e *Engine) applyAdd(o *op) (opResult, error) {
 	if err != nil {
 		return opResult{}, err
 	}
+	for _, kp := range o.people {
+		if err := e.checkKeyedLocked(o, kp, false); err != nil {
+			return opResult{}, err
+		}
+	}
 	added, skipped := 0, 0
 	for _, kp := range o.people {
 		if len(kp) == 0 {
 			continue
 		}
-		if _, ok := e.doNotReAdd[kp[0].Pseudonym]; ok {
+		if e.onDoNotReAddLocked(kp) {
 			skipped++
 			continue
 		}
@@ -55,6 +60,29 @@ func (e *Engine) applyAdd(o *op) (opResult, error) {
 	e.maybeCompactLocked()
 	e.event("add", slog.String("segment", o.name), slog.Int("count", added), slog.Int("skipped_do_not_re_add", skipped))
 	return opResult{n: added}, nil
+}
+
+// onDoNotReAddLocked reports whether the person with pseudonyms kps asked
+// never to be added again, under any of their keys. If so, the pseudonyms
+// under keys the list did not have yet (a key rotated in since the
+// erasure) join it, so that the wish follows the person to the new key
+// and bulk loads computed under it are refused too.
+func (e *Engine) onDoNotReAddLocked(kps []anonymize.KeyedPseudonym) bool {
+	if len(e.doNotReAdd) == 0 {
+		return false
+	}
+	found := slices.ContainsFunc(kps, func(kp anonymize.KeyedPseudonym) bool {
+		_, ok := e.doNotReAdd[kp.Pseudonym]
+		return ok
+	})
+	if found {
+		for _, kp := range kps {
+			if !kp.Key.IsZero() {
+				e.doNotReAdd[kp.Pseudonym] = kp.Key
+			}
+		}
+	}
+	return found
 }
 
 // pseudonymizeAll computes every keyed pseudonym of every identifier, before
@@ -118,7 +146,7 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 	batch := append(e.batchBuf[:0], ps...)
 	e.batchBuf = batch[:0]
 	sorted := sortPseudonyms(batch, &e.sortBuf) // batch or sortBuf; the two never alias
-	cur := e.ring.Current()
+	cur := e.keyring().Current()
 	ords := e.ordBuf[:0]
 	e.dir.reserve(len(sorted))
 	const ahead = 12
@@ -188,6 +216,9 @@ func (e *Engine) applyRemove(o *op) (opResult, error) {
 	defer e.mu.Unlock()
 	st, err := e.segmentLocked(o.name)
 	if err != nil {
+		return opResult{}, err
+	}
+	if err := e.checkKeyedLocked(o, o.person(), false); err != nil {
 		return opResult{}, err
 	}
 	removed := 0

@@ -100,6 +100,14 @@ type Replica struct {
 	beat    time.Time   // last heartbeat written (follow's goroutine only)
 	silent  atomic.Bool // tests: write no more heartbeats
 
+	// The journal reader's memory of what it applied, to notice the
+	// database rewriting it: the tag of the last change applied (nil:
+	// unknown, after a snapshot), and snapshots whose tag failed.
+	lastSeq   uint64
+	lastTag   []byte
+	badSnaps  map[int64]bool
+	rewritten atomic.Pointer[error] // set when the journal went back or changed under the replica
+
 	amu          sync.Mutex // the append batch being filled, and whether one is being written
 	acond        *sync.Cond
 	pendingBatch *appendBatch
@@ -154,6 +162,13 @@ const (
 // count as live for RotateKey's check.
 func (r *Replica) liveWindow() time.Duration { return max(5*r.opts.PollInterval, 5*time.Second) }
 
+// ErrJournalDamaged is wrapped by the errors of a replica that finds the
+// fleet's journal damaged: rows missing that no authenticated snapshot
+// covers, or the journal rolled back or rewritten under changes it had
+// applied. Such a replica stops following the journal and refuses writes
+// (Status.Stalled) rather than diverge from the fleet.
+var ErrJournalDamaged = errors.New("pgstore: the fleet's journal is damaged")
+
 // ErrWrongKey is personify.ErrWrongKey: the database holds data written
 // under another key.
 var ErrWrongKey = personify.ErrWrongKey
@@ -174,6 +189,9 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	if opts.PurgeWithin <= 0 {
 		opts.PurgeWithin = time.Minute
 	}
+	if opts.PurgeWithin > 30*24*time.Hour {
+		return nil, fmt.Errorf("pgstore: Options.PurgeWithin is %v: an erasure's physical deletion can be promised for at most 30 days", opts.PurgeWithin)
+	}
 	if opts.Engine.Key.IsZero() {
 		return nil, errors.New("pgstore: Options.Engine.Key is required")
 	}
@@ -185,7 +203,7 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
 	}
-	r := &Replica{pool: pool, opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), id: randomID()}
+	r := &Replica{pool: pool, opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), id: randomID(), badSnaps: map[int64]bool{}}
 	r.acond = sync.NewCond(&r.amu)
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -287,21 +305,43 @@ func (r *Replica) checkKey(ctx context.Context) error {
 	return fmt.Errorf("%w: the database's data is under key %s; this replica was given %v: use the fleet's key", ErrWrongKey, stored, given)
 }
 
-// loadSnapshot loads the newest snapshot, if any, after checking its tag:
-// a snapshot row that someone without the key wrote or altered is refused.
+// loadSnapshot loads the newest snapshot newer than what the replica
+// applied, if any, after checking its tag: a snapshot row that someone
+// without the key wrote or altered, or one past the journal's head, is
+// skipped (and remembered), never loaded.
 func (r *Replica) loadSnapshot(ctx context.Context) error {
-	var seq int64
-	var data, tag []byte
-	err := r.pool.QueryRow(ctx, `SELECT seq, data, tag FROM personify_snapshots WHERE seq > $1 ORDER BY seq DESC LIMIT 1`,
-		int64(r.Applied())).Scan(&seq, &data, &tag)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil // none, or none newer than what this replica applied
-	}
+	rows, err := r.pool.Query(ctx, `SELECT seq FROM personify_snapshots
+		WHERE seq > $1 AND seq <= (SELECT seq FROM personify_meta WHERE id = 1) ORDER BY seq DESC`, int64(r.Applied()))
 	if err != nil {
-		return fmt.Errorf("pgstore: read the newest snapshot: %w", err)
+		return fmt.Errorf("pgstore: read the snapshots: %w", err)
 	}
-	if err := r.LoadReplicaSnapshot(uint64(seq), data, tag); err != nil {
-		return fmt.Errorf("pgstore: snapshot %d: %w", seq, err)
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return fmt.Errorf("pgstore: read the snapshots: %w", err)
+	}
+	for _, seq := range seqs {
+		if r.badSnaps[seq] {
+			continue
+		}
+		var data, tag []byte
+		err := r.pool.QueryRow(ctx, `SELECT data, tag FROM personify_snapshots WHERE seq = $1`, seq).Scan(&data, &tag)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // removed by a compaction meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("pgstore: read snapshot %d: %w", seq, err)
+		}
+		err = r.LoadReplicaSnapshot(uint64(seq), data, tag)
+		if errors.Is(err, personify.ErrInvalidChange) {
+			r.badSnaps[seq] = true
+			r.log.Warn("pgstore: a snapshot row fails authentication and is skipped", "seq", seq, "error", err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("pgstore: snapshot %d: %w", seq, err)
+		}
+		r.lastSeq, r.lastTag = uint64(seq), nil
+		return nil
 	}
 	return nil
 }
@@ -325,7 +365,7 @@ func (r *Replica) catchUp(ctx context.Context, q querier) error {
 				return err
 			}
 			if r.Applied() == before {
-				return fmt.Errorf("pgstore: journal rows after %d are missing and no snapshot covers them: the fleet's database lost changes", before)
+				return fmt.Errorf("%w: rows after %d are missing and no snapshot that verifies covers them", ErrJournalDamaged, before)
 			}
 			continue
 		}
@@ -336,27 +376,69 @@ func (r *Replica) catchUp(ctx context.Context, q querier) error {
 }
 
 func (r *Replica) fetch(ctx context.Context, q querier) (n int, gap bool, err error) {
-	n, gap, err = r.fetchRows(ctx, q)
+	if err := r.stalled(); err != nil {
+		return 0, false, err
+	}
+	rows, err := q.Query(ctx, `SELECT seq FROM personify_meta WHERE id = 1`)
+	if err != nil {
+		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
+	}
+	head, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
+	}
+	if uint64(head) < r.Applied() {
+		return 0, false, r.rewrite(fmt.Errorf("%w: its head went back from %d to %d: the database lost or rolled back changes this replica applied", ErrJournalDamaged, r.Applied(), head))
+	}
+	n, gap, err = r.fetchRows(ctx, q, head)
 	if err != nil || gap || n > 0 {
 		return n, gap, err
 	}
 	// Nothing after Applied: either this replica is current, or a
 	// compaction deleted the rows it had not read and nothing was written
-	// since. The newest snapshot tells which.
-	rows, err := q.Query(ctx, `SELECT coalesce(max(seq), 0) FROM personify_snapshots`)
+	// since. A newer snapshot (within the journal's head, not known to be
+	// forged) tells which.
+	rows, err = q.Query(ctx, `SELECT seq FROM personify_snapshots WHERE seq > $1 AND seq <= $2`, int64(r.Applied()), head)
 	if err != nil {
 		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
 	}
-	newest, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	newer, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
 	}
-	return 0, uint64(newest) > r.Applied(), nil
+	for _, s := range newer {
+		if !r.badSnaps[s] {
+			return 0, true, nil
+		}
+	}
+	if uint64(head) > r.Applied() {
+		return 0, false, fmt.Errorf("%w: rows %d to %d are missing and no snapshot that verifies covers them (the database lost changes, or holds forged snapshots)", ErrJournalDamaged, r.Applied()+1, head)
+	}
+	return 0, false, nil
 }
 
-func (r *Replica) fetchRows(ctx context.Context, q querier) (n int, gap bool, err error) {
-	rows, err := q.Query(ctx, `SELECT seq, change FROM personify_journal WHERE seq > $1 ORDER BY seq LIMIT $2`,
-		int64(r.Applied()), maxFetchBatch)
+// rewrite records that the database changed the journal under the
+// replica: it stops applying it and refuses writes (Status says why).
+func (r *Replica) rewrite(err error) error {
+	r.rewritten.CompareAndSwap(nil, &err)
+	return err
+}
+
+// stalled returns why the replica stopped following the journal, if it did.
+func (r *Replica) stalled() error {
+	if p := r.rewritten.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fetchRows applies the journal rows after Applied, up to the head: rows
+// past the head are not committed positions (only someone writing the
+// table directly makes them) and are never read. The row at Applied, if
+// still there, must be the one applied.
+func (r *Replica) fetchRows(ctx context.Context, q querier, head int64) (n int, gap bool, err error) {
+	rows, err := q.Query(ctx, `SELECT seq, change FROM personify_journal WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3`,
+		int64(r.Applied()), head, maxFetchBatch+1)
 	if err != nil {
 		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
 	}
@@ -367,6 +449,12 @@ func (r *Replica) fetchRows(ctx context.Context, q querier) (n int, gap bool, er
 		if err := rows.Scan(&seq, &change); err != nil {
 			return n, false, err
 		}
+		if uint64(seq) <= r.Applied() {
+			if uint64(seq) == r.lastSeq && r.lastTag != nil && !bytes.Equal(tagOf(change), r.lastTag) {
+				return n, false, r.rewrite(fmt.Errorf("%w: row %d is not the change this replica applied there: the database rewrote the journal", ErrJournalDamaged, seq))
+			}
+			continue
+		}
 		// A row that does not decode, fails authentication or is invalid
 		// is refused inside Apply (which returns nil): it never stops the
 		// fleet.
@@ -376,10 +464,14 @@ func (r *Replica) fetchRows(ctx context.Context, q querier) (n int, gap bool, er
 			}
 			return n, false, fmt.Errorf("pgstore: journal row %d: %w", seq, err)
 		}
+		r.lastSeq, r.lastTag = uint64(seq), bytes.Clone(tagOf(change))
 		n++
 	}
 	return n, false, rows.Err()
 }
+
+// tagOf returns a change's authentication tag (its last 32 bytes).
+func tagOf(change []byte) []byte { return change[len(change)-min(len(change), 32):] }
 
 // follow applies the journal as it grows: it waits for a notification (or
 // the poll interval), then reads what is new, and reconnects after any
@@ -391,7 +483,7 @@ func (r *Replica) follow(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, personify.ErrKeyUnavailable) {
+		if errors.Is(err, personify.ErrKeyUnavailable) || r.stalled() != nil {
 			r.log.Error("pgstore: replica stalled: it stops applying the journal and refuses writes until restarted with the key", "error", err)
 			backoff = 2 * time.Second
 		} else {
@@ -480,6 +572,9 @@ type journal Replica
 // row, whose lock orders the transactions, so numbers commit in order and
 // without gaps; the notification wakes the other replicas at commit.
 func (j *journal) Append(ctx context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
+	if err := (*Replica)(j).stalled(); err != nil {
+		return 0, err
+	}
 	j.amu.Lock()
 	b := j.pendingBatch
 	if b != nil { // a batch is filling: its leader writes this change too
@@ -528,6 +623,12 @@ func (j *journal) write(ctx context.Context, changes [][]byte, seals []func(uint
 			return err
 		}
 		first := last - int64(len(changes)) + 1
+		// Rows past the old head are not committed positions: only someone
+		// writing the table directly makes them. They go, so that they can
+		// neither take this batch's numbers nor be read as changes.
+		if _, err := tx.Exec(ctx, `DELETE FROM personify_journal WHERE seq >= $1`, first); err != nil {
+			return err
+		}
 		sealed := make([][]byte, len(changes))
 		for i, c := range changes {
 			sealed[i] = seals[i](uint64(first)+uint64(i), bytes.Clone(c))
@@ -618,9 +719,16 @@ type Status struct {
 	PurgedThrough uint64
 }
 
-// Status returns the replica's status.
+// Status returns the replica's status. Stalled is also set when the
+// database rewrote the journal under the replica (its head went back, or a
+// row it applied changed): it stops applying the journal and refuses
+// writes until restarted.
 func (r *Replica) Status() Status {
-	return Status{ReplicaStatus: r.ReplicaStatus(), PurgedThrough: r.purged.Load()}
+	st := Status{ReplicaStatus: r.ReplicaStatus(), PurgedThrough: r.purged.Load()}
+	if st.Stalled == nil {
+		st.Stalled = r.stalled()
+	}
+	return st
 }
 
 // Compact writes a snapshot of this replica at the sequence number it has
@@ -646,16 +754,39 @@ func (r *Replica) Compact(ctx context.Context) error {
 		return fmt.Errorf("pgstore: compact: %w", err)
 	}
 	var locked bool
-	var covered int64 // the newest snapshot once the transaction commits: rows up to it are deleted
+	var covered int64 // rows up to here are deleted once the transaction commits: by this one, or by a verified snapshot's
 	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lockCompact).Scan(&locked); err != nil || !locked {
 			return err // another replica is compacting
 		}
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM personify_snapshots`).Scan(&covered); err != nil {
-			return err
+		// The newest snapshot within the journal's head covers the rows up
+		// to it only if its tag verifies: a row someone wrote without the
+		// key is dropped here, not trusted.
+		for {
+			var newest int64
+			var data, tag []byte
+			err := tx.QueryRow(ctx, `SELECT seq, data, tag FROM personify_snapshots
+				WHERE seq <= (SELECT seq FROM personify_meta WHERE id = 1) ORDER BY seq DESC LIMIT 1`).Scan(&newest, &data, &tag)
+			if errors.Is(err, pgx.ErrNoRows) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if newest < int64(seq) {
+				break
+			}
+			if r.VerifySnapshotTag(uint64(newest), data, tag) == nil {
+				covered = newest
+				return nil // another replica compacted as far; the vacuum below may still be due
+			}
+			r.log.Warn("pgstore: compaction drops a snapshot row that fails authentication", "seq", newest)
+			if _, err := tx.Exec(ctx, `DELETE FROM personify_snapshots WHERE seq = $1`, newest); err != nil {
+				return err
+			}
 		}
-		if uint64(covered) >= seq {
-			return nil // nothing new to snapshot; the vacuum below may still be due
+		if _, err := tx.Exec(ctx, `DELETE FROM personify_snapshots WHERE seq > (SELECT seq FROM personify_meta WHERE id = 1)`); err != nil {
+			return err // past the head: never a real snapshot
 		}
 		covered = int64(seq)
 		if _, err := tx.Exec(ctx, `INSERT INTO personify_snapshots (seq, data, tag) VALUES ($1, $2, $3)`, covered, buf.Bytes(), r.SnapshotTag(seq, buf.Bytes())); err != nil {

@@ -119,7 +119,7 @@ func TestForgedSnapshotRowIsRefused(t *testing.T) {
 	_, err = c.Exec(ctx, `UPDATE personify_snapshots SET tag = NULL`)
 	require.NoError(t, err)
 	_, err = Open(ctx, conn, Options{Engine: personify.Options{Key: testKey, K: 1}, MaintenanceInterval: -1})
-	require.ErrorIs(t, err, personify.ErrInvalidChange)
+	require.ErrorIs(t, err, ErrJournalDamaged, "the state is in a snapshot that does not verify: never an empty replica")
 }
 
 // Rotation across a fleet: RotateKey refuses while a live replica lacks
@@ -218,4 +218,104 @@ func TestHMACSubkeyMatchesPgcrypto(t *testing.T) {
 	require.NoError(t, rows.Err())
 	_ = binary.LittleEndian
 	require.Positive(t, n)
+}
+
+func rawExec(t *testing.T, conn, sql string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, conn)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, sql, args...)
+	require.NoError(t, err)
+}
+
+// A snapshot row written without the key (here at a position past the
+// journal's head, and one within it) neither stops compaction nor makes
+// Purged lie, nor stops a new replica from starting.
+func TestBogusSnapshotRows(t *testing.T) {
+	conn := newDB(t)
+	a := openReplica(t, conn)
+	defer a.Close()
+	define(t, a)
+	require.NoError(t, a.Add("runners", person(0), person(1)))
+	rawExec(t, conn, `INSERT INTO personify_snapshots (seq, data, tag) VALUES (1000000, '\x00', '\x00')`)
+	rawExec(t, conn, `INSERT INTO personify_snapshots (seq, data, tag) SELECT seq, '\x00', '\x00' FROM personify_meta`)
+	p1, _ := a.Pseudonym(person(1))
+	r, err := a.Forget(person(1))
+	require.NoError(t, err)
+	require.NoError(t, a.Compact(context.Background()))
+	assert.True(t, a.Purged(r))
+	assert.False(t, dbHolds(t, conn, p1), "purged: no row holds the erased pseudonym")
+	b, err := Open(context.Background(), conn, Options{Engine: personify.Options{Key: testKey, K: 1}, MaintenanceInterval: -1})
+	require.NoError(t, err)
+	defer b.Close()
+	require.NoError(t, a.Add("runners", person(2)))
+	syncAll(t, a, b)
+	assert.Equal(t, view(t, a, 3), view(t, b, 3))
+}
+
+// A journal row written without the key at the next position or far
+// ahead takes no position from a writer and stops no replica.
+func TestBogusJournalRowsAhead(t *testing.T) {
+	conn := newDB(t)
+	a := openReplica(t, conn)
+	defer a.Close()
+	define(t, a)
+	rawExec(t, conn, `INSERT INTO personify_journal (seq, change) VALUES (999999, decode('0267617262616765', 'hex'))`)
+	rawExec(t, conn, `INSERT INTO personify_journal (seq, change) SELECT seq + 1, decode('0267617262616765', 'hex') FROM personify_meta`)
+	b, err := Open(context.Background(), conn, Options{Engine: personify.Options{Key: testKey, K: 1}, MaintenanceInterval: -1})
+	require.NoError(t, err)
+	defer b.Close()
+	require.NoError(t, a.Add("runners", person(0)))
+	require.NoError(t, b.Add("runners", person(1)))
+	syncAll(t, a, b)
+	assert.Equal(t, view(t, a, 2), view(t, b, 2))
+	assert.Zero(t, a.Status().Refused, "rows past the head are never read")
+}
+
+// Rolling the journal back (delete its tail, set the head back: no key
+// needed) is noticed by a replica that applied the lost changes: it stops
+// and says why, rather than serve a state the fleet no longer has.
+func TestJournalRollbackStallsReplicas(t *testing.T) {
+	conn := newDB(t)
+	a := openReplica(t, conn)
+	defer a.Close()
+	define(t, a)                                    // rows 1..3
+	require.NoError(t, a.Add("runners", person(0))) // row 4
+	syncAll(t, a)
+	rawExec(t, conn, `DELETE FROM personify_journal WHERE seq > 3`)
+	rawExec(t, conn, `UPDATE personify_meta SET seq = 3`)
+	require.Eventually(t, func() bool { return a.Status().Stalled != nil }, 10*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, a.Status().Stalled, ErrJournalDamaged)
+	require.ErrorIs(t, a.Add("runners", person(1)), ErrJournalDamaged)
+
+	// The same when the lost row was rewritten by a writer that started after.
+	conn2 := newDB(t)
+	c := openReplica(t, conn2)
+	defer c.Close()
+	define(t, c)
+	require.NoError(t, c.Add("runners", person(0))) // row 4
+	syncAll(t, c)
+	c.silent.Store(true)
+	rawExec(t, conn2, `DELETE FROM personify_journal WHERE seq > 3`)
+	rawExec(t, conn2, `UPDATE personify_meta SET seq = 3`)
+	d := openReplica(t, conn2)
+	defer d.Close()
+	require.NoError(t, d.Add("swimmers", person(5))) // row 4 again, another change
+	require.Eventually(t, func() bool { return c.Status().Stalled != nil }, 10*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, c.Status().Stalled, ErrJournalDamaged)
+
+	// A row it applied, replaced in place.
+	conn3 := newDB(t)
+	f := openReplica(t, conn3)
+	defer f.Close()
+	define(t, f)
+	require.NoError(t, f.Add("runners", person(0))) // row 4
+	syncAll(t, f)
+	rawExec(t, conn3, `UPDATE personify_journal SET change = (SELECT change FROM personify_journal WHERE seq = 3) WHERE seq = 4`)
+	rawExec(t, conn3, `SELECT pg_notify('personify_journal', '4')`)
+	require.Eventually(t, func() bool { return f.Status().Stalled != nil }, 10*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, f.Status().Stalled, ErrJournalDamaged)
+	assert.Contains(t, f.Status().Stalled.Error(), "row 4")
 }

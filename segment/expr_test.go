@@ -78,7 +78,7 @@ func TestParseErrors(t *testing.T) {
 		{"keyword as name", "a & and", 4, 5, `found keyword "and" (quote it to use it as a name: "and")`},
 		{"keyword first", "OR b", 0, 1, `found keyword "OR"`},
 		{"double operator", "a && b", 3, 4, "found '&'"},
-		{"trailing name", "a b", 2, 3, `expected '&', '|', AND, OR or end of input, found segment name "b"`},
+		{"trailing name", "a b", 2, 3, `expected '&', '|', AND, OR or end of input, found a segment name (1 bytes)`},
 		{"trailing paren group", "a (b)", 2, 3, "found '('"},
 		{"too long", strings.Repeat("a|", MaxExprLen/2) + "a", MaxExprLen, MaxExprLen + 1, "over the limit of 8192"},
 		{"too deep parens", strings.Repeat("(", MaxExprDepth+1) + "a" + strings.Repeat(")", MaxExprDepth+1), MaxExprDepth, MaxExprDepth + 1, "nesting deeper than 100 levels"},

@@ -34,7 +34,10 @@ func (t token) describe() string {
 	case tokEOF:
 		return "end of input"
 	case tokName:
-		return "segment name " + strconv.Quote(t.name)
+		// Not quoted: an expression may be built from input, and a name
+		// where an operator belongs may be anything, an email included.
+		// The error's column points at it.
+		return fmt.Sprintf("a segment name (%d bytes)", len(t.name))
 	}
 	if t.isWord() {
 		return "keyword " + strconv.Quote(t.text)
