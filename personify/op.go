@@ -54,12 +54,12 @@ type op struct {
 	purpose Purpose   // define-purpose
 	seg     Segment   // define
 	people  [][]anonymize.KeyedPseudonym
-	ps      []anonymize.Pseudonym // add-pseudonyms
-	names   []string              // suppress: purposes (none: every purpose)
-	flag    bool                  // consent: granted; suppress: on; forget: do not re-add
-	key     anonymize.Fingerprint // rotate-key
-	grace   time.Duration         // rotate-key
-	purgeBy time.Time             // forget: the deadline its receipt promises for physical erasure (zero in memory)
+	ps      []anonymize.Pseudonym      // add-pseudonyms
+	names   []string                   // suppress: purposes (none: every purpose)
+	flag    bool                       // consent: granted; suppress: on; forget: do not re-add
+	key     anonymize.Fingerprint      // rotate-key
+	grace   time.Duration              // rotate-key
+	purgeBy time.Time                  // forget: the deadline its receipt promises for physical erasure (zero in memory)
 	also    []anonymize.KeyedPseudonym // forget with do-not-re-add: the person's pseudonyms under keys not in use yet (UpcomingKeys)
 
 	// Not logged.

@@ -750,7 +750,7 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 		if e.closed.Load() {
 			return ErrClosed
 		}
-		e.gen.Add(1) // odd: lock-free lookups step aside
+		e.gen.Add(1)        // odd: lock-free lookups step aside
 		e.installLocked(st) // the snapshot's keyring too: a fleet's replicas agree on it
 		e.gen.Add(1)
 		if e.replica == nil {
