@@ -43,7 +43,7 @@ type Keyring struct {
 }
 
 type ringState struct {
-	keys []ringKey // current first, then previous keys, newest first
+	keys []ringKey // current first, then previous keys, latest-until first
 }
 
 type ringKey struct {
@@ -93,8 +93,8 @@ type KeyedPseudonym struct {
 }
 
 // AppendPseudonyms appends to dst id's pseudonym under every key still in
-// the keyring at now: the current key first, then the previous ones, newest
-// first. Keys whose grace period has ended at now are skipped even if
+// the keyring at now: the current key first, then the previous ones, latest
+// grace period first. Keys whose grace period has ended at now are skipped even if
 // [Keyring.Prune] has not destroyed them yet, and so are previous keys that
 // were destroyed (by a Prune that ran during the call, or by hand). A
 // destroyed current key is an error wrapping [ErrKeyDestroyed].
@@ -159,6 +159,9 @@ func (r *Keyring) Rotate(next Key, now time.Time, grace time.Duration) error {
 	prev.info.Current, prev.info.Until = false, prev.until
 	keys = append(keys, prev)
 	keys = append(keys, old[1:]...)
+	// Previous keys are kept latest-until first, as Add keeps them, so a
+	// keyring rebuilt from its KeyInfo lists them in the same order.
+	slices.SortStableFunc(keys[1:], func(a, b ringKey) int { return b.until.Compare(a.until) })
 	r.state.Store(&ringState{keys: keys})
 	return nil
 }
