@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 )
 
@@ -39,7 +40,7 @@ func (a Audience) Pseudonyms() iter.Seq[anonymize.Pseudonym] {
 		check := a.e != nil && a.e.forgets.Load() != a.forgets
 		for _, p := range a.pseudonyms {
 			if check {
-				if a.e.dir.tab.Load().slot(uint64(p)) == nil {
+				if a.e.dir.Tab.Load().Slot(uint64(p)) == nil {
 					continue
 				}
 			}
@@ -126,8 +127,8 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 	}
 	// One scan of the directory finds the pseudonyms, in pseudonym order.
 	a.pseudonyms = make([]anonymize.Pseudonym, 0, a.Count)
-	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
-		if members.Contains(en.ord()) {
+	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) {
+		if members.Contains(en.Ord()) {
 			a.pseudonyms = append(a.pseudonyms, p)
 		}
 	})

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -30,7 +31,7 @@ func stateDump(t testing.TB, e *Engine) string {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	byOrd := map[uint32]anonymize.Pseudonym{}
-	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) { byOrd[en.ord()] = p })
+	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) { byOrd[en.Ord()] = p })
 	names := func(s *segment.Set) string {
 		var out []string
 		for o := range s.All() {
@@ -81,7 +82,7 @@ func stateDump(t testing.TB, e *Engine) string {
 		al = append(al, fmt.Sprintf("%s->%s/%s", p, a.primary, a.key))
 	}
 	sort.Strings(al)
-	fmt.Fprintf(&b, "aliases %v\npeople %d\n", al, e.dir.len())
+	fmt.Fprintf(&b, "aliases %v\npeople %d\n", al, e.dir.Len())
 	// The by-ordinal index of aliases is derived from them.
 	of := indexAliases(e.aliases)
 	require.Len(t, e.aliasesOf, len(of), "aliasesOf")
@@ -93,12 +94,12 @@ func stateDump(t testing.TB, e *Engine) string {
 
 // inIndexLocked reports whether the lookup index lists segment id for p.
 func (e *Engine) inIndexLocked(p anonymize.Pseudonym, id uint32) bool {
-	t := e.dir.tab.Load()
-	en, ok := t.get(p)
+	t := e.dir.Tab.Load()
+	en, ok := t.Get(p)
 	if !ok {
 		return false
 	}
-	_, ids := t.decodeEntry(nil, en)
+	_, ids := t.DecodeEntry(nil, en)
 	return slices.Contains(ids, id)
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 )
 
@@ -132,7 +133,7 @@ type Engine struct {
 	audit   *slog.Logger
 	receipt receiptKeys // signs receipts; the public keys of earlier ones
 
-	dir        *directory // lock-free lookups; changed under mu
+	dir        *index.Directory // lock-free lookups; changed under mu
 	rt         atomic.Pointer[readTable]
 	states     atomic.Pointer[[]privState]
 	hasAliases atomic.Bool   // whether lookups may need the alias map
@@ -212,7 +213,7 @@ func New(opts Options) (*Engine, error) {
 		k:             opts.K,
 		now:           opts.Now,
 		audit:         opts.Audit,
-		dir:           newDirectory(),
+		dir:           index.NewDirectory(),
 		segs:          map[string]*segState{},
 		purposes:      map[string]*purposeState{},
 		live:          segment.New(),

@@ -179,7 +179,7 @@ func (e *Engine) Stats() Stats {
 	if e.closed.Load() {
 		return Stats{}
 	}
-	s := Stats{People: e.dir.len(), Segments: len(e.segs), MemoryBytes: e.dir.sizeBytes() + e.live.SizeBytes(),
+	s := Stats{People: e.dir.Len(), Segments: len(e.segs), MemoryBytes: e.dir.SizeBytes() + e.live.SizeBytes(),
 		RefusedChanges: e.refused.Load()}
 	purged := e.purgedThrough()
 	for _, p := range e.pending {

@@ -89,7 +89,7 @@ func (e *Engine) Explain(id anonymize.Identifier) (Report, error) {
 		e.explainOrdLocked(&r, ord, now)
 	}
 	slices.SortFunc(r.Segments, func(a, b SegmentReport) int { return strings.Compare(a.Name, b.Name) })
-	r.CollisionNote = collisionNote(e.dir.len())
+	r.CollisionNote = collisionNote(e.dir.Len())
 	attrs := []slog.Attr{slog.Int("segments", len(r.Segments))}
 	for _, p := range r.Pseudonyms {
 		if p.Stored {

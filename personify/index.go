@@ -1,12 +1,11 @@
 package personify
 
 import (
-	"encoding/binary"
-	"math"
 	"slices"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 )
 
@@ -72,78 +71,35 @@ func (e *Engine) stateID(s privState) uint32 {
 	return id
 }
 
-// decodeEntry returns an entry's privacy state id and appends its segment
-// ids to dst.
-func (t *dirTable) decodeEntry(dst []uint32, en entry) (uint32, []uint32) {
-	if en.overflow() {
-		r := viewRecord(t.arena.record(en.ref()))
-		return r.state, r.appendIDs(dst)
-	}
-	for k := range en.count() {
-		dst = append(dst, laneID(en.lo, en.hi, en.code(), k))
-	}
-	return en.state(), dst
-}
-
-// makeEntry encodes an entry: inline when the ids fit in the lanes and the
-// state id in 8 bits, otherwise with an overflow record appended to a.
-func makeEntry(a *arena, buf []byte, ord, state uint32, ids []uint32) (entry, []byte) {
-	return makeEntryFilter(a, buf, ord, state, ids, nil)
-}
-
-// makeEntryFilter is makeEntry with the overflow filter already known (nil:
-// compute it from the ids).
-func makeEntryFilter(a *arena, buf []byte, ord, state uint32, ids []uint32, known *bloom96) (entry, []byte) {
-	if state < stateOverflow {
-		if lo, hi, code, ok := packLanes(ids); ok {
-			return entry{makeMeta(ord, state, len(ids)) | uint64(code)<<codeShift, lo, hi}, buf
-		}
-	}
-	buf = encodeRecord(buf[:0], state, ids)
-	var f bloom96
-	if known != nil {
-		f = *known
-	} else {
-		for _, id := range ids {
-			f = f.or(segmentBloom96(id))
-		}
-	}
-	ref := a.add(buf)
-	return entry{makeMeta(ord, stateOverflow, 0) | overflowBit, uint64(ref) | uint64(f.a)<<32, f.b}, buf
-}
-
-// noID stands for "no segment id" in changeLocked.
-const noID = math.MaxUint32
-
 // changeLocked edits the entry of the person stored under primary
 // pseudonym p: it adds segment id add and removes segment id remove (either
-// may be noID), and applies state to their privacy state (nil: unchanged).
+// may be index.NoID), and applies state to their privacy state (nil: unchanged).
 func (e *Engine) changeLocked(p anonymize.Pseudonym, add, remove uint32, state func(*privState)) {
-	if s := e.dir.tab.Load().slot(uint64(p)); s != nil {
+	if s := e.dir.Tab.Load().Slot(uint64(p)); s != nil {
 		e.changeSlotLocked(s, p, add, remove, state)
 	}
 }
 
 // changeSlotLocked is changeLocked for p's slot s in the current table.
-func (e *Engine) changeSlotLocked(s *dirSlot, p anonymize.Pseudonym, add, remove uint32, state func(*privState)) {
-	old := entry{s.meta, s.lo, s.hi}
-	if state == nil && !old.overflow() {
-		if en, ok := changeInline(old, add, remove); ok {
+func (e *Engine) changeSlotLocked(s *index.Slot, p anonymize.Pseudonym, add, remove uint32, state func(*privState)) {
+	old := s.Entry()
+	if state == nil && !old.Overflow() {
+		if en, ok := index.ChangeInline(old, add, remove); ok {
 			if en != old {
-				setSlot(s, en)
+				index.SetSlot(s, en)
 			}
 			return
 		}
 	}
-	t := e.dir.tab.Load()
-	stateID, ids := t.decodeEntry(e.idBuf[:0], old)
+	t := e.dir.Tab.Load()
+	stateID, ids := t.DecodeEntry(e.idBuf[:0], old)
 	n := len(ids)
-	if add != noID {
+	if add != index.NoID {
 		if i, found := slices.BinarySearch(ids, add); !found {
 			ids = slices.Insert(ids, i, add)
 		}
 	}
-	if remove != noID {
+	if remove != index.NoID {
 		if i, found := slices.BinarySearch(ids, remove); found {
 			ids = slices.Delete(ids, i, i+1)
 		}
@@ -155,93 +111,51 @@ func (e *Engine) changeSlotLocked(s *dirSlot, p anonymize.Pseudonym, add, remove
 		newID = e.stateID(ps)
 	}
 	e.idBuf = ids[:0]
-	if newID == stateID && len(ids) == n && (add == noID || remove == noID) {
+	if newID == stateID && len(ids) == n && (add == index.NoID || remove == index.NoID) {
 		return // nothing added, nothing removed, same state
 	}
-	if e.makeRoomLocked(recordMax(len(ids))) {
-		t = e.dir.tab.Load()
-		s = t.slot(uint64(p))
-		old = entry{s.meta, s.lo, s.hi}
+	if e.makeRoomLocked(index.RecordMax(len(ids))) {
+		t = e.dir.Tab.Load()
+		s = t.Slot(uint64(p))
+		old = s.Entry()
 	}
-	var en entry
-	var known *bloom96
-	if old.overflow() && remove == noID { // a filter only ever gains bits here
-		f := bloom96{uint32(old.lo >> 32), old.hi}
-		if add != noID {
-			f = f.or(segmentBloom96(add))
+	var en index.Entry
+	var known *index.Bloom96
+	if old.Overflow() && remove == index.NoID { // a filter only ever gains bits here
+		f := index.Bloom96{A: uint32(old.Lo >> 32), B: old.Hi}
+		if add != index.NoID {
+			f = f.Or(index.SegmentBloom96(add))
 		}
 		known = &f
 	}
-	en, e.recBuf = makeEntryFilter(t.arena, e.recBuf, old.ord(), newID, ids, known)
-	if old.overflow() {
-		t.arena.garbage += int64(recordLen(t.arena.record(old.ref())))
+	en, e.recBuf = index.MakeEntryFilter(t.Arena, e.recBuf, old.Ord(), newID, ids, known)
+	if old.Overflow() {
+		t.Arena.Garbage += int64(index.RecordLen(t.Arena.Record(old.Ref())))
 	}
-	setSlot(s, en)
-}
-
-// changeInline adds and removes an id of an inline entry without leaving
-// the registers; ok is false if the result does not fit inline.
-func changeInline(en entry, add, remove uint32) (entry, bool) {
-	n, c := en.count(), en.code()
-	// Bulk loads add segments in increasing id order: appending to the
-	// lanes is one shift and one or.
-	if remove == noID && add != noID && uint64(add) <= laneMax[c] && n < 2*lanesPer[c] &&
-		(n == 0 || laneID(en.lo, en.hi, c, n-1) < add) {
-		w, k := &en.lo, n
-		if k >= lanesPer[c] {
-			w, k = &en.hi, k-lanesPer[c]
-		}
-		shift := uint(k) * laneWidth[c]
-		*w = *w&^((1<<laneWidth[c]-1)<<shift) | uint64(add)<<shift
-		en.meta = en.meta&^(0xf<<countShift) | uint64(n+1)<<countShift
-		return en, true
-	}
-	var buf [12]uint32
-	ids := buf[:n]
-	for k := range ids {
-		ids[k] = laneID(en.lo, en.hi, c, k)
-	}
-	changed := false
-	if add != noID {
-		if i, found := slices.BinarySearch(ids, add); !found {
-			if n == len(buf) {
-				return en, false
-			}
-			ids, changed = slices.Insert(ids, i, add), true
-		}
-	}
-	if remove != noID {
-		if i, found := slices.BinarySearch(ids, remove); found {
-			ids, changed = slices.Delete(ids, i, i+1), true
-		}
-	}
-	if !changed {
-		return en, true
-	}
-	lo, hi, code, ok := packLanes(ids)
-	if !ok {
-		return en, false
-	}
-	return entry{makeMeta(en.ord(), en.state(), len(ids)) | uint64(code)<<codeShift, lo, hi}, true
+	index.SetSlot(s, en)
 }
 
 // addIDLocked records that p is in segment id.
-func (e *Engine) addIDLocked(p anonymize.Pseudonym, id uint32) { e.changeLocked(p, id, noID, nil) }
+func (e *Engine) addIDLocked(p anonymize.Pseudonym, id uint32) {
+	e.changeLocked(p, id, index.NoID, nil)
+}
 
 // removeIDLocked records that p left segment id.
-func (e *Engine) removeIDLocked(p anonymize.Pseudonym, id uint32) { e.changeLocked(p, noID, id, nil) }
+func (e *Engine) removeIDLocked(p anonymize.Pseudonym, id uint32) {
+	e.changeLocked(p, index.NoID, id, nil)
+}
 
 // setStateLocked applies change to p's privacy state.
 func (e *Engine) setStateLocked(p anonymize.Pseudonym, change func(*privState)) {
-	e.changeLocked(p, noID, noID, change)
+	e.changeLocked(p, index.NoID, index.NoID, change)
 }
 
 // forgetRecordLocked counts p's overflow record, if any, as garbage before
 // p's entry goes.
 func (e *Engine) forgetRecordLocked(p anonymize.Pseudonym) {
-	t := e.dir.tab.Load()
-	if en, ok := t.get(p); ok && en.overflow() {
-		t.arena.garbage += int64(recordLen(t.arena.record(en.ref())))
+	t := e.dir.Tab.Load()
+	if en, ok := t.Get(p); ok && en.Overflow() {
+		t.Arena.Garbage += int64(index.RecordLen(t.Arena.Record(en.Ref())))
 	}
 }
 
@@ -254,29 +168,17 @@ var compactMinGarbage int64 = 1 << 20
 // garbage costs at most that much memory and each compaction, which copies
 // the whole table, is paid for by at least as much reclaimed.
 func (e *Engine) maybeCompactLocked() {
-	t := e.dir.tab.Load()
-	if g := t.arena.garbage; g > compactMinGarbage && 4*g > int64(len(t.slots))*32+t.arena.used {
+	t := e.dir.Tab.Load()
+	if g := t.Arena.Garbage; g > compactMinGarbage && 4*g > int64(len(t.Slots))*32+t.Arena.Used {
 		e.compactLocked()
 	}
 }
 
-// compactLocked re-encodes every live entry, without the ids of dropped
-// segments, into a fresh table and arena, and publishes them with one
-// atomic store: readers on the old table finish undisturbed.
+// compactLocked re-encodes the index without the ids of dropped segments
+// (index.Directory.Compact); readers on the old table finish undisturbed.
 func (e *Engine) compactLocked() {
-	old := e.dir.tab.Load()
 	rt := e.rt.Load()
-	t := &dirTable{slots: newSlots(tableSize(e.dir.live + 1)), arena: newArena()}
-	var ids []uint32
-	var buf []byte
-	old.each(func(p anonymize.Pseudonym, en entry) {
-		var state uint32
-		state, ids = old.decodeEntry(ids[:0], en)
-		ids = slices.DeleteFunc(ids, func(id uint32) bool { return rt.names[id] == "" })
-		en, buf = makeEntry(t.arena, buf, en.ord(), state, ids)
-		t.put(uint64(p), en)
-	})
-	e.dir.tab.Store(t)
+	e.dir.Compact(func(id uint32) bool { return int(id) < len(rt.names) && rt.names[id] != "" })
 }
 
 // dropIDsLocked removes, for every person, the segment ids whose removed
@@ -307,17 +209,14 @@ func (e *Engine) stillHolds(st *segState, ord uint32, now time.Time) bool {
 	return st.holds(ord, now)
 }
 
-// recordMax bounds the size of an overflow record of n ids.
-func recordMax(n int) int { return (2 + n) * binary.MaxVarintLen32 }
-
 // makeRoomLocked compacts if the arena cannot take n more bytes, and
 // reports whether it did.
 func (e *Engine) makeRoomLocked(n int) bool {
-	if !e.dir.tab.Load().arena.full(n) {
+	if !e.dir.Tab.Load().Arena.Full(n) {
 		return false
 	}
 	e.compactLocked()
-	if e.dir.tab.Load().arena.full(n) {
+	if e.dir.Tab.Load().Arena.Full(n) {
 		panic("personify: the lookup index needs more than 4 GiB of overflow records")
 	}
 	return true

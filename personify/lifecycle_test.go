@@ -9,10 +9,19 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// ordOf returns p's ordinal, failing if p is absent.
+func ordOf(t *testing.T, d *index.Directory, p anonymize.Pseudonym) uint32 {
+	t.Helper()
+	en, ok := d.Get(p)
+	require.True(t, ok, "%v absent", p)
+	return en.Ord()
+}
 
 func pseudonymsOf(a Audience) []anonymize.Pseudonym { return slices.Collect(a.Pseudonyms()) }
 

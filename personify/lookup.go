@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 )
 
 // Pseudonym returns the pseudonym under which the person identified by id
@@ -29,7 +30,7 @@ func (e *Engine) Pseudonym(id anonymize.Identifier) (anonymize.Pseudonym, error)
 		return 0, err
 	}
 	for _, kp := range kps {
-		if e.dir.tab.Load().slot(uint64(kp.Pseudonym)) != nil {
+		if e.dir.Tab.Load().Slot(uint64(kp.Pseudonym)) != nil {
 			return kp.Pseudonym, nil
 		}
 	}
@@ -48,18 +49,18 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 	// few dozen instructions besides its cache miss, and every instruction
 	// waiting on the miss delays the next lookup's.
 	g := e.gen.Load() // odd while closed or loading a snapshot
-	t := e.dir.tab.Load()
-	if uint64(p) <= slotTombstone || g&1 != 0 {
+	t := e.dir.Tab.Load()
+	if uint64(p) <= index.SlotTombstone || g&1 != 0 {
 		return e.inLocked(p, segmentName) // the two reserved pseudonym values; closed; loading
 	}
-	slots := t.slots
-	i := home(uint64(p), len(slots))
+	slots := t.Slots
+	i := index.Home(uint64(p), len(slots))
 	for {
-		k := atomic.LoadUint64(&slots[i].key)
+		k := atomic.LoadUint64(&slots[i].Key)
 		if k == uint64(p) {
 			break
 		}
-		if k == slotEmpty {
+		if k == index.SlotEmpty {
 			if e.hasAliases.Load() || e.gen.Load() != g {
 				return e.inLocked(p, segmentName)
 			}
@@ -70,26 +71,26 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 		}
 	}
 	s := &slots[i]
-	m := atomic.LoadUint64(&s.meta)
-	lo, hi := atomic.LoadUint64(&s.lo), atomic.LoadUint64(&s.hi)
-	if m&seqOne != 0 || atomic.LoadUint64(&s.meta) != m {
+	m := atomic.LoadUint64(&s.Meta)
+	lo, hi := atomic.LoadUint64(&s.Lo), atomic.LoadUint64(&s.Hi)
+	if m&index.SeqOne != 0 || atomic.LoadUint64(&s.Meta) != m {
 		return e.inLocked(p, segmentName) // a writer is mid-update
 	}
 	rt := e.rt.Load()
-	id, ok := rt.byName.get(segmentName)
-	en := entry{m, lo, hi}
+	id, ok := rt.byName.Get(segmentName)
+	en := index.Entry{Meta: m, Lo: lo, Hi: hi}
 	switch {
 	case !ok:
-	case en.overflow():
-		ok = (bloom96{uint32(lo >> 32), hi}).covers(rt.segs[id].bloom) && viewRecord(t.arena.record(en.ref())).has(id)
+	case en.Overflow():
+		ok = (index.Bloom96{A: uint32(lo >> 32), B: hi}).Covers(rt.segs[id].bloom) && index.ViewRecord(t.Arena.Record(en.Ref())).Has(id)
 	default:
-		c := en.code() & 7
-		ok = uint64(id) <= laneMax[c] && laneMatch(lo, hi, c, uint64(id)*laneLow[c], ^uint64(0))
+		c := en.Code() & 7
+		ok = uint64(id) <= index.LaneMax[c] && index.LaneMatch(lo, hi, c, uint64(id)*index.LaneLow[c], ^uint64(0))
 	}
 	if ok && rt.anyTimed && hasBit(rt.timed, id) {
 		st := rt.segs[id].st
 		if now := e.now(); now.UnixNano() >= st.live.deadline.Load() {
-			ok = e.stillHolds(st, en.ord(), now)
+			ok = e.stillHolds(st, en.Ord(), now)
 		}
 	}
 	if e.gen.Load() != g { // a snapshot was loaded meanwhile: t and rt may not match
@@ -124,8 +125,8 @@ func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) [
 }
 
 func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose string) []string {
-	t := e.dir.tab.Load()
-	en, ok, stuck := t.read(uint64(p))
+	t := e.dir.Tab.Load()
+	en, ok, stuck := t.Read(uint64(p))
 	if !ok || stuck {
 		if stuck || e.hasAliases.Load() {
 			return e.segmentsLocked(dst, p, purpose)
@@ -137,11 +138,11 @@ func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose strin
 	if !ok {
 		return dst
 	}
-	state := en.state()
-	var rec recordView
-	if en.overflow() {
-		rec = viewRecord(t.arena.record(en.ref()))
-		state = rec.state
+	state := en.State()
+	var rec index.RecordView
+	if en.Overflow() {
+		rec = index.ViewRecord(t.Arena.Record(en.Ref()))
+		state = rec.State
 	}
 	bit := uint64(1) << pu.bit
 	var granted uint64 // all ones if the person granted consent for the purpose
@@ -163,29 +164,29 @@ func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose strin
 	// appends them (no call per id: each instruction that waits on this
 	// person's entry delays the next lookup's miss).
 	var buf [32]uint32
-	if !en.overflow() {
-		c := en.code()
-		width, per, mask := laneWidth[c], lanesPer[c], uint64(1)<<laneWidth[c]-1
-		word, n := en.lo, en.count()
+	if !en.Overflow() {
+		c := en.Code()
+		width, per, mask := index.LaneWidth[c], index.LanesPer[c], uint64(1)<<index.LaneWidth[c]-1
+		word, n := en.Lo, en.Count()
 		for k := range n {
 			if k == per {
-				word = en.hi
+				word = en.Hi
 			}
 			buf[k] = uint32(word & mask)
 			word >>= width
 		}
-		return e.appendServable(dst, rt, pu, buf[:n], granted, en.ord())
+		return e.appendServable(dst, rt, pu, buf[:n], granted, en.Ord())
 	}
-	cur, b := uint64(0), rec.rest
-	for rec.n > 0 {
-		n := min(rec.n, len(buf))
+	cur, b := uint64(0), rec.Rest
+	for rec.N > 0 {
+		n := min(rec.N, len(buf))
 		for k := range n {
-			d, size := uvarint(b)
+			d, size := index.Uvarint(b)
 			b, cur = b[size:], cur+d
 			buf[k] = uint32(cur)
 		}
-		rec.n -= n
-		dst = e.appendServable(dst, rt, pu, buf[:n], granted, en.ord())
+		rec.N -= n
+		dst = e.appendServable(dst, rt, pu, buf[:n], granted, en.Ord())
 	}
 	return dst
 }

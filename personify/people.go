@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 )
 
@@ -39,8 +40,8 @@ func (e *Engine) allKeyedPseudonyms(id anonymize.Identifier) ([]anonymize.KeyedP
 // pseudonym of that entry: p itself, or, for an alias left by re-keying,
 // the pseudonym the person moved to. Caller holds mu (read or write).
 func (e *Engine) resolveLocked(p anonymize.Pseudonym) (uint32, anonymize.Pseudonym, bool) {
-	if en, ok := e.dir.get(p); ok {
-		return en.ord(), p, true
+	if en, ok := e.dir.Get(p); ok {
+		return en.Ord(), p, true
 	}
 	if a, ok := e.aliases[p]; ok {
 		return a.ord, a.primary, true
@@ -71,12 +72,12 @@ func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonym
 		return ord, p
 	}
 	for _, old := range kps[1:] {
-		en, ok := e.dir.get(old.Pseudonym)
+		en, ok := e.dir.Get(old.Pseudonym)
 		if !ok {
 			continue
 		}
-		ord := en.ord()
-		e.dir.rekey(old.Pseudonym, cur.Pseudonym)
+		ord := en.Ord()
+		e.dir.Rekey(old.Pseudonym, cur.Pseudonym)
 		for _, q := range e.aliasesOf[ord] { // aliases of earlier rotations follow the entry
 			a := e.aliases[q]
 			a.primary = cur.Pseudonym
@@ -127,7 +128,7 @@ func indexAliases(aliases map[anonymize.Pseudonym]alias) map[uint32][]anonymize.
 
 // assignLocked gives p, which has no entry, a fresh ordinal under key.
 func (e *Engine) assignLocked(p anonymize.Pseudonym, key anonymize.Fingerprint) uint32 {
-	ord, _ := e.dir.assign(p)
+	ord, _ := e.dir.Assign(p)
 	e.live.Add(ord)
 	e.keyGenSet(key).Add(ord)
 	return ord
@@ -174,9 +175,9 @@ func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	delete(e.aliasesOf, ord)
 	e.hasAliases.Store(len(e.aliases) > 0)
 	e.forgetRecordLocked(p)
-	e.dir.remove(p)
+	e.dir.Remove(p)
 	e.live.Remove(ord)
-	e.dir.release(ord)
+	e.dir.Release(ord)
 	e.forgets.Add(1)
 	return out
 }
@@ -205,9 +206,9 @@ func (e *Engine) peopleInLocked(ords *segment.Set) []entryRef {
 		return nil
 	}
 	var found []entryRef
-	e.dir.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
-		if ords.Contains(en.ord()) {
-			found = append(found, entryRef{p, en.ord()})
+	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) {
+		if ords.Contains(en.Ord()) {
+			found = append(found, entryRef{p, en.Ord()})
 		}
 	})
 	return found

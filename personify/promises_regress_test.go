@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -43,9 +44,9 @@ func TestSnapshotHoldsNothingOfTheErased(t *testing.T) {
 	ids := func(p anonymize.Pseudonym) []uint32 {
 		e.mu.RLock()
 		defer e.mu.RUnlock()
-		en, ok := e.dir.get(p)
+		en, ok := e.dir.Get(p)
 		require.True(t, ok)
-		_, ids := e.dir.tab.Load().decodeEntry(nil, en)
+		_, ids := e.dir.Tab.Load().DecodeEntry(nil, en)
 		return ids
 	}
 	bobIDs := ids(pb)
@@ -67,16 +68,16 @@ func TestSnapshotHoldsNothingOfTheErased(t *testing.T) {
 	defer f.Close()
 	st, err := readState(f, "snap", e.keySet(), nil)
 	require.NoError(t, err)
-	tab := st.dir.tab.Load()
-	for i, s := range tab.slots {
-		if s.key == slotTombstone {
-			assert.Equal(t, emptyEntry(0), entry{s.meta &^ seqMask, s.lo, s.hi}, "tombstone slot %d keeps an entry", i)
+	tab := st.dir.Tab.Load()
+	for i, s := range tab.Slots {
+		if s.Key == index.SlotTombstone {
+			assert.Equal(t, index.EmptyEntry(0), index.Entry{Meta: s.Meta &^ index.SeqMask, Lo: s.Lo, Hi: s.Hi}, "tombstone slot %d keeps an entry", i)
 		}
 	}
 	snap, err := os.ReadFile(snapFile(t, d.dir))
 	require.NoError(t, err)
 	for _, state := range []uint32{0, 1, 2} {
-		rec := encodeRecord(nil, state, bobIDs)
+		rec := index.EncodeRecord(nil, state, bobIDs)
 		assert.False(t, bytes.Contains(snap, rec), "bob's overflow record (state %d) is in the snapshot", state)
 	}
 }

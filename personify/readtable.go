@@ -3,7 +3,8 @@ package personify
 import (
 	"math"
 	"sync/atomic"
-	"unsafe"
+
+	"github.com/personify-go/personify/personify/internal/index"
 )
 
 // readTable is the segment and purpose metadata that lookups read,
@@ -15,7 +16,7 @@ import (
 type readTable struct {
 	segs     []readSeg // by segment id
 	names    []string  // by segment id; "" once dropped
-	byName   nameTable
+	byName   index.Names
 	purposes map[string]*readPurpose
 	timed    []uint64 // segments with a retention, whose memberships can expire
 	anyTimed bool     // whether timed has any bit
@@ -23,8 +24,8 @@ type readTable struct {
 
 // readSeg is what In needs of a segment.
 type readSeg struct {
-	bloom bloom96   // segmentBloom96(id)
-	st    *segState // nil once dropped; for the slow path, under the read lock
+	bloom index.Bloom96 // index.SegmentBloom96(id)
+	st    *segState     // nil once dropped; for the slow path, under the read lock
 }
 
 type readPurpose struct {
@@ -66,7 +67,7 @@ func (e *Engine) publishLocked() {
 	ids := make(map[string]uint32, len(e.segs))
 	for name, st := range e.segs {
 		rs := &rt.segs[st.id]
-		rs.bloom, rs.st = segmentBloom96(st.id), st
+		rs.bloom, rs.st = index.SegmentBloom96(st.id), st
 		rt.names[st.id] = name
 		ids[name] = st.id
 		if st.timed != nil {
@@ -76,7 +77,7 @@ func (e *Engine) publishLocked() {
 		}
 		rt.setServable(st, st.len() >= e.minSize(st))
 	}
-	rt.byName = newNameTable(ids)
+	rt.byName = index.NewNames(ids)
 	e.rt.Store(rt)
 }
 
@@ -112,78 +113,4 @@ func (e *Engine) refreshLocked(st *segState) {
 		}
 	}
 	st.live.deadline.Store(deadline)
-}
-
-// nameTable maps segment names to ids, for In's segment argument: Go's
-// map with string keys spent about 30 ns a lookup here (generic hashing and
-// a memequal call), a third of In. Names are keyed by two 8-byte words
-// (their first and last 8 bytes, overlapping, or the bytes themselves when
-// shorter) and their length: hashing is a multiply, comparing two words,
-// exact for names up to 16 bytes; longer names also compare the string.
-// Open addressing over a power-of-two table a third full. Immutable.
-type nameTable struct {
-	slots []nameSlot
-	shift uint
-}
-
-type nameSlot struct {
-	a, b uint64
-	n    int
-	id   uint32
-	name string
-}
-
-// nameKey returns the two words and the length that key a name.
-func nameKey(s string) (a, b uint64, n int) {
-	n = len(s)
-	p := unsafe.Pointer(unsafe.StringData(s))
-	switch {
-	case n >= 8: // first and last 8 bytes, overlapping
-		return *(*uint64)(p), *(*uint64)(unsafe.Add(p, n-8)), n
-	case n >= 4: // first and last 4 bytes, overlapping
-		return uint64(*(*uint32)(p)) | uint64(*(*uint32)(unsafe.Add(p, n-4)))<<32, 0, n
-	}
-	for i := n - 1; i >= 0; i-- {
-		a = a<<8 | uint64(s[i])
-	}
-	return a, 0, n
-}
-
-func (t *nameTable) home(a, b uint64, n int) uint64 {
-	return ((a^uint64(n))*0x9E3779B97F4A7C15 ^ b*0xC2B2AE3D27D4EB4F) >> t.shift
-}
-
-func newNameTable(ids map[string]uint32) nameTable {
-	size, shift := 8, uint(61)
-	for size < 3*len(ids) {
-		size, shift = size*2, shift-1
-	}
-	t := nameTable{slots: make([]nameSlot, size), shift: shift}
-	for name, id := range ids {
-		a, b, n := nameKey(name)
-		i := t.home(a, b, n)
-		for t.slots[i].n != 0 {
-			i = (i + 1) & uint64(size-1)
-		}
-		t.slots[i] = nameSlot{a, b, n, id, name}
-	}
-	return t
-}
-
-// get returns the id of a segment name. Names are never empty.
-func (t *nameTable) get(name string) (uint32, bool) {
-	a, b, n := nameKey(name)
-	mask := uint64(len(t.slots) - 1)
-	for i := t.home(a, b, n) & mask; ; i = (i + 1) & mask {
-		s := &t.slots[i]
-		// Up to 16 bytes the two words are the whole name; longer names
-		// that share their first and last 8 bytes are told apart by
-		// comparing them, and the probe goes on past a mismatch.
-		if s.a == a && s.b == b && s.n == n && n != 0 && (n <= 16 || s.name == name) {
-			return s.id, true
-		}
-		if s.n == 0 {
-			return 0, false
-		}
-	}
 }

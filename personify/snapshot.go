@@ -3,7 +3,6 @@ package personify
 import (
 	"cmp"
 	"crypto/ed25519"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 )
 
@@ -49,20 +49,20 @@ const (
 )
 
 type snapMeta struct {
-	Format   int            `json:"format"`
-	Endian   string         `json:"endian"`
-	Seq      uint64         `json:"seq"` // the last log record the snapshot includes
-	Ring     []snapKey      `json:"ring"`
-	Purposes []snapPurpose  `json:"purposes"`
-	Segments []snapSegment  `json:"segments"`
-	NextSeg  uint32         `json:"next_segment_id"`
-	States   []snapState    `json:"states"`
-	Aliases  []snapAlias    `json:"aliases"`
-	NoReAdd  []snapKeyed    `json:"do_not_re_add"`
-	Dir      snapDir        `json:"directory"`
-	Arena    snapArenaState `json:"arena"`
-	Pending  []snapPending  `json:"pending_erasures,omitempty"`
-	Receipts []string       `json:"receipt_keys,omitempty"` // Ed25519 public keys, hex, oldest first
+	Format   int             `json:"format"`
+	Endian   string          `json:"endian"`
+	Seq      uint64          `json:"seq"` // the last log record the snapshot includes
+	Ring     []snapKey       `json:"ring"`
+	Purposes []snapPurpose   `json:"purposes"`
+	Segments []snapSegment   `json:"segments"`
+	NextSeg  uint32          `json:"next_segment_id"`
+	States   []snapState     `json:"states"`
+	Aliases  []snapAlias     `json:"aliases"`
+	NoReAdd  []snapKeyed     `json:"do_not_re_add"`
+	Dir      index.Meta      `json:"directory"`
+	Arena    index.ArenaMeta `json:"arena"`
+	Pending  []snapPending   `json:"pending_erasures,omitempty"`
+	Receipts []string        `json:"receipt_keys,omitempty"` // Ed25519 public keys, hex, oldest first
 }
 
 type snapPending struct {
@@ -108,20 +108,6 @@ type snapKeyed struct {
 	Key anonymize.Fingerprint `json:"key"`
 }
 
-type snapDir struct {
-	Next    uint32       `json:"next"`
-	Free    []uint32     `json:"free"`
-	Live    int          `json:"live"`
-	Special [2][4]uint64 `json:"special"`
-}
-
-type snapArenaState struct {
-	Cur     int   `json:"cur"`
-	Off     int   `json:"off"`
-	Used    int64 `json:"used"`
-	Garbage int64 `json:"garbage"`
-}
-
 // ErrCorrupt is returned when a snapshot or log is damaged or inconsistent.
 // The error names the file and the offset.
 var ErrCorrupt = errors.New("personify: stored data is corrupt")
@@ -159,13 +145,8 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 	if err != nil {
 		return cw.n, err
 	}
-	t := e.dir.tab.Load()
-	meta := snapMeta{Format: snapFormat, Endian: snapLittleEndn, Seq: seq, NextSeg: e.nextSegID,
-		Dir:   snapDir{Next: e.dir.next, Free: e.dir.free, Live: e.dir.live},
-		Arena: snapArenaState{Cur: t.arena.cur, Off: t.arena.off, Used: t.arena.used, Garbage: t.arena.garbage}}
-	for i, s := range t.special {
-		meta.Dir.Special[i] = [4]uint64{s.key, s.meta &^ seqMask, s.lo, s.hi}
-	}
+	dirMeta, arenaMeta, slots := e.dir.Snapshot()
+	meta := snapMeta{Format: snapFormat, Endian: snapLittleEndn, Seq: seq, NextSeg: e.nextSegID, Dir: dirMeta, Arena: arenaMeta}
 	for _, k := range e.ringKeys() {
 		meta.Ring = append(meta.Ring, snapKey{Key: k.Fingerprint, Current: k.Current, Until: k.Until})
 	}
@@ -239,61 +220,18 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 			return cw.n, err
 		}
 	}
-	if err := sw.Blob(snapSlotsName, int64(len(t.slots)), slotBytes(t.slots)); err != nil {
+	if err := sw.Blob(snapSlotsName, int64(len(slots)/slotSize), slots); err != nil {
 		return cw.n, err
 	}
-	if err := writeArena(sw, t); err != nil {
+	chunk := 0
+	if err := e.dir.WriteRecords(func(c []byte) error {
+		chunk++
+		return sw.Blob(snapArenaName, int64(chunk-1), c)
+	}); err != nil {
 		return cw.n, err
 	}
 	err = sw.Close()
 	return cw.n, err
-}
-
-// writeArena writes the index's overflow records, one section per chunk;
-// the chunk being filled only up to its last record. Replaced records
-// (garbage until the index's next compaction) are written as zeros, so
-// that no snapshot holds the segment list of a person who was erased, or
-// an old one of a person who was not: only the live entries' records are
-// copied.
-func writeArena(sw *segment.Writer, t *dirTable) error {
-	a := t.arena
-	chunkOf := func(i int) []byte {
-		c := *a.chunks[i].Load()
-		if i == a.cur && a.off < len(c) {
-			c = c[:a.off]
-		}
-		return c
-	}
-	if a.garbage == 0 { // every record is live: the chunks as they are
-		for i := 0; i <= a.cur; i++ {
-			if err := sw.Blob(snapArenaName, int64(i), chunkOf(i)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var refs []uint32
-	t.each(func(_ anonymize.Pseudonym, en entry) {
-		if en.overflow() {
-			refs = append(refs, en.ref())
-		}
-	})
-	slices.Sort(refs)
-	var buf []byte
-	for i := 0; i <= a.cur; i++ {
-		c := chunkOf(i)
-		buf = append(buf[:0], make([]byte, len(c))...)
-		for len(refs) > 0 && int(refs[0]>>chunkBits) == i {
-			off := int(refs[0] & chunkMask)
-			n := recordLen(c[off:])
-			copy(buf[off:off+n], c[off:off+n])
-			refs = refs[1:]
-		}
-		if err := sw.Blob(snapArenaName, int64(i), buf); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 type countWriter struct {
@@ -307,14 +245,8 @@ func (c *countWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// slotBytes views a table's slots as bytes: the little-endian layout the
-// snapshot stores (loading on a big-endian machine is refused).
-func slotBytes(s []dirSlot) []byte {
-	if len(s) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(dirSlot{})))
-}
+// slotSize is the size of one directory slot in the snapshot's table.
+const slotSize = int(unsafe.Sizeof(index.Slot{}))
 
 // state is an engine's whole stored state, as a snapshot loads it before
 // it is installed.
@@ -322,7 +254,7 @@ type state struct {
 	meta          snapMeta
 	ring          *anonymize.Keyring
 	missing       []anonymize.KeyInfo // previous keys of the data the loader was not given
-	dir           *directory
+	dir           *index.Directory
 	states        []privState
 	stateIDs      map[privState]uint32
 	segs          map[string]*segState
@@ -353,7 +285,7 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 	st := &state{segs: map[string]*segState{}, purposes: map[string]*purposeState{},
 		keyGen: map[anonymize.Fingerprint]*segment.Set{}, aliases: map[anonymize.Pseudonym]alias{},
 		doNotReAdd: map[anonymize.Pseudonym]anonymize.Fingerprint{}}
-	var slots []dirSlot
+	var slots []byte
 	var chunks [][]byte
 	sets := map[string]*segment.Section{}
 	haveMeta := false
@@ -374,7 +306,7 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 			if st.meta.Format < 1 || st.meta.Format > snapFormat {
 				return nil, corrupt(name, off, "snapshot format %d, this version reads 1 to %d", st.meta.Format, snapFormat)
 			}
-			if st.meta.Endian != snapLittleEndn || !littleEndian() {
+			if st.meta.Endian != snapLittleEndn || !index.LittleEndian() {
 				return nil, corrupt(name, off, "snapshot is %s-endian; this machine cannot load it", st.meta.Endian)
 			}
 			if err := st.setKeys(keys, hasher); err != nil {
@@ -385,12 +317,12 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 			return nil, corrupt(name, off, "section %q before the metadata", sec.Name)
 		case sec.Name == snapSlotsName:
 			b := sec.Blob()
-			if len(b)%int(unsafe.Sizeof(dirSlot{})) != 0 || len(b)/int(unsafe.Sizeof(dirSlot{})) < dirMinSlots || int64(len(b)/int(unsafe.Sizeof(dirSlot{}))) != sec.Aux {
+			if len(b)%slotSize != 0 || int64(len(b)/slotSize) != sec.Aux {
 				return nil, corrupt(name, off, "index table of %d bytes", len(b))
 			}
-			slots = adoptSlots(b)
+			slots = b
 		case sec.Name == snapArenaName:
-			if sec.Aux != int64(len(chunks)) || len(chunks) >= maxChunks {
+			if sec.Aux != int64(len(chunks)) || len(chunks) >= index.MaxChunks {
 				return nil, corrupt(name, off, "index arena chunk %d out of order", sec.Aux)
 			}
 			chunks = append(chunks, sec.Blob())
@@ -405,22 +337,6 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
 	}
 	return st, nil
-}
-
-func littleEndian() bool {
-	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
-}
-
-// adoptSlots views b as slots without copying when it is aligned.
-func adoptSlots(b []byte) []dirSlot {
-	n := len(b) / int(unsafe.Sizeof(dirSlot{}))
-	if uintptr(unsafe.Pointer(&b[0]))%8 == 0 {
-		return unsafe.Slice((*dirSlot)(unsafe.Pointer(&b[0])), n)
-	}
-	s := make([]dirSlot, n)
-	copy(slotBytes(s), b)
-	return s
 }
 
 // setKeys builds the keyring the snapshot was written under from the keys
@@ -472,7 +388,7 @@ func (st *state) setKeys(keys map[anonymize.Fingerprint]anonymize.Key, hasher fu
 // build checks the loaded sections against the metadata and assembles the
 // state. Every reference is checked, so a damaged snapshot whose checksums
 // were forged still cannot make a lookup read out of bounds.
-func (st *state) build(sets map[string]*segment.Section, slots []dirSlot, chunks [][]byte) error {
+func (st *state) build(sets map[string]*segment.Section, slots []byte, chunks [][]byte) error {
 	m := &st.meta
 	getSet := func(name string) (*segment.Set, error) {
 		sec, ok := sets[name]
@@ -568,61 +484,8 @@ func (st *state) build(sets map[string]*segment.Section, slots []dirSlot, chunks
 		st.receiptPubs = append(st.receiptPubs, pub)
 	}
 
-	// The index: arena first, then every slot's references.
-	a := &arena{cur: m.Arena.Cur, off: m.Arena.Off, used: m.Arena.Used, garbage: m.Arena.Garbage}
-	if a.cur != len(chunks)-1 || a.off < 0 || a.off > chunkSize || a.off > len(chunks[a.cur]) && a.off != chunkSize {
-		return fmt.Errorf("index arena position %d:%d does not match its %d chunks", a.cur, a.off, len(chunks))
-	}
-	for i, c := range chunks {
-		switch {
-		case i == a.cur && a.off < chunkSize:
-			// The chunk being filled is stored up to its last record (format
-			// 1 stored all of it); it gets its room back here.
-			if len(c) < a.off || len(c) > chunkSize {
-				return fmt.Errorf("index arena chunk %d has %d bytes, its records end at %d", i, len(c), a.off)
-			}
-			full := make([]byte, chunkSize)
-			copy(full, c)
-			c = full
-		case len(c) < bigRecord && len(c) < chunkSize:
-			return fmt.Errorf("index arena chunk %d has %d bytes", i, len(c))
-		}
-		a.chunks[i].Store(&c)
-	}
-	d := &directory{next: m.Dir.Next, free: m.Dir.Free, live: m.Dir.Live}
-	t := &dirTable{slots: slots, arena: a}
-	for i, sp := range m.Dir.Special {
-		t.special[i] = dirSlot{sp[0], sp[1], sp[2], sp[3]}
-	}
-	ids := make([]uint32, 0, 64)
-	live := 0
-	check := func(s *dirSlot) error {
-		s.meta &^= seqMask // no writer was mid-update in a snapshot
-		en := entry{s.meta, s.lo, s.hi}
-		if en.ord() >= d.next {
-			return fmt.Errorf("index entry has ordinal %d, past %d", en.ord(), d.next)
-		}
-		var state uint32
-		ids = ids[:0]
-		if en.overflow() {
-			ref := en.ref()
-			c := int(ref >> chunkBits)
-			if c > a.cur || int(ref&chunkMask) >= len(chunks[c]) {
-				return fmt.Errorf("index entry refers past the arena")
-			}
-			var ok bool
-			if state, ids, ok = safeRecord(chunks[c][ref&chunkMask:], ids); !ok {
-				return fmt.Errorf("index overflow record at %d is malformed", ref)
-			}
-		} else {
-			state = en.state()
-			if en.code() >= laneCodes || en.count() > 2*lanesPer[en.code()] {
-				return fmt.Errorf("index entry has lane code %d and %d ids", en.code(), en.count())
-			}
-			for k := range en.count() {
-				ids = append(ids, laneID(en.lo, en.hi, en.code(), k))
-			}
-		}
+	// The index, every entry checked against the states and segments.
+	d, err := index.Load(m.Dir, m.Arena, slots, chunks, func(state uint32, ids []uint32) error {
 		if int(state) >= len(st.states) {
 			return fmt.Errorf("index entry has privacy state %d of %d", state, len(st.states))
 		}
@@ -631,78 +494,28 @@ func (st *state) build(sets map[string]*segment.Section, slots []dirSlot, chunks
 				return fmt.Errorf("index entry has segment id %d, past %d", id, m.NextSeg)
 			}
 		}
-		live++
 		return nil
+	})
+	if err != nil {
+		return err
 	}
-	for i := range t.special {
-		if s := &t.special[i]; s.key == 1 {
-			if err := check(s); err != nil {
-				return err
-			}
-		} else if s.key != 0 {
-			return fmt.Errorf("reserved index slot %d has key %d", i, s.key)
+	if d.Len() != st.live.Len() {
+		return fmt.Errorf("index holds %d people, the live set %d", d.Len(), st.live.Len())
+	}
+	for _, o := range d.Free() {
+		if st.live.Contains(o) {
+			return fmt.Errorf("free ordinal %d is in use", o)
 		}
 	}
-	for i := range slots {
-		s := &slots[i]
-		switch s.key {
-		case slotEmpty:
-			continue
-		case slotTombstone:
-			t.used++
-			continue
-		}
-		t.used++
-		if err := check(s); err != nil {
-			return err
-		}
-	}
-	if live != d.live || t.used >= len(slots) || d.live != st.live.Len() {
-		return fmt.Errorf("index holds %d people, metadata says %d and the live set %d", live, d.live, st.live.Len())
-	}
-	for _, o := range d.free {
-		if o >= d.next || st.live.Contains(o) {
-			return fmt.Errorf("free ordinal %d is in use or out of range", o)
-		}
-	}
-	d.tab.Store(t)
 	st.dir = d
 	return nil
-}
-
-// safeRecord decodes an overflow record with every bound checked.
-func safeRecord(b []byte, ids []uint32) (uint32, []uint32, bool) {
-	state, k := binary.Uvarint(b)
-	if k <= 0 || state > 1<<32-1 {
-		return 0, ids, false
-	}
-	b = b[k:]
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)) {
-		return 0, ids, false
-	}
-	b = b[k:]
-	cur := uint64(0)
-	for range n {
-		d, k := binary.Uvarint(b)
-		if k <= 0 {
-			return 0, ids, false
-		}
-		b = b[k:]
-		if cur += d; cur > 1<<32-1 {
-			return 0, ids, false
-		}
-		ids = append(ids, uint32(cur))
-	}
-	return uint32(state), ids, true
 }
 
 // install replaces the engine's state with st, its keyring included. The
 // caller holds mu and keeps lock-free readers out (gen odd).
 func (e *Engine) installLocked(st *state) {
 	e.kr.Store(&keyState{ring: st.ring, missing: st.missing})
-	e.dir.next, e.dir.free, e.dir.live = st.dir.next, st.dir.free, st.dir.live
-	e.dir.tab.Store(st.dir.tab.Load())
+	e.dir.Replace(st.dir)
 	e.segs = st.segs
 	e.nextSegID = st.meta.NextSeg
 	e.purposes = st.purposes
@@ -763,7 +576,7 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 				e.schedulePurge(p.due())
 			}
 		}
-		e.event("load_snapshot", slog.Int("people", e.dir.len()), slog.Int("segments", len(e.segs)))
+		e.event("load_snapshot", slog.Int("people", e.dir.Len()), slog.Int("segments", len(e.segs)))
 		return nil
 	}
 	switch {

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 )
 
 // writeChunk bounds how many memberships one write applies while holding
@@ -148,7 +149,7 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 	sorted := sortPseudonyms(batch, &e.sortBuf) // batch or sortBuf; the two never alias
 	cur := e.keyring().Current()
 	ords := e.ordBuf[:0]
-	e.dir.reserve(len(sorted))
+	e.dir.Reserve(len(sorted))
 	const ahead = 12
 	for i, p := range sorted {
 		if len(e.doNotReAdd) > 0 {
@@ -157,13 +158,13 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 				continue
 			}
 		}
-		t := e.dir.tab.Load()
+		t := e.dir.Tab.Load()
 		if i+ahead < len(sorted) {
-			prefetch(unsafe.Pointer(&t.slots[home(uint64(sorted[i+ahead]), len(t.slots))]))
+			index.Prefetch(unsafe.Pointer(&t.Slots[index.Home(uint64(sorted[i+ahead]), len(t.Slots))]))
 		}
-		if s := t.slot(uint64(p)); s != nil {
-			ords = append(ords, entry{s.meta, s.lo, s.hi}.ord())
-			e.changeSlotLocked(s, p, st.id, noID, nil)
+		if s := t.Slot(uint64(p)); s != nil {
+			ords = append(ords, s.Entry().Ord())
+			e.changeSlotLocked(s, p, st.id, index.NoID, nil)
 			continue
 		}
 		if e.hasAliases.Load() {
@@ -174,9 +175,9 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 			}
 		}
 		// A new person, inserted with their first segment.
-		ord := e.dir.newOrdinal()
-		lo, hi, code, _ := packLanes([]uint32{st.id})
-		e.dir.insert(p, entry{makeMeta(ord, 0, 1) | uint64(code)<<codeShift, lo, hi})
+		ord := e.dir.NewOrdinal()
+		lo, hi, code, _ := index.PackLanes([]uint32{st.id})
+		e.dir.Insert(p, index.Entry{Meta: index.MakeMeta(ord, 0, 1) | uint64(code)<<index.CodeShift, Lo: lo, Hi: hi})
 		e.live.Add(ord)
 		e.keyGenSet(cur).Add(ord)
 		ords = append(ords, ord)

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package personify
+package index
 
 import "unsafe"
 

@@ -1,4 +1,4 @@
-package personify
+package index
 
 import (
 	mrand "math/rand/v2"
@@ -30,58 +30,58 @@ func TestLanes(t *testing.T) {
 			ids = append(ids, id)
 		}
 		slices.Sort(ids)
-		lo, hi, c, ok := packLanes(ids)
+		lo, hi, c, ok := PackLanes(ids)
 		if !ok {
-			require.True(t, len(ids) > 12 || uint64(ids[len(ids)-1]) > laneMax[len(laneMax)-1] ||
-				len(ids) > 2*lanesPer[codeFor(ids[len(ids)-1])], "%v should fit", ids)
+			require.True(t, len(ids) > 12 || uint64(ids[len(ids)-1]) > LaneMax[len(LaneMax)-1] ||
+				len(ids) > 2*LanesPer[codeFor(ids[len(ids)-1])], "%v should fit", ids)
 			continue
 		}
 		codesSeen[c] = true
 		for k, id := range ids {
-			require.Equal(t, id, laneID(lo, hi, c, k))
+			require.Equal(t, id, LaneID(lo, hi, c, k))
 		}
-		candidates := append(slices.Clone(ids), 0, 1, top, top-1, uint32(laneMax[c]), uint32(laneMax[c])+1, uint32(laneMax[c])+2)
+		candidates := append(slices.Clone(ids), 0, 1, top, top-1, uint32(LaneMax[c]), uint32(LaneMax[c])+1, uint32(LaneMax[c])+2)
 		for range 20 {
 			candidates = append(candidates, uint32(rng.Uint64N(uint64(top)+2)))
 		}
 		for _, id := range candidates {
 			var pattern, fits uint64
-			if uint64(id) <= laneMax[c] {
-				pattern, fits = uint64(id)*laneLow[c], ^uint64(0)
+			if uint64(id) <= LaneMax[c] {
+				pattern, fits = uint64(id)*LaneLow[c], ^uint64(0)
 			}
-			require.Equal(t, set[id], laneMatch(lo, hi, c, pattern, fits), "ids %v code %d id %d", ids, c, id)
+			require.Equal(t, set[id], LaneMatch(lo, hi, c, pattern, fits), "ids %v code %d id %d", ids, c, id)
 		}
 	}
-	require.Len(t, codesSeen, laneCodes, "every lane code exercised")
+	require.Len(t, codesSeen, LaneCodes, "every lane code exercised")
 }
 
 // codeFor returns the narrowest lane code whose lanes hold id.
 func codeFor(id uint32) int {
-	for c := range laneCodes {
-		if uint64(id) <= laneMax[c] {
+	for c := range LaneCodes {
+		if uint64(id) <= LaneMax[c] {
 			return c
 		}
 	}
-	return laneCodes - 1
+	return LaneCodes - 1
 }
 
 func TestOverflowRecordsRoundTrip(t *testing.T) {
-	a := newArena()
+	a := NewArena()
 	ids := []uint32{1, 5, 300, 70000, 1 << 30}
-	en, _ := makeEntry(a, nil, 77, 300, ids) // state 300 does not fit inline
-	require.True(t, en.overflow())
-	require.Equal(t, uint32(77), en.ord())
-	tab := &dirTable{arena: a}
-	state, got := tab.decodeEntry(nil, en)
+	en, _ := MakeEntry(a, nil, 77, 300, ids) // state 300 does not fit inline
+	require.True(t, en.Overflow())
+	require.Equal(t, uint32(77), en.Ord())
+	tab := &Table{Arena: a}
+	state, got := tab.DecodeEntry(nil, en)
 	require.Equal(t, uint32(300), state)
 	require.Equal(t, ids, got)
-	f := bloom96{uint32(en.lo >> 32), en.hi}
+	f := Bloom96{uint32(en.Lo >> 32), en.Hi}
 	for _, id := range ids {
-		require.True(t, f.covers(segmentBloom96(id)), "no false negatives")
+		require.True(t, f.Covers(SegmentBloom96(id)), "no false negatives")
 	}
-	en, _ = makeEntry(a, nil, 78, 3, ids[:4])
-	require.False(t, en.overflow(), "small lists and states go inline")
-	state, got = tab.decodeEntry(nil, en)
+	en, _ = MakeEntry(a, nil, 78, 3, ids[:4])
+	require.False(t, en.Overflow(), "small lists and states go inline")
+	state, got = tab.DecodeEntry(nil, en)
 	require.Equal(t, uint32(3), state)
 	require.Equal(t, ids[:4], got)
 }

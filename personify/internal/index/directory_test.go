@@ -1,4 +1,4 @@
-package personify
+package index
 
 import (
 	mrand "math/rand/v2"
@@ -12,18 +12,18 @@ import (
 )
 
 // ordOf returns p's ordinal, failing if p is absent.
-func ordOf(t *testing.T, d *directory, p anonymize.Pseudonym) uint32 {
+func ordOf(t *testing.T, d *Directory, p anonymize.Pseudonym) uint32 {
 	t.Helper()
-	en, ok := d.get(p)
+	en, ok := d.Get(p)
 	require.True(t, ok, "%v absent", p)
-	return en.ord()
+	return en.Ord()
 }
 
-// TestDirectoryModel drives the directory with random assigns, removals and
+// TestDirectoryModel drives the Directory with random assigns, removals and
 // releases and checks it against a map.
 func TestDirectoryModel(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(1, 2))
-	d := newDirectory()
+	d := NewDirectory()
 	model := map[anonymize.Pseudonym]uint32{}
 	byOrd := map[uint32]anonymize.Pseudonym{}
 	var keys []anonymize.Pseudonym
@@ -39,7 +39,7 @@ func TestDirectoryModel(t *testing.T) {
 					p = anonymize.Pseudonym(rng.IntN(2)) // the reserved slot values
 				}
 			}
-			ord, added := d.assign(p)
+			ord, added := d.Assign(p)
 			want, had := model[p]
 			if had {
 				require.False(t, added)
@@ -58,75 +58,75 @@ func TestDirectoryModel(t *testing.T) {
 			keys = keys[:len(keys)-1]
 			ord := model[p]
 			require.Equal(t, ord, ordOf(t, d, p))
-			require.True(t, d.remove(p))
-			require.False(t, d.remove(p))
-			d.release(ord)
+			require.True(t, d.Remove(p))
+			require.False(t, d.Remove(p))
+			d.Release(ord)
 			delete(model, p)
 			delete(byOrd, ord)
 		}
 		if step%5000 == 0 {
 			for p, ord := range model {
 				require.Equal(t, ord, ordOf(t, d, p))
-				en, ok, stuck := d.tab.Load().read(uint64(p))
+				en, ok, stuck := d.Tab.Load().Read(uint64(p))
 				require.True(t, ok && !stuck)
-				require.Equal(t, ord, en.ord())
+				require.Equal(t, ord, en.Ord())
 			}
 			seen := 0
-			d.tab.Load().each(func(p anonymize.Pseudonym, en entry) {
-				require.Equal(t, model[p], en.ord(), "each yields live entries only")
+			d.Tab.Load().Each(func(p anonymize.Pseudonym, en Entry) {
+				require.Equal(t, model[p], en.Ord(), "each yields live entries only")
 				seen++
 			})
 			require.Equal(t, len(model), seen)
 		}
 	}
-	require.Equal(t, len(model), d.len())
+	require.Equal(t, len(model), d.Len())
 	// Ordinals stay dense: released ones are reused before new ones, so
 	// assigning as many people as there are free ordinals adds none.
-	next, free := d.ordinals(), len(d.free)
+	next, free := d.Ordinals(), len(d.free)
 	for i := range free {
-		d.assign(anonymize.Pseudonym(1<<62 + i))
+		d.Assign(anonymize.Pseudonym(1<<62 + i))
 	}
-	assert.Equal(t, next, d.ordinals(), "new ordinals assigned while released ones were free")
+	assert.Equal(t, next, d.Ordinals(), "new ordinals assigned while released ones were free")
 	assert.Empty(t, d.free)
-	_, ok := d.get(anonymize.Pseudonym(12345678901))
+	_, ok := d.Get(anonymize.Pseudonym(12345678901))
 	assert.False(t, ok)
 }
 
 func TestDirectoryRekeyAndSet(t *testing.T) {
-	d := newDirectory()
-	ord, _ := d.assign(100)
-	d.set(100, entry{meta: makeMeta(ord, 3, 1), lo: 42})
-	d.rekey(100, 200)
-	_, ok := d.get(100)
+	d := NewDirectory()
+	ord, _ := d.Assign(100)
+	d.Set(100, Entry{Meta: MakeMeta(ord, 3, 1), Lo: 42})
+	d.Rekey(100, 200)
+	_, ok := d.Get(100)
 	assert.False(t, ok)
-	en, ok := d.get(200)
+	en, ok := d.Get(200)
 	require.True(t, ok)
-	assert.Equal(t, ord, en.ord(), "the entry moves with the key")
-	assert.Equal(t, uint32(3), en.state())
-	assert.Equal(t, uint64(42), en.lo)
+	assert.Equal(t, ord, en.Ord(), "the entry moves with the key")
+	assert.Equal(t, uint32(3), en.State())
+	assert.Equal(t, uint64(42), en.Lo)
 	for _, p := range []anonymize.Pseudonym{0, 1} { // the reserved slot values
-		o, _ := d.assign(p)
-		d.set(p, entry{meta: makeMeta(o, 5, 0), hi: 9})
-		en, ok, _ := d.tab.Load().read(uint64(p))
+		o, _ := d.Assign(p)
+		d.Set(p, Entry{Meta: MakeMeta(o, 5, 0), Hi: 9})
+		en, ok, _ := d.Tab.Load().Read(uint64(p))
 		require.True(t, ok)
-		assert.Equal(t, uint32(5), en.state())
-		assert.Equal(t, uint64(9), en.hi)
-		assert.True(t, d.remove(p))
-		_, ok = d.get(p)
+		assert.Equal(t, uint32(5), en.State())
+		assert.Equal(t, uint64(9), en.Hi)
+		assert.True(t, d.Remove(p))
+		_, ok = d.Get(p)
 		assert.False(t, ok)
 	}
 }
 
 func TestDirectorySequenceWraps(t *testing.T) {
-	d := newDirectory()
-	ord, _ := d.assign(7)
+	d := NewDirectory()
+	ord, _ := d.Assign(7)
 	for i := range 70_000 { // more than the 16-bit sequence counts
-		d.set(7, entry{meta: makeMeta(ord, uint32(i%200), i%15), lo: uint64(i), hi: ^uint64(i)})
-		en, ok, stuck := d.tab.Load().read(7)
+		d.Set(7, Entry{Meta: MakeMeta(ord, uint32(i%200), i%15), Lo: uint64(i), Hi: ^uint64(i)})
+		en, ok, stuck := d.Tab.Load().Read(7)
 		require.True(t, ok && !stuck)
-		require.Equal(t, ord, en.ord(), "sequence must not carry into the ordinal or state")
-		require.Equal(t, uint32(i%200), en.state())
-		require.Equal(t, i%15, en.count())
+		require.Equal(t, ord, en.Ord(), "sequence must not carry into the ordinal or state")
+		require.Equal(t, uint32(i%200), en.State())
+		require.Equal(t, i%15, en.Count())
 	}
 }
 
@@ -135,12 +135,12 @@ func TestDirectorySequenceWraps(t *testing.T) {
 // wrote whole (lo and hi derived from the same value), never a mix. It also
 // runs assigns, removals and growth meanwhile. Run with -race.
 func TestDirectorySnapshotsAreConsistent(t *testing.T) {
-	d := newDirectory()
+	d := NewDirectory()
 	stable := make([]anonymize.Pseudonym, 500)
 	for i := range stable {
 		stable[i] = anonymize.Pseudonym(mrand.Uint64() | 2)
-		ord, _ := d.assign(stable[i])
-		d.set(stable[i], entry{meta: makeMeta(ord, 0, 0), lo: 0, hi: ^uint64(0)})
+		ord, _ := d.Assign(stable[i])
+		d.Set(stable[i], Entry{Meta: MakeMeta(ord, 0, 0), Lo: 0, Hi: ^uint64(0)})
 	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -150,7 +150,7 @@ func TestDirectorySnapshotsAreConsistent(t *testing.T) {
 			rng := mrand.New(mrand.NewPCG(uint64(r), 9))
 			for !stop.Load() {
 				p := stable[rng.IntN(len(stable))]
-				en, ok, stuck := d.tab.Load().read(uint64(p))
+				en, ok, stuck := d.Tab.Load().Read(uint64(p))
 				if !ok {
 					t.Errorf("%v vanished", p)
 					return
@@ -158,7 +158,7 @@ func TestDirectorySnapshotsAreConsistent(t *testing.T) {
 				if stuck {
 					continue // the writer was descheduled mid-update: callers take the lock
 				}
-				if en.hi != ^en.lo || uint64(en.state()) != en.lo%200 {
+				if en.Hi != ^en.Lo || uint64(en.State()) != en.Lo%200 {
 					t.Errorf("torn snapshot %+v", en)
 					return
 				}
@@ -170,20 +170,20 @@ func TestDirectorySnapshotsAreConsistent(t *testing.T) {
 	var churn []anonymize.Pseudonym
 	for i := range 200_000 {
 		p := stable[rng.IntN(len(stable))]
-		en, _ := d.get(p)
+		en, _ := d.Get(p)
 		v := uint64(i)
-		d.set(p, entry{meta: makeMeta(en.ord(), uint32(v%200), 0), lo: v, hi: ^v})
+		d.Set(p, Entry{Meta: MakeMeta(en.Ord(), uint32(v%200), 0), Lo: v, Hi: ^v})
 		switch {
 		case i%3 == 0:
 			q := anonymize.Pseudonym(rng.Uint64() | 2)
-			d.assign(q)
+			d.Assign(q)
 			churn = append(churn, q)
 		case i%5 == 0 && len(churn) > 0:
 			q := churn[len(churn)-1]
 			churn = churn[:len(churn)-1]
-			en, _ := d.get(q)
-			d.remove(q)
-			d.release(en.ord())
+			en, _ := d.Get(q)
+			d.Remove(q)
+			d.Release(en.Ord())
 		}
 	}
 	stop.Store(true)

@@ -1,4 +1,4 @@
-package personify
+package index
 
 import (
 	"syscall"
@@ -7,7 +7,7 @@ import (
 
 // adviseHugePages asks the kernel to back the 2 MiB-aligned interior of a
 // large table with transparent huge pages (MADV_HUGEPAGE, then
-// MADV_COLLAPSE for pages already touched). Lookups probe the directory at
+// MADV_COLLAPSE for pages already touched). Lookups probe the Directory at
 // random, so with 4 KiB pages nearly every probe also misses the TLB, and
 // the page walks limit how many probes overlap: measured 15% more lookups a
 // second at 1M people. Best effort: errors (an older kernel, THP disabled)

@@ -1,4 +1,4 @@
-package personify
+package index
 
 import (
 	"fmt"
@@ -20,20 +20,20 @@ func TestNameTable(t *testing.T) {
 		strings.Repeat("x", 100), strings.Repeat("x", 99) + "y", "y" + strings.Repeat("x", 99), "a.b:c-d_e"} {
 		ids[n] = uint32(5000 + i)
 	}
-	nt := newNameTable(ids)
+	nt := NewNames(ids)
 	for name, id := range ids {
-		got, ok := nt.get(name)
+		got, ok := nt.Get(name)
 		require.True(t, ok, name)
 		require.Equal(t, id, got, name)
 	}
 	// Names that share words or lengths with stored ones, and absent ones.
 	for _, name := range []string{"", "b", "abcdefgX", "abcdefghX", "Xbcdefghijklmnopq", "abcdefghijklmnopQ",
 		strings.Repeat("x", 98) + "yx", strings.Repeat("x", 101), "seg2000", "seg000", "seg00000"} {
-		_, ok := nt.get(name)
+		_, ok := nt.Get(name)
 		require.False(t, ok, "%q", name)
 	}
-	empty := newNameTable(nil)
-	_, ok := empty.get("x")
+	empty := NewNames(nil)
+	_, ok := empty.Get("x")
 	require.False(t, ok)
 }
 

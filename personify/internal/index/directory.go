@@ -1,0 +1,369 @@
+package index
+
+import (
+	"math"
+	"math/bits"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/personify-go/personify/anonymize"
+)
+
+// Directory is the lookup index's table: for each pseudonym, one 32-byte
+// slot (half a cache line) holding the person's entry: their dense member
+// ordinal (assigned on first use and stable), their privacy state and their
+// segment ids, inline when they fit in 16 bytes (about three people in four
+// at 10 segments each), otherwise in an overflow record with an inline
+// Bloom filter. In and Segments therefore cost one cache miss for most
+// people. See index.go for why, and what was measured.
+//
+// Open addressing with linear probing; the home slot of a pseudonym is
+// mulhi(p, len(slots)), monotone in p, so a batch sorted by pseudonym walks
+// the table front to back. Load factor between 0.7 and 0.85.
+//
+// Readers never lock and never write. The one writer (the engine holds its
+// mutex) publishes a new key only after its entry is written, deletes by
+// turning the key into a tombstone, never moves a key or reuses a slot
+// within a table, and updates an entry under a per-slot sequence lock: the
+// sequence number in the meta word is odd while the entry's words change,
+// and a reader takes a snapshot only when the meta word reads the same,
+// even, before and after. Growing (which also drops tombstones) copies the
+// entries into a new table and publishes it with one atomic pointer store.
+//
+// An ordinal is released only by [directory.release], which the engine calls
+// after clearing the ordinal from every set; released ordinals are reused
+// first, so the ordinal space stays dense.
+type Directory struct {
+	Tab atomic.Pointer[Table]
+
+	// Writer-only state, guarded by the engine's mutex.
+	next uint32   // one past the highest ordinal ever assigned
+	free []uint32 // released ordinals, reused last-in first-out
+	live int
+}
+
+// Slot key values with a meaning of their own. Pseudonyms that are equal to
+// them (a chance of 2^-63 per person, or a deliberate bulk load) live in
+// Table.Special instead, where key 1 means present.
+const (
+	SlotEmpty     = 0
+	SlotTombstone = 1
+)
+
+// Slot is one person's entry; every word is read and written
+// atomically.
+type Slot struct {
+	Key  uint64 // SlotEmpty, SlotTombstone or the pseudonym
+	Meta uint64 // see Entry
+	Lo   uint64 // inline ids (bytes 0-7) or overflow reference and filter
+	Hi   uint64 // inline ids (bytes 8-15) or filter
+}
+
+// Entry is a consistent snapshot of a slot's meta, lo and hi words.
+//
+// meta: bits 0-31 ordinal; 32-47 sequence (odd while the entry changes);
+// 48-55 privacy state id (StateOverflow: in the overflow record); 56-59
+// number of inline segment ids; 60-62 lane code; 63 overflow.
+//
+// Inline, lo and hi hold the sorted segment ids as fixed-width lanes (the
+// lane code picks 6 lanes of 10 bits per word, 5 of 12, 4 of 16, 3 of 21
+// or 2 of 32), unused lanes all ones: In tests every lane at once with a
+// SWAR zero-lane test, a dozen instructions and no branch. Overflow: lo's
+// low 32 bits are the record's reference in the arena; lo's high 32 bits
+// and hi are a 96-bit Bloom filter of the ids.
+type Entry struct{ Meta, Lo, Hi uint64 }
+
+const (
+	SeqOne        = 1 << 32
+	SeqMask       = 0xffff << 32
+	StateShift    = 48
+	CountShift    = 56
+	CodeShift     = 60
+	OverflowBit   = 1 << 63
+	StateOverflow = 0xff
+)
+
+func (e Entry) Ord() uint32    { return uint32(e.Meta) }
+func (e Entry) State() uint32  { return uint32(e.Meta >> StateShift & 0xff) }
+func (e Entry) Count() int     { return int(e.Meta >> CountShift & 0xf) }
+func (e Entry) Code() int      { return int(e.Meta >> CodeShift & 0x7) }
+func (e Entry) Overflow() bool { return e.Meta&OverflowBit != 0 }
+func (e Entry) Ref() uint32    { return uint32(e.Lo) }
+func (e Entry) WithSeq(m uint64) Entry {
+	e.Meta = e.Meta&^SeqMask | m&SeqMask
+	return e
+}
+
+func MakeMeta(ord, state uint32, count int) uint64 {
+	return uint64(ord) | uint64(state)<<StateShift | uint64(count)<<CountShift
+}
+
+type Table struct {
+	Slots   []Slot
+	Arena   *Arena // the overflow records
+	Used    int    // live keys plus tombstones; writer-only
+	Special [2]Slot
+}
+
+const (
+	MinSlots = 64
+	maxLoad  = 0.9  // grow past this share of used slots
+	load     = 0.82 // load factor right after growing
+	maxSpins = 64   // reads retried while a writer is mid-update, then the caller falls back to the lock
+)
+
+func NewDirectory() *Directory {
+	d := &Directory{}
+	d.Tab.Store(&Table{Slots: make([]Slot, MinSlots), Arena: NewArena()})
+	return d
+}
+
+// home returns p's home slot in a table of n slots.
+func Home(p uint64, n int) int {
+	hi, _ := bits.Mul64(p, uint64(n))
+	return int(hi)
+}
+
+// slot returns p's slot, or nil. Readers and the writer.
+func (t *Table) Slot(p uint64) *Slot {
+	if p <= SlotTombstone {
+		if s := &t.Special[p]; atomic.LoadUint64(&s.Key) == 1 {
+			return s
+		}
+		return nil
+	}
+	slots := t.Slots
+	for i := Home(p, len(slots)); ; {
+		s := &slots[i]
+		switch atomic.LoadUint64(&s.Key) {
+		case p:
+			return s
+		case SlotEmpty:
+			return nil
+		}
+		if i++; i == len(slots) {
+			i = 0
+		}
+	}
+}
+
+// read returns a consistent snapshot of p's entry. ok is false if p is
+// absent; stuck is true if a writer stayed mid-update for maxSpins reads (it
+// was descheduled), and the caller must fall back to the engine's lock.
+func (t *Table) Read(p uint64) (e Entry, ok, stuck bool) {
+	s := t.Slot(p)
+	if s == nil {
+		return Entry{}, false, false
+	}
+	for range maxSpins {
+		m := atomic.LoadUint64(&s.Meta)
+		lo := atomic.LoadUint64(&s.Lo)
+		hi := atomic.LoadUint64(&s.Hi)
+		if m&SeqOne == 0 && atomic.LoadUint64(&s.Meta) == m {
+			return Entry{m, lo, hi}, true, false
+		}
+	}
+	return Entry{}, true, true
+}
+
+// get returns p's entry. Writer-only: nothing changes it meanwhile.
+func (t *Table) Get(p anonymize.Pseudonym) (Entry, bool) {
+	s := t.Slot(uint64(p))
+	if s == nil {
+		return Entry{}, false
+	}
+	return Entry{s.Meta, s.Lo, s.Hi}, true
+}
+
+// get returns p's entry in the current table. Writer-only.
+func (d *Directory) Get(p anonymize.Pseudonym) (Entry, bool) { return d.Tab.Load().Get(p) }
+
+// set replaces p's entry under the slot's sequence lock; p must be present.
+// Writer-only.
+func (d *Directory) Set(p anonymize.Pseudonym, e Entry) { SetSlot(d.Tab.Load().Slot(uint64(p)), e) }
+
+// SetSlot replaces a slot's entry under its sequence lock. Writer-only.
+func SetSlot(s *Slot, e Entry) {
+	seq := (s.Meta&SeqMask + SeqOne) & SeqMask // odd; wraps within its 16 bits
+	atomic.StoreUint64(&s.Meta, s.Meta&^SeqMask|seq)
+	atomic.StoreUint64(&s.Lo, e.Lo)
+	atomic.StoreUint64(&s.Hi, e.Hi)
+	atomic.StoreUint64(&s.Meta, e.WithSeq((seq+SeqOne)&SeqMask).Meta) // even again
+}
+
+// assign returns p's ordinal, giving p the next free ordinal and an empty
+// entry if it has none. Writer-only.
+func (d *Directory) Assign(p anonymize.Pseudonym) (ord uint32, added bool) {
+	if e, ok := d.Get(p); ok {
+		return e.Ord(), false
+	}
+	ord = d.NewOrdinal()
+	d.Insert(p, EmptyEntry(ord))
+	return ord, true
+}
+
+// EmptyEntry is the entry of a person with no segment and no privacy
+// state: every lane unused (all ones), as the SWAR test requires.
+func EmptyEntry(ord uint32) Entry {
+	return Entry{MakeMeta(ord, 0, 0), LaneEmpty[0], LaneEmpty[0]}
+}
+
+// newOrdinal allocates an ordinal for a new entry, which the caller
+// inserts. Writer-only.
+func (d *Directory) NewOrdinal() (ord uint32) {
+	if n := len(d.free); n > 0 {
+		ord, d.free = d.free[n-1], d.free[:n-1]
+	} else {
+		if d.next == math.MaxUint32 {
+			panic("personify: more than 2^32-1 members")
+		}
+		ord = d.next
+		d.next++
+	}
+	d.live++
+	return ord
+}
+
+// reserve grows the table now if n more entries would take it past its
+// maximum load, so that a bulk load rehashes once, not many times.
+// Writer-only.
+func (d *Directory) Reserve(n int) {
+	if t := d.Tab.Load(); float64(t.Used+n) > maxLoad*float64(len(t.Slots)) {
+		// At least 1.5 times larger: a load that keeps adding people
+		// rehashes O(log n) times, not once per batch.
+		d.growTo(t, t.Arena, max(d.live+n, int(float64(len(t.Slots))*1.5*load)))
+	}
+}
+
+// insert adds p, which must be absent. Writer-only.
+func (d *Directory) Insert(p anonymize.Pseudonym, e Entry) {
+	t := d.Tab.Load()
+	if float64(t.Used+1) > maxLoad*float64(len(t.Slots)) {
+		t = d.grow(t, t.Arena)
+	}
+	t.Put(uint64(p), e)
+}
+
+// put writes a new key and its entry into the first empty slot of its
+// probe path (never a tombstone: see the type's doc); the key goes last.
+func (t *Table) Put(p uint64, e Entry) {
+	var s *Slot
+	if p <= SlotTombstone {
+		s = &t.Special[p]
+	} else {
+		for i := Home(p, len(t.Slots)); ; {
+			if s = &t.Slots[i]; s.Key == SlotEmpty {
+				t.Used++
+				break
+			}
+			if i++; i == len(t.Slots) {
+				i = 0
+			}
+		}
+	}
+	atomic.StoreUint64(&s.Meta, e.Meta&^SeqMask)
+	atomic.StoreUint64(&s.Lo, e.Lo)
+	atomic.StoreUint64(&s.Hi, e.Hi)
+	if p <= SlotTombstone {
+		atomic.StoreUint64(&s.Key, 1)
+	} else {
+		atomic.StoreUint64(&s.Key, p)
+	}
+}
+
+// grow copies the live entries into a table sized for load load, with
+// Arena a (the same, or a compacted one whose references the caller fixes),
+// and publishes it.
+func (d *Directory) grow(old *Table, a *Arena) *Table { return d.growTo(old, a, d.live+1) }
+
+// growTo is grow with room for live entries at load load.
+func (d *Directory) growTo(old *Table, a *Arena, live int) *Table {
+	t := &Table{Slots: NewSlots(TableSize(live)), Arena: a}
+	old.Each(func(p anonymize.Pseudonym, e Entry) { t.Put(uint64(p), e) })
+	d.Tab.Store(t)
+	return t
+}
+
+func TableSize(live int) int { return max(MinSlots, int(float64(live)/load)) }
+
+// NewSlots allocates a table's slots, on huge pages where the system allows.
+func NewSlots(n int) []Slot {
+	s := make([]Slot, n)
+	if size := uintptr(n) * unsafe.Sizeof(Slot{}); size >= 4<<20 {
+		adviseHugePages(unsafe.Pointer(&s[0]), size)
+	}
+	return s
+}
+
+// each calls fn for every live entry of t, in slot order (pseudonym order
+// but for wrap-around). Writer or RLock holder: the entries do not change.
+func (t *Table) Each(fn func(p anonymize.Pseudonym, e Entry)) {
+	for p := range t.Special {
+		if s := &t.Special[p]; s.Key == 1 {
+			fn(anonymize.Pseudonym(p), Entry{s.Meta, s.Lo, s.Hi})
+		}
+	}
+	for i := range t.Slots {
+		if s := &t.Slots[i]; s.Key > SlotTombstone {
+			fn(anonymize.Pseudonym(s.Key), Entry{s.Meta, s.Lo, s.Hi})
+		}
+	}
+}
+
+// remove deletes p's entry, leaving its ordinal allocated: the caller
+// releases the ordinal once nothing refers to it. The slot keeps nothing of
+// the person (its entry is overwritten with an empty one, so that a
+// snapshot of the table cannot give back an erased person's ordinal,
+// segments or record), and a reader that matched the key a moment before
+// finds no segment. Writer-only.
+func (d *Directory) Remove(p anonymize.Pseudonym) bool {
+	t := d.Tab.Load()
+	if p <= SlotTombstone {
+		s := &t.Special[p]
+		if atomic.LoadUint64(&s.Key) != 1 {
+			return false
+		}
+		atomic.StoreUint64(&s.Key, 0)
+		SetSlot(s, EmptyEntry(0))
+		return true
+	}
+	s := t.Slot(uint64(p))
+	if s == nil {
+		return false
+	}
+	atomic.StoreUint64(&s.Key, SlotTombstone)
+	SetSlot(s, EmptyEntry(0))
+	return true
+}
+
+// rekey moves an entry from pseudonym old to pseudonym new (key rotation);
+// new must be absent. Writer-only.
+func (d *Directory) Rekey(old, new anonymize.Pseudonym) {
+	e, _ := d.Get(old)
+	d.Insert(new, e) // visible under both for an instant, never under neither
+	d.Remove(old)
+}
+
+// release returns ord to the free list. The caller guarantees that ord is in
+// no set and that its pseudonym was removed. Writer-only.
+func (d *Directory) Release(ord uint32) {
+	d.free = append(d.free, ord)
+	d.live--
+}
+
+// len returns the number of live entries.
+func (d *Directory) Len() int { return d.live }
+
+// ordinals returns one past the highest ordinal ever assigned.
+func (d *Directory) Ordinals() int { return int(d.next) }
+
+// sizeBytes estimates the Directory's memory, the overflow records
+// included.
+func (d *Directory) SizeBytes() uint64 {
+	t := d.Tab.Load()
+	return uint64(len(t.Slots))*32 + uint64(cap(d.free))*4 + t.Arena.SizeBytes()
+}
+
+// Entry returns the slot's entry as it is. Writer-only (readers use
+// Table.Read, which follows the sequence lock).
+func (s *Slot) Entry() Entry { return Entry{s.Meta, s.Lo, s.Hi} }

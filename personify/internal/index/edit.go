@@ -1,0 +1,99 @@
+package index
+
+import (
+	"encoding/binary"
+	"math"
+	"slices"
+)
+
+// DecodeEntry returns an entry's privacy state id and appends its segment
+// ids to dst.
+func (t *Table) DecodeEntry(dst []uint32, en Entry) (uint32, []uint32) {
+	if en.Overflow() {
+		r := ViewRecord(t.Arena.Record(en.Ref()))
+		return r.State, r.AppendIDs(dst)
+	}
+	for k := range en.Count() {
+		dst = append(dst, LaneID(en.Lo, en.Hi, en.Code(), k))
+	}
+	return en.State(), dst
+}
+
+// MakeEntry encodes an entry: inline when the ids fit in the lanes and the
+// state id in 8 bits, otherwise with an overflow record appended to a.
+func MakeEntry(a *Arena, buf []byte, ord, state uint32, ids []uint32) (Entry, []byte) {
+	return MakeEntryFilter(a, buf, ord, state, ids, nil)
+}
+
+// MakeEntryFilter is MakeEntry with the overflow filter already known (nil:
+// compute it from the ids).
+func MakeEntryFilter(a *Arena, buf []byte, ord, state uint32, ids []uint32, known *Bloom96) (Entry, []byte) {
+	if state < StateOverflow {
+		if lo, hi, code, ok := PackLanes(ids); ok {
+			return Entry{MakeMeta(ord, state, len(ids)) | uint64(code)<<CodeShift, lo, hi}, buf
+		}
+	}
+	buf = EncodeRecord(buf[:0], state, ids)
+	var f Bloom96
+	if known != nil {
+		f = *known
+	} else {
+		for _, id := range ids {
+			f = f.Or(SegmentBloom96(id))
+		}
+	}
+	ref := a.Add(buf)
+	return Entry{MakeMeta(ord, StateOverflow, 0) | OverflowBit, uint64(ref) | uint64(f.A)<<32, f.B}, buf
+}
+
+// NoID stands for "no segment id" in changeLocked.
+const NoID = math.MaxUint32
+
+// ChangeInline adds and removes an id of an inline entry without leaving
+// the registers; ok is false if the result does not fit inline.
+func ChangeInline(en Entry, add, remove uint32) (Entry, bool) {
+	n, c := en.Count(), en.Code()
+	// Bulk loads add segments in increasing id order: appending to the
+	// lanes is one shift and one or.
+	if remove == NoID && add != NoID && uint64(add) <= LaneMax[c] && n < 2*LanesPer[c] &&
+		(n == 0 || LaneID(en.Lo, en.Hi, c, n-1) < add) {
+		w, k := &en.Lo, n
+		if k >= LanesPer[c] {
+			w, k = &en.Hi, k-LanesPer[c]
+		}
+		shift := uint(k) * LaneWidth[c]
+		*w = *w&^((1<<LaneWidth[c]-1)<<shift) | uint64(add)<<shift
+		en.Meta = en.Meta&^(0xf<<CountShift) | uint64(n+1)<<CountShift
+		return en, true
+	}
+	var buf [12]uint32
+	ids := buf[:n]
+	for k := range ids {
+		ids[k] = LaneID(en.Lo, en.Hi, c, k)
+	}
+	changed := false
+	if add != NoID {
+		if i, found := slices.BinarySearch(ids, add); !found {
+			if n == len(buf) {
+				return en, false
+			}
+			ids, changed = slices.Insert(ids, i, add), true
+		}
+	}
+	if remove != NoID {
+		if i, found := slices.BinarySearch(ids, remove); found {
+			ids, changed = slices.Delete(ids, i, i+1), true
+		}
+	}
+	if !changed {
+		return en, true
+	}
+	lo, hi, code, ok := PackLanes(ids)
+	if !ok {
+		return en, false
+	}
+	return Entry{MakeMeta(en.Ord(), en.State(), len(ids)) | uint64(code)<<CodeShift, lo, hi}, true
+}
+
+// RecordMax bounds the size of an overflow record of n ids.
+func RecordMax(n int) int { return (2 + n) * binary.MaxVarintLen32 }
