@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -21,7 +22,7 @@ import (
 // seqFailFS fails the failAt-th SyncDir call (counting from 1), or every
 // one while failAll is set.
 type seqFailFS struct {
-	osFS
+	wal.OS
 	calls   atomic.Int32
 	failAt  atomic.Int32
 	failAll atomic.Bool
@@ -31,7 +32,7 @@ func (f *seqFailFS) SyncDir(name string) error {
 	if n := f.calls.Add(1); n == f.failAt.Load() || f.failAll.Load() {
 		return errors.New("syncdir: input/output error")
 	}
-	return f.osFS.SyncDir(name)
+	return f.OS.SyncDir(name)
 }
 
 func (f *seqFailFS) failNth(n int32) {
@@ -170,7 +171,7 @@ func TestOpenZeroedLogIsCorrupt(t *testing.T) {
 	require.NoError(t, e.Compact())
 	require.NoError(t, e.Close())
 	lf := logFile(t, d.dir)
-	zeros := make([]byte, logHeaderLen+100)
+	zeros := make([]byte, wal.LogHeaderLen+100)
 	require.NoError(t, os.WriteFile(lf, zeros, 0o600))
 	_, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
 	require.ErrorIs(t, err, ErrCorrupt)
@@ -195,12 +196,12 @@ func TestTornBatchIsDroppedWhole(t *testing.T) {
 	b, err := os.ReadFile(lf)
 	require.NoError(t, err)
 	seq := e.store.seq
-	frame := startFrame(nil)
+	frame := wal.StartFrame(nil)
 	frame = appendRecord(frame, seq+1, &op{kind: opDefine, at: t0, seg: Segment{Name: "a", Purpose: "ads"}})
 	second := len(frame)
 	frame = appendRecord(frame, seq+2, &op{kind: opDefine, at: t0, seg: Segment{Name: "b", Purpose: "ads"}})
-	frame = endFrame(frame, 0)
-	clear(frame[frameHeaderLen:second])
+	frame = wal.EndFrame(frame, 0)
+	clear(frame[wal.FrameHeaderLen:second])
 	require.NoError(t, os.WriteFile(lf, append(b, frame...), 0o600))
 	e = d.open(t)
 	defer e.Close()

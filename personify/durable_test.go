@@ -18,6 +18,7 @@ import (
 
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/personify/internal/index"
+	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/personify-go/personify/segment"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -254,10 +255,10 @@ func TestOpenTornTail(t *testing.T) {
 		lastKept bool // whether the last frame, the one written last, survives
 	}{
 		{"half a frame", func(b []byte) []byte { return b[:len(b)-7] }, false},
-		{"a frame header only", func(b []byte) []byte { return append(b, frameMagic[:3]...) }, true},
+		{"a frame header only", func(b []byte) []byte { return append(b, "PFY"...) }, true},
 		{"zeros", func(b []byte) []byte { return append(b, make([]byte, 100)...) }, true},
 		{"garbage", func(b []byte) []byte {
-			return append(b, []byte(frameMagic+"\xff\x00\x00\x00garbage that is not a frame")...)
+			return append(b, []byte("PFYB"+"\xff\x00\x00\x00garbage that is not a frame")...)
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -354,19 +355,19 @@ func TestOpenMissingSnapshot(t *testing.T) {
 // faultFS fails writes once a byte budget is spent (a full disk) or fails
 // fsync on request.
 type faultFS struct {
-	osFS
+	wal.OS
 	mu        sync.Mutex
 	budget    int64 // bytes that may still be written; < 0: unlimited
 	failSync  bool
 	syncCalls int
 }
 
-func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
-	fl, err := f.osFS.OpenFile(name, flag, perm)
+func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (wal.File, error) {
+	fl, err := f.OS.OpenFile(name, flag, perm)
 	if err != nil {
 		return nil, err
 	}
-	return &faultFile{file: fl, fs: f}, nil
+	return &faultFile{File: fl, fs: f}, nil
 }
 
 func (f *faultFS) set(budget int64, failSync bool) {
@@ -376,7 +377,7 @@ func (f *faultFS) set(budget int64, failSync bool) {
 }
 
 type faultFile struct {
-	file
+	wal.File
 	fs *faultFS
 }
 
@@ -390,10 +391,10 @@ func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
 	}
 	f.fs.mu.Unlock()
 	if budget >= 0 && int64(len(b)) > budget {
-		n, _ := f.file.WriteAt(b[:budget], off) // a partial write, as a full disk does
+		n, _ := f.File.WriteAt(b[:budget], off) // a partial write, as a full disk does
 		return n, errNoSpace
 	}
-	return f.file.WriteAt(b, off)
+	return f.File.WriteAt(b, off)
 }
 
 func (f *faultFile) Sync() error {
@@ -403,7 +404,7 @@ func (f *faultFile) Sync() error {
 	if f.fs.failSync {
 		return errors.New("sync: input/output error")
 	}
-	return f.file.Sync()
+	return f.File.Sync()
 }
 
 func TestDiskFull(t *testing.T) {

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/stretchr/testify/require"
 )
 
@@ -150,7 +150,7 @@ func FuzzApplyThenSnapshot(f *testing.F) {
 // whose snapshot loads and equals it. Nothing panics.
 func FuzzReplay(f *testing.F) {
 	ops := fuzzOps(f, 6) // the five definitions below are records 1 to 5
-	framed := endFrame(append(startFrame(nil), ops...), 0)
+	framed := wal.EndFrame(append(wal.StartFrame(nil), ops...), 0)
 	f.Add(framed)
 	f.Add(framed[:len(framed)-3]) // a torn tail
 	f.Add(append(bytes.Clone(framed), framed...))
@@ -166,7 +166,7 @@ func FuzzReplay(f *testing.F) {
 		require.NoError(t, e.Define(Segment{Name: "news", Purpose: "email"}))
 		require.NoError(t, e.Define(Segment{Name: "recent", Purpose: "ads", Retention: 48 * time.Hour}))
 		require.NoError(t, e.Compact())
-		logPath := filepath.Join(dir, logName(e.store.logStart))
+		logPath := e.store.log.Name()
 		require.NoError(t, e.Close())
 		fh, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
 		require.NoError(t, err)

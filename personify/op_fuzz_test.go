@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -59,9 +60,9 @@ func FuzzDecodeRecord(f *testing.F) {
 	for i, o := range sampleOps() {
 		rec := appendRecord(nil, uint64(i+1), o)
 		f.Add(rec)
-		f.Add(rec[recHeaderLen:]) // a body, framed by the target
+		f.Add(rec[wal.RecHeaderLen:]) // a body, framed by the target
 	}
-	f.Add([]byte(recMagic + "\x00\x00\x00\x00\x00\x00\x00\x00"))
+	f.Add([]byte("PFYR" + "\x00\x00\x00\x00\x00\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkDecode(t, b)
 		// The same bytes as a body under a valid header and checksum, so
@@ -71,11 +72,11 @@ func FuzzDecodeRecord(f *testing.F) {
 }
 
 func frame(body []byte) []byte {
-	b := append([]byte(recMagic), 0, 0, 0, 0, 0, 0, 0, 0)
+	b := append([]byte("PFYR"), 0, 0, 0, 0, 0, 0, 0, 0)
 	binary.LittleEndian.PutUint32(b[4:], uint32(len(body)))
 	b = append(b, body...)
-	crc := crc32.Update(0, crcTable, b[4:8])
-	crc = crc32.Update(crc, crcTable, body)
+	crc := crc32.Update(0, crc32.MakeTable(crc32.Castagnoli), b[4:8])
+	crc = crc32.Update(crc, crc32.MakeTable(crc32.Castagnoli), body)
 	binary.LittleEndian.PutUint32(b[8:], crc)
 	return b
 }

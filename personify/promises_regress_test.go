@@ -13,6 +13,7 @@ import (
 
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/personify/internal/index"
+	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -188,7 +189,7 @@ func TestReplicasAdoptTheSnapshotsKeyring(t *testing.T) {
 // renameFailFS fails renames of snapshots into place while failSnapRename
 // is set, and the failSyncAt-th directory sync.
 type renameFailFS struct {
-	osFS
+	wal.OS
 	failSnapRename bool
 	syncCalls      int
 	failSyncAt     int
@@ -198,7 +199,7 @@ func (f *renameFailFS) Rename(o, n string) error {
 	if f.failSnapRename && strings.HasSuffix(n, ".pfy") {
 		return errors.New("rename: input/output error")
 	}
-	return f.osFS.Rename(o, n)
+	return f.OS.Rename(o, n)
 }
 
 func (f *renameFailFS) SyncDir(name string) error {
@@ -206,7 +207,7 @@ func (f *renameFailFS) SyncDir(name string) error {
 	if f.syncCalls == f.failSyncAt {
 		return errors.New("syncdir: input/output error")
 	}
-	return f.osFS.SyncDir(name)
+	return f.OS.SyncDir(name)
 }
 
 // A compaction whose snapshot rename fails, and whose clean-up sync fails

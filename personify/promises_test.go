@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -422,12 +423,12 @@ func TestReplayRefusesInvalidRecords(t *testing.T) {
 	e := d.open(t)
 	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
 	want := stateDump(t, e)
-	logPath := filepath.Join(d.dir, logName(e.store.logStart))
+	logPath := e.store.log.Name()
 	seq := e.store.seq + 1
 	require.NoError(t, e.Close())
-	buf := startFrame(nil)
+	buf := wal.StartFrame(nil)
 	buf = appendRecord(buf, seq, &op{kind: opDefinePurpose, at: t0, purpose: Purpose{Name: "a 0", Model: 48}})
-	buf = endFrame(buf, 0)
+	buf = wal.EndFrame(buf, 0)
 	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = f.Write(buf)
@@ -458,7 +459,7 @@ func TestMissingLogIsAnError(t *testing.T) {
 				require.NoError(t, e.Compact())
 			}
 			require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
-			name := logName(e.store.logStart)
+			name := filepath.Base(e.store.log.Name())
 			require.NoError(t, e.Close())
 			require.NoError(t, os.Remove(filepath.Join(d.dir, name)))
 			_, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
@@ -600,7 +601,7 @@ func TestDescriptionsMustBeUTF8(t *testing.T) {
 func TestOverlongVarintRefused(t *testing.T) {
 	o := &op{kind: opDrop, at: t0, name: "s"}
 	good := appendRecord(nil, 1, o)
-	body := good[recHeaderLen:]
+	body := good[wal.RecHeaderLen:]
 	// seq (8), kind (1), at (8), then the name's length 1 as the
 	// canonical 0x01; rewrite it as the two-byte 0x81 0x00.
 	require.Equal(t, byte(1), body[17])

@@ -122,7 +122,7 @@ func NewReplica(opts Options, j Journal, ropts ReplicaOptions) (*Engine, error) 
 //	origin  8 bytes: the writing engine's id
 //	counter 8 bytes: its counter
 //	key     8 bytes: the fingerprint of the key whose journal subkey seals it
-//	record  a log record (op.go) with sequence number 0
+//	change  the change's encoding (change_codec.go)
 //	tag     32 bytes: HMAC-SHA256 under that subkey of "personify/v1/journal",
 //	        the sequence number (8 bytes LE) and every byte above
 //
@@ -156,7 +156,7 @@ func (r *replicator) commit(e *Engine, o *op) (opResult, error) {
 	binary.LittleEndian.PutUint64(change[9:], ctr)
 	fp := e.keyring().Current()
 	copy(change[17:], fp[:])
-	change = appendRecord(change, 0, o)
+	change = appendChange(change, o)
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	seq, err := r.j.Append(ctx, change, e.sealChange)
@@ -254,7 +254,7 @@ func (e *Engine) journalMAC(fp anonymize.Fingerprint) hash.Hash {
 // checks. It also returns the change's origin and counter once they are
 // authenticated (ok), so that a refusal reaches its writer.
 func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64, ok bool, err error) {
-	if len(change) < changeHeaderLen+recHeaderLen+changeTagLen {
+	if len(change) < changeHeaderLen+1+changeTagLen {
 		return op{}, 0, 0, false, fmt.Errorf("%w: change %d has %d bytes, too few for a change", ErrInvalidChange, seq, len(change))
 	}
 	if change[0] != changeVersion {
@@ -276,10 +276,7 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 		return op{}, origin, ctr, true, fmt.Errorf("%w: %w: change %d was made under key %s, but the fleet's key at that point is %s (its writer had not seen the rotation yet)",
 			ErrInvalidChange, ErrKeyChanged, seq, fp, cur)
 	}
-	_, o, n, err := decodeRecord(body[changeHeaderLen:])
-	if err == nil && n != len(body)-changeHeaderLen {
-		err = fmt.Errorf("%d bytes after the record", len(body)-changeHeaderLen-n)
-	}
+	o, err = decodeChange(body[changeHeaderLen:], recVersion)
 	if err != nil {
 		return op{}, origin, ctr, true, fmt.Errorf("%w: change %d: %w", ErrInvalidChange, seq, err)
 	}

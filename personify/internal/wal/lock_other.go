@@ -1,6 +1,6 @@
 //go:build !unix
 
-package personify
+package wal
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ import (
 func lockFile(name string) (io.Closer, error) {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return nil, errLockHeld
+		return nil, ErrLockHeld
 	}
 	if err != nil {
 		return nil, err

@@ -1,6 +1,6 @@
 //go:build unix
 
-package personify
+package wal
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ func lockFile(name string) (io.Closer, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, errLockHeld
+			return nil, ErrLockHeld
 		}
 		return nil, err
 	}
