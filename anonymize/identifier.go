@@ -62,9 +62,9 @@ var ErrInvalidIdentifier = errors.New("anonymize: invalid identifier")
 // IdentifierError describes nothing; like any error value it is safe to
 // read concurrently.
 type IdentifierError struct {
-	Kind   Kind   // the kind of identifier that was rejected
-	Reason string // what is wrong, e.g. "missing '@'"
-	Len    int    // the input's length in bytes, after trimming
+	Kind   Kind   `json:"kind"`   // the kind of identifier that was rejected
+	Reason string `json:"reason"` // what is wrong, e.g. "missing '@'"
+	Len    int    `json:"len"`    // the input's length in bytes, after trimming
 }
 
 func (e *IdentifierError) Error() string {

@@ -17,11 +17,11 @@ var ErrKeyExists = errors.New("anonymize: key already in keyring")
 // KeyInfo describes no key; a KeyInfo is a plain value, safe for concurrent
 // reads.
 type KeyInfo struct {
-	Fingerprint Fingerprint // the key's public name
-	Current     bool        // whether new pseudonyms are computed with it
+	Fingerprint Fingerprint `json:"fingerprint"` // the key's public name
+	Current     bool        `json:"current"`     // whether new pseudonyms are computed with it
 	// Until is when a previous key leaves the keyring: data written under it
 	// must have expired by then. Zero for the current key.
-	Until time.Time
+	Until time.Time `json:"until,omitzero"`
 }
 
 // Keyring holds the current key and the previous keys still within their
@@ -88,8 +88,8 @@ func (r *Keyring) Pseudonym(id Identifier) (Pseudonym, error) {
 // The zero KeyedPseudonym names no key; it is a plain value, safe for
 // concurrent reads.
 type KeyedPseudonym struct {
-	Pseudonym Pseudonym
-	Key       Fingerprint
+	Pseudonym Pseudonym   `json:"pseudonym"`
+	Key       Fingerprint `json:"key"`
 }
 
 // AppendPseudonyms appends to dst id's pseudonym under every key still in

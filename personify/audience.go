@@ -15,12 +15,12 @@ import (
 // Audience is an immutable value, safe for concurrent use.
 type Audience struct {
 	// Expr is the expression in canonical form.
-	Expr string
+	Expr string `json:"expr"`
 	// Purpose is the purpose the audience was built for.
-	Purpose string
+	Purpose string `json:"purpose"`
 	// Count is the exact number of people. Use it inside the system (for
 	// activation and capacity); publish NoisyCount instead.
-	Count int
+	Count int `json:"count"`
 
 	pseudonyms []anonymize.Pseudonym
 	e          *Engine

@@ -13,9 +13,12 @@ import (
 // engine logs it (sharing the fsync with concurrent writers) and applies it
 // only once it is on disk, so a change that fails to reach the disk is
 // never seen.
-func (e *Engine) commit(o *op) (opResult, error) {
+func (e *Engine) commit(ctx context.Context, o *op) (opResult, error) {
 	if e.closed.Load() {
 		return opResult{}, ErrClosed
+	}
+	if err := ctx.Err(); err != nil { // nothing was logged or applied
+		return opResult{}, wrapAs(errWrite, err)
 	}
 	if o.version == 0 {
 		o.version = recVersion
@@ -32,7 +35,7 @@ func (e *Engine) commit(o *op) (opResult, error) {
 	if e.store != nil {
 		return e.store.commit(e, o)
 	}
-	return e.replica.commit(e, o)
+	return e.replica.commit(ctx, e, o)
 }
 
 // apply applies an op: the one code path for live writes and for replaying
@@ -83,7 +86,7 @@ func (e *Engine) applyRead(o *op, source string) (opResult, error) {
 func (e *Engine) refuse(seq uint64, source string, err error) error {
 	e.refused.Add(1)
 	if !errors.Is(err, ErrInvalidChange) {
-		err = fmt.Errorf("%w: %w", ErrInvalidChange, err)
+		err = wrapAs(ErrInvalidChange, err)
 	}
 	e.audit.LogAttrs(context.Background(), slog.LevelWarn, "personify.change_refused",
 		slog.Uint64("seq", seq), slog.String("source", source), slog.String("reason", err.Error()))
@@ -106,7 +109,7 @@ func (e *Engine) check(o *op) error {
 		return e.checkDefinePurposeLocked(o)
 	case opDefine:
 		if _, err := e.purposeLocked(o.seg.Purpose); err != nil {
-			return fmt.Errorf("segment %q: %w", o.seg.Name, err)
+			return inContext(err, "segment %q", o.seg.Name)
 		}
 	case opDrop, opAdd, opAddPseudonyms, opRemove:
 		_, err := e.segmentLocked(o.name)

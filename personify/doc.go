@@ -62,6 +62,19 @@
 // whole state between processes; lookups see the old state or the new one,
 // never a mix.
 //
+// # Contexts
+//
+// Every write has a twin that takes a context.Context (Add and AddContext,
+// Forget and ForgetContext, ...), in the way of database/sql's QueryContext:
+// the plain form keeps the in-memory engine's calls short, and the Context
+// form bounds the wait where a write blocks, on an fsync in durable mode or
+// on the fleet's database. A context that is done before the change is
+// logged (or appended to a fleet's journal) returns its error and changes
+// nothing; a durable write that has reached its fsync waits for it (a few
+// milliseconds); in a fleet, a context that ends after the append returns
+// replica.ErrNotApplied: the change takes effect when the replicas apply it. Lookups
+// never block and take no context.
+//
 // An Engine is safe for concurrent use. Lookups never wait for a long write:
 // bulk loads are applied in chunks.
 package personify

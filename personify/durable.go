@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/fleet"
 	"github.com/personify-go/personify/personify/internal/wal"
 )
 
@@ -175,7 +176,7 @@ func storeErr(err error) error {
 	if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, wal.ErrCorrupt) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	return wrapAs(ErrCorrupt, err)
 }
 
 // closeFiles closes the active log and releases the directory.
@@ -331,7 +332,7 @@ func (s *store) flush(e *Engine, batch []*pending) {
 	}
 	if err != nil {
 		for _, b := range logged {
-			b.err = fmt.Errorf("%w: %w", errWrite, err)
+			b.err = wrapAs(errWrite, err)
 		}
 		return
 	}
@@ -439,7 +440,7 @@ func (e *Engine) Purged(r Receipt) bool {
 	case e.store != nil:
 		return e.store.purged.Load() >= r.Seq
 	case e.replica != nil:
-		if pg, ok := e.replica.j.(Purger); ok {
+		if pg, ok := e.replica.j.(fleet.Purger); ok {
 			return pg.PurgedThrough() >= r.Seq
 		}
 	}

@@ -220,7 +220,7 @@ func TestOversizedChangeIsRefused(t *testing.T) {
 	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
 	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
 	big := &op{kind: opRemove, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{make([]anonymize.KeyedPseudonym, maxRecordLen/16+1)}}
-	_, err := e.commit(big)
+	_, err := e.commit(t.Context(), big)
 	require.ErrorIs(t, err, errWrite)
 	assert.Contains(t, err.Error(), "split it")
 	require.NoError(t, e.Add("runners", person(1)))

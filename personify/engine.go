@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/fleet"
 	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/segment"
 )
@@ -116,8 +117,8 @@ func (e *Engine) checkKeysAvailable(now time.Time) error {
 // PreviousKey is a key replaced by rotation and the time its grace period
 // ends.
 type PreviousKey struct {
-	Key   anonymize.Key
-	Until time.Time
+	Key   anonymize.Key `json:"key"` // redacted in JSON
+	Until time.Time     `json:"until"`
 }
 
 // Engine holds segments of pseudonymous members and answers, for a person,
@@ -284,7 +285,7 @@ func (e *Engine) Close() error {
 	}
 	e.markClosed()
 	if e.replica != nil {
-		e.replica.wakeAll(fmt.Errorf("%w: %w (it takes effect on the replicas that apply the journal)", ErrClosed, ErrNotApplied))
+		e.replica.wakeAll(fmt.Errorf("%w: %w (it takes effect on the replicas that apply the journal)", ErrClosed, fleet.ErrNotApplied))
 	}
 	return nil
 }

@@ -80,3 +80,40 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// The package's errors say "personify: " once: an error that wraps another
+// of the package's (or names what it was about) prints the inner message
+// without its prefix, and stays errors.Is-able as both.
+
+const errPrefix = "personify: "
+
+// contextError names what err was about, after the prefix.
+type contextError struct {
+	err  error
+	what string
+}
+
+func (c *contextError) Error() string {
+	return errPrefix + c.what + ": " + strings.TrimPrefix(c.err.Error(), errPrefix)
+}
+
+func (c *contextError) Unwrap() error { return c.err }
+
+// inContext returns err naming what it was about:
+// "personify: segment \"runners\": unknown purpose ...".
+func inContext(err error, format string, args ...any) error {
+	return &contextError{err: err, what: fmt.Sprintf(format, args...)}
+}
+
+// bothError is an outer sentinel and the inner error that caused it.
+type bothError struct{ outer, inner error }
+
+func (b *bothError) Error() string {
+	return b.outer.Error() + ": " + strings.TrimPrefix(b.inner.Error(), errPrefix)
+}
+
+func (b *bothError) Unwrap() []error { return []error{b.outer, b.inner} }
+
+// wrapAs returns an error that is both outer and inner (errors.Is finds
+// either), printed "personify: <outer>: <inner without its prefix>".
+func wrapAs(outer, inner error) error { return &bothError{outer, inner} }

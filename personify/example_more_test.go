@@ -2,10 +2,8 @@ package personify_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
@@ -158,53 +156,4 @@ func ExampleEngine_VerifyReceipt() {
 	// <nil>
 	// <nil> <nil> 2
 	// true
-}
-
-// memJournal is the smallest Journal: a slice, and a reader per replica.
-// pgstore is the real one.
-type memJournal struct {
-	mu  sync.Mutex
-	log [][]byte
-}
-
-func (j *memJournal) Append(_ context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.log = append(j.log, seal(uint64(len(j.log))+1, bytes.Clone(change))) // seal: the change's tag for its position
-	return uint64(len(j.log)), nil
-}
-
-// deliver hands every change the replica has not applied to it, in order.
-func (j *memJournal) deliver(e *personify.Engine) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for seq := e.Applied() + 1; seq <= uint64(len(j.log)); seq++ {
-		_ = e.Apply(seq, j.log[seq-1])
-	}
-}
-
-// Replicas share one journal: a write on one reaches the others when their
-// journal reader delivers it.
-func ExampleNewReplica() {
-	j := &memJournal{}
-	opts := personify.Options{Key: mustExampleKey(), K: 1}
-	a, _ := personify.NewReplica(opts, j, personify.ReplicaOptions{})
-	b, _ := personify.NewReplica(opts, j, personify.ReplicaOptions{})
-	done := make(chan struct{})
-	go func() { // a's journal reader (pgstore runs one per replica)
-		defer close(done)
-		for a.Applied() < 3 {
-			j.deliver(a)
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	_ = a.DefinePurpose(personify.Purpose{Name: "personalization", Model: personify.OptOut})
-	_ = a.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
-	_ = a.Add("runners", anonymize.Email("ana@example.com"))
-	<-done
-	j.deliver(b)
-	p, _ := b.Pseudonym(anonymize.Email("ana@example.com"))
-	fmt.Println(b.Applied(), b.In(p, "runners"))
-	// Output:
-	// 3 true
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/fleet"
 	"github.com/personify-go/personify/segment"
 )
 
@@ -18,7 +19,13 @@ import (
 // that not even a pseudonym outlives the data. Memberships that have
 // expired are never served, even before Expire drops them.
 func (e *Engine) Expire(now time.Time) (int, error) {
-	res, err := e.commit(&op{kind: opExpire, at: now})
+	return e.ExpireContext(context.Background(), now)
+}
+
+// ExpireContext is Expire with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) ExpireContext(ctx context.Context, now time.Time) (int, error) {
+	res, err := e.commit(ctx, &op{kind: opExpire, at: now})
 	return res.n, err
 }
 
@@ -115,12 +122,18 @@ func (e *Engine) releaseEmptyLocked() int {
 // replicas (pgstore's does), RotateKey refuses while a live replica lacks
 // next: give every replica the key in Options.UpcomingKeys first.
 func (e *Engine) RotateKey(next anonymize.Key, grace time.Duration) error {
+	return e.RotateKeyContext(context.Background(), next, grace)
+}
+
+// RotateKeyContext is RotateKey with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) RotateKeyContext(ctx context.Context, next anonymize.Key, grace time.Duration) error {
 	if next.IsZero() {
 		return fmt.Errorf("personify: RotateKey: the new key is zero or destroyed")
 	}
 	if e.replica != nil {
-		if kc, ok := e.replica.j.(KeyChecker); ok {
-			ctx, cancel := context.WithTimeout(context.Background(), e.replica.timeout)
+		if kc, ok := e.replica.j.(fleet.KeyChecker); ok {
+			ctx, cancel := context.WithTimeout(ctx, e.replica.timeout)
 			err := kc.CheckKey(ctx, next.Fingerprint())
 			cancel()
 			if err != nil {
@@ -129,7 +142,7 @@ func (e *Engine) RotateKey(next anonymize.Key, grace time.Duration) error {
 		}
 	}
 	own := e.addKey(next) // replay, replicas and snapshots find it by fingerprint
-	_, err := e.commit(&op{kind: opRotateKey, at: e.now(), key: own.Fingerprint(), grace: grace, next: own})
+	_, err := e.commit(ctx, &op{kind: opRotateKey, at: e.now(), key: own.Fingerprint(), grace: grace, next: own})
 	return err
 }
 
@@ -157,18 +170,18 @@ func (e *Engine) applyRotateKey(o *op) (opResult, error) {
 
 // Stats describes an engine's contents and memory.
 type Stats struct {
-	People      int    // pseudonyms stored
-	Segments    int    // segments defined
-	Memberships int    // memberships stored, expired ones Expire has not dropped included
-	MemoryBytes uint64 // estimated memory of the stored data
+	People      int    `json:"people"`       // pseudonyms stored
+	Segments    int    `json:"segments"`     // segments defined
+	Memberships int    `json:"memberships"`  // memberships stored, expired ones Expire has not dropped included
+	MemoryBytes uint64 `json:"memory_bytes"` // estimated memory of the stored data
 	// PendingErasures counts erasures that are durable but not physically
 	// complete yet (a file or journal row may still hold the person);
 	// OldestPendingErasure is when the oldest of them was asked for.
-	PendingErasures      int
-	OldestPendingErasure time.Time
+	PendingErasures      int       `json:"pending_erasures"`
+	OldestPendingErasure time.Time `json:"oldest_pending_erasure,omitzero"`
 	// RefusedChanges counts changes read from the log or a journal that
 	// were refused as undecodable, unauthenticated or invalid.
-	RefusedChanges uint64
+	RefusedChanges uint64 `json:"refused_changes"`
 }
 
 // Stats returns the engine's current statistics; the zero Stats once the

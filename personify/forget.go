@@ -2,6 +2,7 @@ package personify
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/fleet"
 )
 
 // ForgetOptions adjusts an erasure.
@@ -25,7 +27,7 @@ type ForgetOptions struct {
 	// under a key that was unknown at the erasure, of a person never seen
 	// by identifier since, is the one case it cannot recognize (give the
 	// next key in Options.UpcomingKeys before erasing, to close it).
-	DoNotReAdd bool
+	DoNotReAdd bool `json:"do_not_re_add"`
 	// RequestID is the caller's reference for the request (a ticket
 	// number), recorded in the signed receipt. It must not hold personal
 	// data: it is limited to 1 to 64 characters of [A-Za-z0-9._:/-] (no
@@ -34,7 +36,7 @@ type ForgetOptions struct {
 	// refused as a possible phone number: "ticket-4711", "DSAR/2026/0042"
 	// pass. A name ("alice.smith") cannot be told from a ticket: do not
 	// use one. Empty is allowed.
-	RequestID string
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // maxRequestIDLen bounds ForgetOptions.RequestID.
@@ -75,7 +77,7 @@ func checkRequestID(s string) error {
 // keyring, from every segment, consent and suppression list, at once. See
 // ForgetWith.
 func (e *Engine) Forget(id anonymize.Identifier) (Receipt, error) {
-	return e.ForgetWith(id, ForgetOptions{})
+	return e.ForgetContext(context.Background(), id, ForgetOptions{})
 }
 
 // ForgetWith is Forget with options. Afterwards In, Segments, Audience and
@@ -91,6 +93,13 @@ func (e *Engine) Forget(id anonymize.Identifier) (Receipt, error) {
 // erasure's deadline for physical deletion (Receipt.PurgeBy) is part of the
 // logged change, so a restart neither forgets nor delays it.
 func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receipt, error) {
+	return e.ForgetContext(context.Background(), id, opts)
+}
+
+// ForgetContext is ForgetWith with a context that bounds how long it waits
+// (see the package doc). A receipt is returned only for an erasure that
+// completed: if ctx ends first, there is none.
+func (e *Engine) ForgetContext(ctx context.Context, id anonymize.Identifier, opts ForgetOptions) (Receipt, error) {
 	if err := checkRequestID(opts.RequestID); err != nil {
 		return Receipt{}, err
 	}
@@ -116,7 +125,7 @@ func (e *Engine) ForgetWith(id anonymize.Identifier, opts ForgetOptions) (Receip
 			return Receipt{}, err
 		}
 	}
-	res, err := e.commit(o)
+	res, err := e.commit(ctx, o)
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -176,7 +185,7 @@ func (e *Engine) purgeWithin() time.Duration {
 	case e.store != nil:
 		return e.store.purgeWithin
 	case e.replica != nil:
-		if pg, ok := e.replica.j.(Purger); ok {
+		if pg, ok := e.replica.j.(fleet.Purger); ok {
 			return pg.PurgeWithin()
 		}
 	}
@@ -268,7 +277,7 @@ func (e *Engine) purgedThrough() uint64 {
 	case e.store != nil:
 		return e.store.purged.Load()
 	case e.replica != nil:
-		if pg, ok := e.replica.j.(Purger); ok {
+		if pg, ok := e.replica.j.(fleet.Purger); ok {
 			return pg.PurgedThrough()
 		}
 	}

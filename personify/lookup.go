@@ -106,7 +106,8 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 // the purpose may use the person's data (consent under the purpose's model,
 // explicit opt-in for sensitive segments, no suppression) and the segment
 // has at least max(K, MinSize) members, so that serving it never singles
-// anyone out. An unknown pseudonym or purpose appends nothing.
+// anyone out. An unknown pseudonym or purpose appends nothing (Engine.Purpose
+// says whether a name is defined, and suggests the one meant).
 //
 // Segments takes no lock and allocates nothing beyond growing dst: one probe
 // of the directory (one cache miss for most people) and, per segment of the

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/fleet"
 	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/stretchr/testify/assert"
@@ -249,7 +250,7 @@ func TestStaleWriteAfterRotationIsRefused(t *testing.T) {
 		"remove":   {kind: opRemove, at: te.now(), name: "runners", people: [][]anonymize.KeyedPseudonym{stale}},
 		"forget":   {kind: opForget, at: te.now(), people: [][]anonymize.KeyedPseudonym{stale}},
 	} {
-		_, err := te.commit(o)
+		_, err := te.commit(t.Context(), o)
 		require.ErrorIs(t, err, ErrKeyChanged, name)
 	}
 	assert.Equal(t, people, te.Stats().People, "no second entry")
@@ -296,7 +297,7 @@ func TestCloseWakesReplicaWriters(t *testing.T) {
 	select {
 	case err := <-done:
 		require.ErrorIs(t, err, ErrClosed)
-		require.ErrorIs(t, err, ErrNotApplied, "its outcome is the journal's")
+		require.ErrorIs(t, err, fleet.ErrNotApplied, "its outcome is the journal's")
 		assert.Less(t, time.Since(start), 5*time.Second)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the writer is still waiting")

@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -54,9 +55,9 @@ const MaxPurposes = 64
 // "personalization", "email-marketing", "analytics". Every segment has one,
 // and consent is given or withdrawn per purpose.
 type Purpose struct {
-	Name        string       // 1 to 128 characters of [A-Za-z0-9_.:-]
-	Model       ConsentModel // OptIn or OptOut
-	Description string       // shown to people in Explain
+	Name        string       `json:"name"`        // 1 to 128 characters of [A-Za-z0-9_.:-]
+	Model       ConsentModel `json:"model"`       // OptIn or OptOut
+	Description string       `json:"description"` // shown to people in Explain
 }
 
 type purposeState struct {
@@ -71,7 +72,13 @@ type purposeState struct {
 // DefinePurpose declares a purpose, or changes an existing one's model and
 // description (consent already given or withdrawn stays).
 func (e *Engine) DefinePurpose(p Purpose) error {
-	_, err := e.commit(&op{kind: opDefinePurpose, at: e.now(), purpose: p}) // validated there
+	return e.DefinePurposeContext(context.Background(), p)
+}
+
+// DefinePurposeContext is DefinePurpose with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) DefinePurposeContext(ctx context.Context, p Purpose) error {
+	_, err := e.commit(ctx, &op{kind: opDefinePurpose, at: e.now(), purpose: p}) // validated there
 	return err
 }
 
@@ -119,6 +126,23 @@ func (e *Engine) Purposes() []Purpose {
 	return out
 }
 
+// Purpose returns the purpose named name, or an error wrapping
+// ErrUnknownPurpose that suggests the closest defined name. Segments and In
+// answer nothing for an unknown name, so that a lookup costs nothing extra
+// per request; this is how to find out why (check names once at start-up).
+func (e *Engine) Purpose(name string) (Purpose, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return Purpose{}, ErrClosed
+	}
+	ps, err := e.purposeLocked(name)
+	if err != nil {
+		return Purpose{}, err
+	}
+	return ps.Purpose, nil
+}
+
 // purposeLocked returns the named purpose or an error that says what to do.
 func (e *Engine) purposeLocked(name string) (*purposeState, error) {
 	if p, ok := e.purposes[name]; ok {
@@ -135,11 +159,17 @@ func (e *Engine) purposeLocked(name string) (*purposeState, error) {
 // withdrew (false) consent for purpose. Withdrawing takes effect at once:
 // Segments and Audience stop using the person for that purpose.
 func (e *Engine) SetConsent(id anonymize.Identifier, purpose string, granted bool) error {
+	return e.SetConsentContext(context.Background(), id, purpose, granted)
+}
+
+// SetConsentContext is SetConsent with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) SetConsentContext(ctx context.Context, id anonymize.Identifier, purpose string, granted bool) error {
 	kps, err := e.keyedPseudonyms(id)
 	if err != nil {
 		return err
 	}
-	_, err = e.commit(&op{kind: opConsent, at: e.now(), name: purpose, flag: granted, people: [][]anonymize.KeyedPseudonym{kps}})
+	_, err = e.commit(ctx, &op{kind: opConsent, at: e.now(), name: purpose, flag: granted, people: [][]anonymize.KeyedPseudonym{kps}})
 	return err
 }
 

@@ -8,59 +8,43 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/fleet"
 	"github.com/personify-go/personify/segment"
 )
 
-// Journal is a shared, totally ordered log of changes, for a fleet of
-// engines that must agree (see NewReplica). The personify/pgstore module
-// implements it on PostgreSQL. A change is opaque bytes holding
-// pseudonyms, names and times, never an identifier or a key.
-//
-// The journal's storage is trusted to store, not to decide: every change
-// is authenticated together with its sequence number, and a change whose
-// authentication fails (forged, altered, or copied to another position),
-// that does not decode, or that the local API would refuse, is refused by
-// every replica alike.
-type Journal interface {
-	// Append stores a change durably and returns its sequence number.
-	// Numbers are consecutive (no gaps) and their order is the order every
-	// replica applies changes in. Before storing, Append calls seal once
-	// with the number the change gets and stores what seal returns (the
-	// change with its authentication tag). Append must be safe for
-	// concurrent use.
-	Append(ctx context.Context, change []byte, seal func(seq uint64, change []byte) []byte) (seq uint64, err error)
+// The engine side of a fleet (package replica is the public one): a
+// replica's writes are appended to a shared journal and applied when the
+// journal's reader hands them back, in the journal's order, with every
+// other replica's (see package replica for the journal's contract and the
+// promises). What the reader calls is replicaSide, behind fleet.Side.
+
+
+func init() {
+	fleet.NewReplica = func(opts any, j fleet.Journal, timeout time.Duration) (any, fleet.Side, error) {
+		o, ok := opts.(Options)
+		if !ok {
+			return nil, nil, fmt.Errorf("personify: internal error: replica options of type %T", opts)
+		}
+		e, err := newReplica(o, j, timeout)
+		if err != nil {
+			return nil, nil, err
+		}
+		return e, replicaSide{e}, nil
+	}
 }
-
-// KeyChecker is implemented by a Journal that knows which keys the live
-// replicas of its fleet hold (pgstore does). RotateKey on a replica asks it
-// first and refuses a rotation that a live replica could not follow.
-type KeyChecker interface {
-	// CheckKey returns an error if a live replica does not hold the key
-	// with fingerprint fp.
-	CheckKey(ctx context.Context, fp anonymize.Fingerprint) error
-}
-
-// ErrNotApplied is returned by a replica's write when the change was
-// appended to the journal but this engine did not apply it in time (its
-// journal reader is behind or stopped): the change will take effect when
-// the reader catches up, but its outcome is unknown to the caller.
-var ErrNotApplied = errors.New("personify: change appended to the journal but not applied yet")
-
-// ErrGap is returned by Apply when a change skips sequence numbers.
-var ErrGap = errors.New("personify: journal change out of sequence")
 
 // replicator is the write path of a replica engine.
 type replicator struct {
-	j       Journal
+	j       fleet.Journal
 	id      uint64 // random: marks this engine's own changes
 	next    atomic.Uint64
 	timeout time.Duration
@@ -79,24 +63,14 @@ type replicaWait struct {
 	done chan struct{}
 }
 
-// ReplicaOptions configures NewReplica.
-type ReplicaOptions struct {
-	// WriteTimeout bounds how long a write waits for this engine to apply
-	// its own change after appending it (ErrNotApplied past it). Zero means
-	// 30 seconds.
-	WriteTimeout time.Duration
-}
-
-// NewReplica returns an in-memory engine whose changes go through a shared
-// journal: a write (Add, SetConsent, Forget...) is appended to j and
-// returns once this engine has applied it, and whoever reads the journal
-// (pgstore does) hands every change, this engine's and the other
-// replicas', to Apply in sequence order. Every replica thus applies the
-// same changes in the same order and holds the same state. Lookups are as
-// fast as New's.
-func NewReplica(opts Options, j Journal, ropts ReplicaOptions) (*Engine, error) {
+// newReplica returns an in-memory engine whose changes go through a shared
+// journal (package replica's New): a write is appended to j and returns
+// once this engine has applied it, and the journal's reader hands every
+// change, this engine's and the other replicas', to replicaSide.Apply in
+// sequence order. Lookups are as fast as New's.
+func newReplica(opts Options, j fleet.Journal, timeout time.Duration) (*Engine, error) {
 	if j == nil {
-		return nil, fmt.Errorf("personify: NewReplica: the journal is nil")
+		return nil, fmt.Errorf("personify: the journal is nil")
 	}
 	e, err := New(opts)
 	if err != nil {
@@ -104,16 +78,35 @@ func NewReplica(opts Options, j Journal, ropts ReplicaOptions) (*Engine, error) 
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	r := &replicator{j: j, id: binary.LittleEndian.Uint64(id[:]) | 1, timeout: ropts.WriteTimeout,
+	r := &replicator{j: j, id: binary.LittleEndian.Uint64(id[:]) | 1, timeout: timeout,
 		waiting: map[uint64]*replicaWait{}}
 	if r.timeout <= 0 {
 		r.timeout = 30 * time.Second
 	}
 	e.replica = r
-	if pg, ok := j.(Purger); ok {
+	if pg, ok := j.(fleet.Purger); ok {
 		e.schedulePurge = pg.SchedulePurge
 	}
 	return e, nil
+}
+
+// replicaSide is what the journal's reader calls (fleet.Side).
+type replicaSide struct{ e *Engine }
+
+func (s replicaSide) Apply(seq uint64, change []byte) error { return s.e.applyJournal(seq, change) }
+func (s replicaSide) Applied() uint64                       { return s.e.replica.applied.Load() }
+func (s replicaSide) Status() fleet.Status                  { return s.e.replicaStatus() }
+func (s replicaSide) WriteSnapshot(w io.Writer) (uint64, int64, error) {
+	return s.e.writeReplicaSnapshot(w)
+}
+func (s replicaSide) LoadSnapshot(seq uint64, data, tag []byte) error {
+	return s.e.loadTaggedSnapshot(seq, data, tag)
+}
+func (s replicaSide) VerifySnapshot(seq uint64, data, tag []byte) error {
+	return s.e.verifySnapshotTag(seq, data, tag)
+}
+func (s replicaSide) SnapshotTag(seq uint64, data []byte) []byte {
+	return s.e.snapshotTag(s.e.keyring().Current(), seq, data)
 }
 
 // A change in the journal:
@@ -141,7 +134,7 @@ const (
 // journal (a segment another replica just defined), and whether a change
 // is valid is decided where it lands in the journal's order, identically
 // on every replica, when it is applied.
-func (r *replicator) commit(e *Engine, o *op) (opResult, error) {
+func (r *replicator) commit(ctx context.Context, e *Engine, o *op) (opResult, error) {
 	if err := r.stall(); err != nil {
 		return opResult{}, err
 	}
@@ -157,12 +150,12 @@ func (r *replicator) commit(e *Engine, o *op) (opResult, error) {
 	fp := e.keyring().Current()
 	copy(change[17:], fp[:])
 	change = appendChange(change, o)
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	seq, err := r.j.Append(ctx, change, e.sealChange)
 	if err != nil {
 		r.forget(ctr)
-		return opResult{}, fmt.Errorf("%w: %w", errWrite, err)
+		return opResult{}, wrapAs(errWrite, err)
 	}
 	select {
 	case <-w.done:
@@ -170,7 +163,7 @@ func (r *replicator) commit(e *Engine, o *op) (opResult, error) {
 		return w.res, w.err
 	case <-ctx.Done():
 		r.forget(ctr)
-		return opResult{seq: seq}, fmt.Errorf("%w: change %d, after %v", ErrNotApplied, seq, r.timeout)
+		return opResult{seq: seq}, fmt.Errorf("%w: change %d (%v)", fleet.ErrNotApplied, seq, ctx.Err())
 	}
 }
 
@@ -273,8 +266,8 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 	// an older key was computed before a rotation its writer had not seen
 	// (an erasure computed then would miss people stored under the new key).
 	if cur := e.keyring().Current(); fp != cur {
-		return op{}, origin, ctr, true, fmt.Errorf("%w: %w: change %d was made under key %s, but the fleet's key at that point is %s (its writer had not seen the rotation yet)",
-			ErrInvalidChange, ErrKeyChanged, seq, fp, cur)
+		return op{}, origin, ctr, true, wrapAs(ErrInvalidChange, fmt.Errorf("%w: change %d was made under key %s, but the fleet's key at that point is %s (its writer had not seen the rotation yet)",
+			ErrKeyChanged, seq, fp, cur))
 	}
 	o, err = decodeChange(body[changeHeaderLen:], recVersion)
 	if err != nil {
@@ -282,13 +275,13 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 	}
 	o.seq = seq
 	if err := o.validate(); err != nil {
-		return op{}, origin, ctr, true, fmt.Errorf("%w: change %d: %w", ErrInvalidChange, seq, err)
+		return op{}, origin, ctr, true, wrapAs(ErrInvalidChange, inContext(err, "change %d", seq))
 	}
 	return o, origin, ctr, true, nil
 }
 
-// Apply applies the journal's change number seq. The journal's reader
-// calls it for every change in sequence order; a change at or below
+// applyJournal applies the journal's change number seq. The journal's
+// reader calls it for every change in sequence order; a change at or below
 // Applied is ignored, so redelivery after a reconnect is harmless. A change
 // that skips a number returns ErrGap: the reader must load a newer snapshot
 // (LoadSnapshot) or deliver the missing changes.
@@ -300,11 +293,8 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 // it alike. A key rotation to a key this replica was not given returns
 // ErrKeyUnavailable and Applied stays before it, until the replica is
 // restarted with the key.
-func (e *Engine) Apply(seq uint64, change []byte) error {
+func (e *Engine) applyJournal(seq uint64, change []byte) error {
 	r := e.replica
-	if r == nil {
-		return fmt.Errorf("personify: Apply is for engines made by NewReplica")
-	}
 	if e.closed.Load() {
 		return ErrClosed
 	}
@@ -315,7 +305,7 @@ func (e *Engine) Apply(seq uint64, change []byte) error {
 		return nil
 	}
 	if seq != applied+1 {
-		return fmt.Errorf("%w: change %d follows %d", ErrGap, seq, applied)
+		return fmt.Errorf("%w: change %d follows %d", fleet.ErrGap, seq, applied)
 	}
 	o, origin, ctr, authentic, err := e.openChange(seq, change)
 	if err != nil {
@@ -340,57 +330,24 @@ func (e *Engine) Apply(seq uint64, change []byte) error {
 	return nil
 }
 
-// ReplicaStatus describes where a replica stands in its fleet's journal.
-type ReplicaStatus struct {
-	// Applied is the last change applied (or included by the last snapshot
-	// loaded).
-	Applied uint64
-	// Refused counts the changes refused as undecodable, unauthenticated
-	// or invalid (each also an audit event "personify.change_refused").
-	Refused uint64
-	// Stalled, when not nil, is why the replica stopped applying the
-	// journal (ErrKeyUnavailable): it refuses writes until restarted.
-	Stalled error
-	// Keys are the fingerprints of every key the replica holds (current,
-	// previous and upcoming), for a fleet to check before a rotation.
-	Keys []anonymize.Fingerprint
-}
-
-// ReplicaStatus returns the replica's position in the journal and whether
-// it is stalled. It is the zero ReplicaStatus for an engine not made by
-// NewReplica.
-func (e *Engine) ReplicaStatus() ReplicaStatus {
+// replicaStatus says where a replica stands in its fleet's journal.
+func (e *Engine) replicaStatus() fleet.Status {
 	r := e.replica
-	if r == nil {
-		return ReplicaStatus{}
-	}
-	st := ReplicaStatus{Applied: r.applied.Load(), Refused: e.refused.Load(), Stalled: r.stall()}
+	st := fleet.Status{Applied: r.applied.Load(), Refused: e.refused.Load(), Stalled: r.stall(), Missing: e.kr.Load().missing}
 	for fp, k := range e.keySet() {
 		if !k.IsZero() {
 			st.Keys = append(st.Keys, fp)
 		}
 	}
+	slices.SortFunc(st.Keys, func(a, b anonymize.Fingerprint) int { return bytes.Compare(a[:], b[:]) })
 	return st
 }
 
-// Applied returns the sequence number of the last journal change this
-// replica applied (or that its last loaded snapshot includes).
-func (e *Engine) Applied() uint64 {
-	if e.replica == nil {
-		return 0
-	}
-	return e.replica.applied.Load()
-}
-
-// WriteReplicaSnapshot writes a snapshot of a replica (see WriteSnapshot)
-// and returns the journal sequence number it includes: a fleet keeps it
-// with the snapshot so that a replica starting from it reads the journal
-// after that number.
-func (e *Engine) WriteReplicaSnapshot(w io.Writer) (seq uint64, n int64, err error) {
+// writeReplicaSnapshot writes a snapshot of a replica and returns the
+// journal sequence number it includes: a fleet keeps it with the snapshot
+// so that a replica starting from it reads the journal after that number.
+func (e *Engine) writeReplicaSnapshot(w io.Writer) (seq uint64, n int64, err error) {
 	r := e.replica
-	if r == nil {
-		return 0, 0, fmt.Errorf("personify: WriteReplicaSnapshot is for engines made by NewReplica")
-	}
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	seq = r.applied.Load()
@@ -398,13 +355,10 @@ func (e *Engine) WriteReplicaSnapshot(w io.Writer) (seq uint64, n int64, err err
 	return seq, n, err
 }
 
-// SnapshotTag authenticates a replica snapshot stored at journal position
-// seq, under the journal subkey of the current key, so that a fleet's
-// store cannot substitute one (LoadReplicaSnapshot checks it).
-func (e *Engine) SnapshotTag(seq uint64, data []byte) []byte {
-	return e.snapshotTag(e.keyring().Current(), seq, data)
-}
-
+// snapshotTag authenticates a replica snapshot stored at journal position
+// seq under the journal subkey of key fp, so that a fleet's store cannot
+// substitute one (verifySnapshotTag checks it); nil if the engine lacks
+// the key.
 func (e *Engine) snapshotTag(fp anonymize.Fingerprint, seq uint64, data []byte) []byte {
 	m := e.journalMAC(fp)
 	if m == nil {
@@ -419,21 +373,25 @@ func (e *Engine) snapshotTag(fp anonymize.Fingerprint, seq uint64, data []byte) 
 	return append(fp[:8:8], m.Sum(nil)...)
 }
 
-// LoadReplicaSnapshot loads a snapshot that a fleet stored at journal
-// position seq with tag (SnapshotTag), refusing it with ErrInvalidChange
-// if the tag does not match: someone who can write the fleet's database
-// but lacks the key cannot substitute a snapshot.
-func (e *Engine) LoadReplicaSnapshot(seq uint64, data, tag []byte) error {
-	if err := e.VerifySnapshotTag(seq, data, tag); err != nil {
+// loadTaggedSnapshot loads a snapshot that a fleet stored at journal
+// position seq with tag, refusing it with ErrInvalidChange if the tag does
+// not match: someone who can write the fleet's database but lacks the key
+// cannot substitute a snapshot.
+func (e *Engine) loadTaggedSnapshot(seq uint64, data, tag []byte) error {
+	if err := e.verifySnapshotTag(seq, data, tag); err != nil {
 		return err
 	}
-	return e.LoadSnapshot(bytes.NewReader(data))
+	st, err := readState(bytes.NewReader(data), "snapshot", e.keySet(), e.hasher)
+	if err != nil {
+		return err
+	}
+	return e.loadReplicaSnapshot(st, func() error { return e.installSnapshot(st) })
 }
 
-// VerifySnapshotTag checks a fleet snapshot's tag (SnapshotTag) and the
-// position it holds, without loading it: ErrInvalidChange if either is
-// wrong, ErrWrongKey if it is sealed under a key this engine lacks.
-func (e *Engine) VerifySnapshotTag(seq uint64, data, tag []byte) error {
+// verifySnapshotTag checks a fleet snapshot's tag and the position it
+// holds, without loading it: ErrInvalidChange if either is wrong,
+// ErrWrongKey if it is sealed under a key this engine lacks.
+func (e *Engine) verifySnapshotTag(seq uint64, data, tag []byte) error {
 	if len(tag) != 8+sha256.Size {
 		return fmt.Errorf("%w: snapshot %d has no valid authentication tag", ErrInvalidChange, seq)
 	}
@@ -446,7 +404,7 @@ func (e *Engine) VerifySnapshotTag(seq uint64, data, tag []byte) error {
 	if !hmac.Equal(want, tag) {
 		return fmt.Errorf("%w: snapshot %d fails authentication", ErrInvalidChange, seq)
 	}
-	if got, err := SnapshotSeq(bytes.NewReader(data)); err != nil {
+	if got, err := snapshotSeq(bytes.NewReader(data)); err != nil {
 		return err
 	} else if got != seq {
 		return fmt.Errorf("%w: snapshot stored at %d holds position %d", ErrInvalidChange, seq, got)
@@ -467,26 +425,10 @@ func (e *Engine) loadReplicaSnapshot(st *state, load func() error) error {
 	return nil
 }
 
-// Purger is implemented by a Journal whose storage keeps copies of changes
-// until a compaction, so that erasure receipts can say when a Forget is
-// physically complete (Engine.Purged).
-type Purger interface {
-	// PurgedThrough returns the sequence number up to which no copy of any
-	// change remains in the journal's storage.
-	PurgedThrough() uint64
-	// PurgeWithin is the deadline receipts promise for physical erasure.
-	PurgeWithin() time.Duration
-	// SchedulePurge asks for a compaction by the given time: an erasure at
-	// or after PurgedThrough is due then. Every replica is told of every
-	// erasure it applies (and, after loading a snapshot, of those still
-	// pending), so the deadline survives restarts.
-	SchedulePurge(by time.Time)
-}
-
-// SnapshotSeq returns the journal sequence number recorded in a snapshot
-// written by WriteReplicaSnapshot (or the log position of a durable
-// engine's), reading only its first section.
-func SnapshotSeq(r io.Reader) (uint64, error) {
+// snapshotSeq returns the journal sequence number recorded in a replica's
+// snapshot (or the log position of a durable engine's), reading only its
+// first section.
+func snapshotSeq(r io.Reader) (uint64, error) {
 	sr, err := segment.NewReader(r)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrCorrupt, err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personify-go/personify/personify/internal/fleet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -117,16 +118,17 @@ func TestReplicasConverge(t *testing.T) {
 	var snap bytes.Buffer
 	seq, _, err := replicas[0].WriteReplicaSnapshot(&snap)
 	require.NoError(t, err)
-	got, err := SnapshotSeq(bytes.NewReader(snap.Bytes()))
+	got, err := snapshotSeq(bytes.NewReader(snap.Bytes()))
 	require.NoError(t, err)
 	assert.Equal(t, seq, got)
 	require.NoError(t, replicas[0].Add("runners", person(5555)))
 	require.Eventually(t, func() bool { return replicas[0].Applied() == uint64(len(j.log)) }, 5*time.Second, time.Millisecond)
 	late, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now}, j, ReplicaOptions{})
 	require.NoError(t, err)
-	require.NoError(t, late.LoadSnapshot(bytes.NewReader(snap.Bytes())))
+	require.ErrorIs(t, late.LoadSnapshot(bytes.NewReader(snap.Bytes())), errReplicaLoad, "only the journal's reader loads a replica's snapshots")
+	require.NoError(t, late.LoadReplicaSnapshot(seq, snap.Bytes(), replicas[0].SnapshotTag(seq, snap.Bytes())))
 	assert.Equal(t, seq, late.Applied())
-	require.ErrorIs(t, late.Apply(seq+2, j.log[seq]), ErrGap)
+	require.ErrorIs(t, late.Apply(seq+2, j.log[seq]), fleet.ErrGap)
 	j.mu.Lock()
 	rest := j.log[seq:]
 	j.mu.Unlock()

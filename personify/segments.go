@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -15,24 +16,24 @@ import (
 type Segment struct {
 	// Name is 1 to 128 characters of [A-Za-z0-9_.:-], not starting with
 	// '.', ':' or '-', and not one of the expression keywords and, or, not.
-	Name string
+	Name string `json:"name"`
 	// Purpose is the declared purpose the segment's data was collected for
 	// (required; see Engine.DefinePurpose).
-	Purpose string
+	Purpose string `json:"purpose"`
 	// Description tells people what membership means; Explain shows it.
-	Description string
+	Description string `json:"description"`
 	// Retention is how long a membership lasts after it was (last) added.
 	// Zero keeps memberships until they are removed. Memberships are timed
 	// in epochs of Retention/32, so one can expire up to that much early,
 	// never late.
-	Retention time.Duration
+	Retention time.Duration `json:"retention"`
 	// MinSize raises the minimum size (k) below which the segment is not
 	// served; the engine's Options.K applies when it is lower.
-	MinSize int
+	MinSize int `json:"min_size"`
 	// Sensitive marks special categories of data (health, finance,
 	// children...): the segment is used only for people who explicitly
 	// granted consent for its purpose, whatever the purpose's model.
-	Sensitive bool
+	Sensitive bool `json:"sensitive"`
 }
 
 // segState is a defined segment and its members. Guarded by Engine.mu.
@@ -87,7 +88,13 @@ func epochFor(retention time.Duration) time.Duration {
 // members. Shortening the retention takes effect at the next Expire; giving
 // a segment a retention for the first time starts its members' clocks now.
 func (e *Engine) Define(s Segment) error {
-	_, err := e.commit(&op{kind: opDefine, at: e.now(), seg: s}) // validated there: names, durations, sizes, UTF-8
+	return e.DefineContext(context.Background(), s)
+}
+
+// DefineContext is Define with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) DefineContext(ctx context.Context, s Segment) error {
+	_, err := e.commit(ctx, &op{kind: opDefine, at: e.now(), seg: s}) // validated there: names, durations, sizes, UTF-8
 	return err
 }
 
@@ -103,7 +110,7 @@ func (e *Engine) applyDefine(o *op) (opResult, error) {
 	s := o.seg
 	ps, err := e.purposeLocked(s.Purpose)
 	if err != nil {
-		return opResult{}, fmt.Errorf("segment %q: %w", s.Name, err)
+		return opResult{}, inContext(err, "segment %q", s.Name)
 	}
 	st, redefined := e.segs[s.Name]
 	if !redefined {
@@ -148,7 +155,13 @@ func (st *segState) retime(retention time.Duration, now time.Time) {
 
 // Drop removes a segment and all its memberships.
 func (e *Engine) Drop(name string) error {
-	_, err := e.commit(&op{kind: opDrop, at: e.now(), name: name})
+	return e.DropContext(context.Background(), name)
+}
+
+// DropContext is Drop with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) DropContext(ctx context.Context, name string) error {
+	_, err := e.commit(ctx, &op{kind: opDrop, at: e.now(), name: name})
 	return err
 }
 
@@ -183,6 +196,22 @@ func (e *Engine) Definitions() []Segment {
 	}
 	slices.SortFunc(out, func(a, b Segment) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// Segment returns the definition of the segment named name, or an error
+// wrapping ErrUnknownSegment that suggests the closest defined name (In
+// answers false for an unknown name; this says why).
+func (e *Engine) Segment(name string) (Segment, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return Segment{}, ErrClosed
+	}
+	st, err := e.segmentLocked(name)
+	if err != nil {
+		return Segment{}, err
+	}
+	return st.Segment, nil
 }
 
 // Len returns the number of members of a segment, expired memberships that

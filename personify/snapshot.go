@@ -84,9 +84,20 @@ type snapPurpose struct {
 	Bit         uint8  `json:"bit"`
 }
 
+// snapSegment is a segment's definition as snapshots store it (the field
+// names of format 1, independent of Segment's JSON).
 type snapSegment struct {
-	Segment
-	ID uint32 `json:"id"`
+	Name        string        `json:"Name"`
+	Purpose     string        `json:"Purpose"`
+	Description string        `json:"Description"`
+	Retention   time.Duration `json:"Retention"`
+	MinSize     int           `json:"MinSize"`
+	Sensitive   bool          `json:"Sensitive"`
+	ID          uint32        `json:"id"`
+}
+
+func (s snapSegment) segment() Segment {
+	return Segment{s.Name, s.Purpose, s.Description, s.Retention, s.MinSize, s.Sensitive}
 }
 
 type snapState struct {
@@ -127,7 +138,7 @@ func (e *Engine) WriteSnapshot(w io.Writer) (int64, error) {
 		return n, err
 	}
 	if e.replica != nil {
-		_, n, err := e.WriteReplicaSnapshot(w)
+		_, n, err := e.writeReplicaSnapshot(w)
 		return n, err
 	}
 	return e.writeSnapshot(w, 0)
@@ -154,7 +165,8 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 		meta.Purposes = append(meta.Purposes, snapPurpose{ps.Name, uint8(ps.Model), ps.Description, ps.bit})
 	}
 	for _, st := range e.segs {
-		meta.Segments = append(meta.Segments, snapSegment{st.Segment, st.id})
+		g := st.Segment
+		meta.Segments = append(meta.Segments, snapSegment{g.Name, g.Purpose, g.Description, g.Retention, g.MinSize, g.Sensitive, st.id})
 	}
 	slices.SortFunc(meta.Segments, func(a, b snapSegment) int { return int(a.ID) - int(b.ID) })
 	for _, s := range *e.states.Load() {
@@ -437,7 +449,7 @@ func (st *state) build(sets map[string]*segment.Section, slots []byte, chunks []
 		if !ok {
 			return fmt.Errorf("members of segment %q are missing", s.Name)
 		}
-		ss := &segState{Segment: s.Segment, id: s.ID, purpose: ps}
+		ss := &segState{Segment: s.segment(), id: s.ID, purpose: ps}
 		switch {
 		case s.Retention > 0 && sec.Timed() != nil && sec.Timed().Epoch() == epochFor(s.Retention):
 			ss.timed = sec.Timed()
@@ -538,6 +550,33 @@ func (e *Engine) installLocked(st *state) {
 	e.publishLocked()
 }
 
+// errReplicaLoad refuses LoadSnapshot on a replica: a state that did not
+// come from its journal would split it from the fleet for good.
+var errReplicaLoad = errors.New("personify: LoadSnapshot on a replica would split it from its fleet: a replica's snapshots come from its journal's reader")
+
+// installSnapshot makes st the engine's state, atomically for lookups.
+func (e *Engine) installSnapshot(st *state) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	e.gen.Add(1)        // odd: lock-free lookups step aside
+	e.installLocked(st) // the snapshot's keyring too: a fleet's replicas agree on it
+	e.gen.Add(1)
+	if e.replica == nil {
+		// The snapshot's erasures were made, and numbered, elsewhere; this
+		// engine's own files are rewritten (durable) or there are none.
+		e.pending = nil
+	} else if e.schedulePurge != nil { // the same journal: its deadlines hold here too
+		for _, p := range e.pending {
+			e.schedulePurge(p.due())
+		}
+	}
+	e.event("load_snapshot", slog.Int("people", e.dir.Len()), slog.Int("segments", len(e.segs)))
+	return nil
+}
+
 // LoadSnapshot replaces the engine's whole state with a snapshot written by
 // WriteSnapshot (of this engine or another with the same key), for fleets
 // where one process builds segments and replicas load them. The snapshot
@@ -553,40 +592,18 @@ func (e *Engine) LoadSnapshot(r io.Reader) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
+	if e.replica != nil {
+		return errReplicaLoad
+	}
 	st, err := readState(r, "snapshot", e.keySet(), e.hasher)
 	if err != nil {
 		return err
 	}
-	load := func() error {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.closed.Load() {
-			return ErrClosed
-		}
-		e.gen.Add(1)        // odd: lock-free lookups step aside
-		e.installLocked(st) // the snapshot's keyring too: a fleet's replicas agree on it
-		e.gen.Add(1)
-		if e.replica == nil {
-			// The snapshot's erasures were made, and numbered, elsewhere;
-			// this engine's own files are rewritten below (durable) or
-			// there are none.
-			e.pending = nil
-		} else if e.schedulePurge != nil { // the same journal: its deadlines hold here too
-			for _, p := range e.pending {
-				e.schedulePurge(p.due())
-			}
-		}
-		e.event("load_snapshot", slog.Int("people", e.dir.Len()), slog.Int("segments", len(e.segs)))
-		return nil
-	}
-	switch {
-	case e.replica != nil:
-		return e.loadReplicaSnapshot(st, load)
-	case e.store == nil:
-		return load()
+	if e.store == nil {
+		return e.installSnapshot(st)
 	}
 	return e.store.exclusive(func() error {
-		if err := load(); err != nil {
+		if err := e.installSnapshot(st); err != nil {
 			return err
 		}
 		if err := e.store.compactLocked(e); err != nil {

@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 
@@ -14,21 +15,33 @@ import (
 // consent, and stays when the person is added to segments again; it ends
 // only with Unsuppress or Forget.
 func (e *Engine) Suppress(id anonymize.Identifier, purposes ...string) error {
-	return e.setSuppressed(id, true, purposes)
+	return e.setSuppressed(context.Background(), id, true, purposes)
+}
+
+// SuppressContext is Suppress with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) SuppressContext(ctx context.Context, id anonymize.Identifier, purposes ...string) error {
+	return e.setSuppressed(ctx, id, true, purposes)
 }
 
 // Unsuppress takes the person off the suppression lists of the given
 // purposes, or off the global list when none is given.
 func (e *Engine) Unsuppress(id anonymize.Identifier, purposes ...string) error {
-	return e.setSuppressed(id, false, purposes)
+	return e.setSuppressed(context.Background(), id, false, purposes)
 }
 
-func (e *Engine) setSuppressed(id anonymize.Identifier, on bool, purposes []string) error {
+// UnsuppressContext is Unsuppress with a context that bounds how long it
+// waits (see the package doc).
+func (e *Engine) UnsuppressContext(ctx context.Context, id anonymize.Identifier, purposes ...string) error {
+	return e.setSuppressed(ctx, id, false, purposes)
+}
+
+func (e *Engine) setSuppressed(ctx context.Context, id anonymize.Identifier, on bool, purposes []string) error {
 	kps, err := e.keyedPseudonyms(id)
 	if err != nil {
 		return err
 	}
-	_, err = e.commit(&op{kind: opSuppress, at: e.now(), flag: on, names: purposes, people: [][]anonymize.KeyedPseudonym{kps}})
+	_, err = e.commit(ctx, &op{kind: opSuppress, at: e.now(), flag: on, names: purposes, people: [][]anonymize.KeyedPseudonym{kps}})
 	return err
 }
 

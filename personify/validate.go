@@ -127,7 +127,7 @@ func (o *op) validate() error {
 			return fmt.Errorf("%w: segment %q has no Purpose: every segment needs one (declare it with Engine.DefinePurpose)", ErrUnknownPurpose, s.Name)
 		}
 		if err := validName("purpose", s.Purpose); err != nil {
-			return fmt.Errorf("segment %q: %w", s.Name, err)
+			return inContext(err, "segment %q", s.Name)
 		}
 		if err := checkDuration(fmt.Sprintf("segment %q: Retention", s.Name), s.Retention); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -21,11 +22,17 @@ const writeChunk = 4096
 // first; if any is invalid, nothing is added. People who were forgotten with
 // DoNotReAdd are skipped.
 func (e *Engine) Add(segmentName string, ids ...anonymize.Identifier) error {
+	return e.AddContext(context.Background(), segmentName, ids...)
+}
+
+// AddContext is Add with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) AddContext(ctx context.Context, segmentName string, ids ...anonymize.Identifier) error {
 	kps, err := e.pseudonymizeAll(ids)
 	if err != nil {
 		return err
 	}
-	_, err = e.commit(&op{kind: opAdd, at: e.now(), name: segmentName, people: kps})
+	_, err = e.commit(ctx, &op{kind: opAdd, at: e.now(), name: segmentName, people: kps})
 	return err
 }
 
@@ -111,7 +118,13 @@ func (e *Engine) pseudonymizeAll(ids []anonymize.Identifier) ([][]anonymize.Keye
 // added again are skipped. Large batches are applied in chunks, so readers
 // never wait long; a concurrent reader may see part of a batch.
 func (e *Engine) AddPseudonyms(segmentName string, ps []anonymize.Pseudonym) error {
-	_, err := e.commit(&op{kind: opAddPseudonyms, at: e.now(), name: segmentName, ps: ps})
+	return e.AddPseudonymsContext(context.Background(), segmentName, ps)
+}
+
+// AddPseudonymsContext is AddPseudonyms with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) AddPseudonymsContext(ctx context.Context, segmentName string, ps []anonymize.Pseudonym) error {
+	_, err := e.commit(ctx, &op{kind: opAddPseudonyms, at: e.now(), name: segmentName, ps: ps})
 	return err
 }
 
@@ -192,21 +205,33 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 // Remove removes the person identified by id from a segment. Removing
 // someone who is not a member is not an error.
 func (e *Engine) Remove(segmentName string, id anonymize.Identifier) error {
+	return e.RemoveContext(context.Background(), segmentName, id)
+}
+
+// RemoveContext is Remove with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) RemoveContext(ctx context.Context, segmentName string, id anonymize.Identifier) error {
 	kps, err := e.keyedPseudonyms(id)
 	if err != nil {
 		return err
 	}
-	_, err = e.commit(&op{kind: opRemove, at: e.now(), name: segmentName, people: [][]anonymize.KeyedPseudonym{kps}})
+	_, err = e.commit(ctx, &op{kind: opRemove, at: e.now(), name: segmentName, people: [][]anonymize.KeyedPseudonym{kps}})
 	return err
 }
 
 // RemovePseudonyms removes people by pseudonym from a segment.
 func (e *Engine) RemovePseudonyms(segmentName string, ps []anonymize.Pseudonym) error {
+	return e.RemovePseudonymsContext(context.Background(), segmentName, ps)
+}
+
+// RemovePseudonymsContext is RemovePseudonyms with a context that bounds how long it waits
+// (see the package doc).
+func (e *Engine) RemovePseudonymsContext(ctx context.Context, segmentName string, ps []anonymize.Pseudonym) error {
 	kps := make([]anonymize.KeyedPseudonym, len(ps))
 	for i, p := range ps {
 		kps[i].Pseudonym = p
 	}
-	_, err := e.commit(&op{kind: opRemove, at: e.now(), name: segmentName, people: [][]anonymize.KeyedPseudonym{kps}})
+	_, err := e.commit(ctx, &op{kind: opRemove, at: e.now(), name: segmentName, people: [][]anonymize.KeyedPseudonym{kps}})
 	return err
 }
 

@@ -55,6 +55,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/personify"
+	"github.com/personify-go/personify/personify/replica"
 )
 
 // Options configures a replica.
@@ -85,12 +86,16 @@ type Options struct {
 // Replica is a personify engine that shares its state with the other
 // replicas on the same database. Lookups are local and lock-free, as with
 // personify.New; writes are appended to the database's journal and return
-// once this replica applied them.
+// once this replica applied them. Its methods are the engine's API
+// (replica.Replica) and the fleet's (Sync, Compact, Status, Close): none
+// can load a state or apply a change that did not come from the journal,
+// so none can split a replica from its fleet.
 type Replica struct {
-	*personify.Engine
-	pool *pgxpool.Pool
-	opts Options
-	log  *slog.Logger
+	*replica.Replica               // the engine's API: lookups, reads, and writes through the journal
+	feed             *replica.Feed // the journal reader's side: changes and snapshots reach the engine only here
+	pool             *pgxpool.Pool
+	opts             Options
+	log              *slog.Logger
 
 	id      int64 // this replica's row in personify_replicas
 	purged  atomic.Uint64
@@ -218,11 +223,11 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	if err := r.checkKey(ctx); err != nil {
 		return fail(err)
 	}
-	e, err := personify.NewReplica(opts.Engine, (*journal)(r), personify.ReplicaOptions{})
+	e, feed, err := replica.New(opts.Engine, (*journal)(r), replica.Options{})
 	if err != nil {
 		return fail(err)
 	}
-	r.Engine = e
+	r.Replica, r.feed = e, feed
 	if err := r.heartbeat(ctx, pool); err != nil {
 		e.Close()
 		return fail(err)
@@ -311,7 +316,7 @@ func (r *Replica) checkKey(ctx context.Context) error {
 // skipped (and remembered), never loaded.
 func (r *Replica) loadSnapshot(ctx context.Context) error {
 	rows, err := r.pool.Query(ctx, `SELECT seq FROM personify_snapshots
-		WHERE seq > $1 AND seq <= (SELECT seq FROM personify_meta WHERE id = 1) ORDER BY seq DESC`, int64(r.Applied()))
+		WHERE seq > $1 AND seq <= (SELECT seq FROM personify_meta WHERE id = 1) ORDER BY seq DESC`, int64(r.feed.Applied()))
 	if err != nil {
 		return fmt.Errorf("pgstore: read the snapshots: %w", err)
 	}
@@ -331,7 +336,7 @@ func (r *Replica) loadSnapshot(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("pgstore: read snapshot %d: %w", seq, err)
 		}
-		err = r.LoadReplicaSnapshot(uint64(seq), data, tag)
+		err = r.feed.LoadSnapshot(uint64(seq), data, tag)
 		if errors.Is(err, personify.ErrInvalidChange) {
 			r.badSnaps[seq] = true
 			r.log.Warn("pgstore: a snapshot row fails authentication and is skipped", "seq", seq, "error", err)
@@ -360,11 +365,11 @@ func (r *Replica) catchUp(ctx context.Context, q querier) error {
 			return err
 		}
 		if gap {
-			before := r.Applied()
+			before := r.feed.Applied()
 			if err := r.loadSnapshot(ctx); err != nil {
 				return err
 			}
-			if r.Applied() == before {
+			if r.feed.Applied() == before {
 				return fmt.Errorf("%w: rows after %d are missing and no snapshot that verifies covers them", ErrJournalDamaged, before)
 			}
 			continue
@@ -387,8 +392,8 @@ func (r *Replica) fetch(ctx context.Context, q querier) (n int, gap bool, err er
 	if err != nil {
 		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
 	}
-	if uint64(head) < r.Applied() {
-		return 0, false, r.rewrite(fmt.Errorf("%w: its head went back from %d to %d: the database lost or rolled back changes this replica applied", ErrJournalDamaged, r.Applied(), head))
+	if uint64(head) < r.feed.Applied() {
+		return 0, false, r.rewrite(fmt.Errorf("%w: its head went back from %d to %d: the database lost or rolled back changes this replica applied", ErrJournalDamaged, r.feed.Applied(), head))
 	}
 	n, gap, err = r.fetchRows(ctx, q, head)
 	if err != nil || gap || n > 0 {
@@ -398,7 +403,7 @@ func (r *Replica) fetch(ctx context.Context, q querier) (n int, gap bool, err er
 	// compaction deleted the rows it had not read and nothing was written
 	// since. A newer snapshot (within the journal's head, not known to be
 	// forged) tells which.
-	rows, err = q.Query(ctx, `SELECT seq FROM personify_snapshots WHERE seq > $1 AND seq <= $2`, int64(r.Applied()), head)
+	rows, err = q.Query(ctx, `SELECT seq FROM personify_snapshots WHERE seq > $1 AND seq <= $2`, int64(r.feed.Applied()), head)
 	if err != nil {
 		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
 	}
@@ -411,8 +416,8 @@ func (r *Replica) fetch(ctx context.Context, q querier) (n int, gap bool, err er
 			return 0, true, nil
 		}
 	}
-	if uint64(head) > r.Applied() {
-		return 0, false, fmt.Errorf("%w: rows %d to %d are missing and no snapshot that verifies covers them (the database lost changes, or holds forged snapshots)", ErrJournalDamaged, r.Applied()+1, head)
+	if uint64(head) > r.feed.Applied() {
+		return 0, false, fmt.Errorf("%w: rows %d to %d are missing and no snapshot that verifies covers them (the database lost changes, or holds forged snapshots)", ErrJournalDamaged, r.feed.Applied()+1, head)
 	}
 	return 0, false, nil
 }
@@ -438,7 +443,7 @@ func (r *Replica) stalled() error {
 // still there, must be the one applied.
 func (r *Replica) fetchRows(ctx context.Context, q querier, head int64) (n int, gap bool, err error) {
 	rows, err := q.Query(ctx, `SELECT seq, change FROM personify_journal WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3`,
-		int64(r.Applied()), head, maxFetchBatch+1)
+		int64(r.feed.Applied()), head, maxFetchBatch+1)
 	if err != nil {
 		return 0, false, fmt.Errorf("pgstore: read the journal: %w", err)
 	}
@@ -449,7 +454,7 @@ func (r *Replica) fetchRows(ctx context.Context, q querier, head int64) (n int, 
 		if err := rows.Scan(&seq, &change); err != nil {
 			return n, false, err
 		}
-		if uint64(seq) <= r.Applied() {
+		if uint64(seq) <= r.feed.Applied() {
 			if uint64(seq) == r.lastSeq && r.lastTag != nil && !bytes.Equal(tagOf(change), r.lastTag) {
 				return n, false, r.rewrite(fmt.Errorf("%w: row %d is not the change this replica applied there: the database rewrote the journal", ErrJournalDamaged, seq))
 			}
@@ -458,8 +463,8 @@ func (r *Replica) fetchRows(ctx context.Context, q querier, head int64) (n int, 
 		// A row that does not decode, fails authentication or is invalid
 		// is refused inside Apply (which returns nil): it never stops the
 		// fleet.
-		if err := r.Apply(uint64(seq), change); err != nil {
-			if errors.Is(err, personify.ErrGap) {
+		if err := r.feed.Apply(uint64(seq), change); err != nil {
+			if errors.Is(err, replica.ErrGap) {
 				return n, true, nil
 			}
 			return n, false, fmt.Errorf("pgstore: journal row %d: %w", seq, err)
@@ -552,17 +557,17 @@ func (r *Replica) Sync(ctx context.Context) error {
 	}
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	for r.Applied() < uint64(head) {
+	for r.feed.Applied() < uint64(head) {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgstore: sync: applied %d of %d: %w", r.Applied(), head, ctx.Err())
+			return fmt.Errorf("pgstore: sync: applied %d of %d: %w", r.feed.Applied(), head, ctx.Err())
 		case <-t.C:
 		}
 	}
 	return nil
 }
 
-// journal is the personify.Journal of a replica.
+// journal is the replica.Journal of a Replica.
 type journal Replica
 
 // Append stores a change. Concurrent appends are batched: one goroutine
@@ -683,7 +688,7 @@ func (j *journal) CheckKey(ctx context.Context, fp anonymize.Fingerprint) error 
 func (r *Replica) heartbeat(ctx context.Context, q interface {
 	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 }) error {
-	st := r.ReplicaStatus()
+	st := r.feed.Status()
 	keys := make([]string, len(st.Keys))
 	for i, fp := range st.Keys {
 		keys[i] = fp.String()
@@ -715,7 +720,7 @@ func randomID() int64 {
 // rows it refused, whether it is stalled (a rotation to a key it lacks),
 // and how far the fleet's storage is purged.
 type Status struct {
-	personify.ReplicaStatus
+	replica.Status
 	PurgedThrough uint64
 }
 
@@ -724,7 +729,7 @@ type Status struct {
 // row it applied changed): it stops applying the journal and refuses
 // writes until restarted.
 func (r *Replica) Status() Status {
-	st := Status{ReplicaStatus: r.ReplicaStatus(), PurgedThrough: r.purged.Load()}
+	st := Status{Status: r.feed.Status(), PurgedThrough: r.purged.Load()}
 	if st.Stalled == nil {
 		st.Stalled = r.stalled()
 	}
@@ -744,12 +749,12 @@ func (r *Replica) Compact(ctx context.Context) error {
 		FROM personify_meta WHERE id = 1`).Scan(&newest, &purged); err != nil {
 		return fmt.Errorf("pgstore: compact: %w", err)
 	}
-	if uint64(newest) >= r.Applied() && purged >= newest {
+	if uint64(newest) >= r.feed.Applied() && purged >= newest {
 		r.purged.Store(max(r.purged.Load(), uint64(purged)))
 		return nil
 	}
 	var buf bytes.Buffer
-	seq, _, err := r.WriteReplicaSnapshot(&buf)
+	seq, _, err := r.feed.WriteSnapshot(&buf)
 	if err != nil {
 		return fmt.Errorf("pgstore: compact: %w", err)
 	}
@@ -776,7 +781,7 @@ func (r *Replica) Compact(ctx context.Context) error {
 			if newest < int64(seq) {
 				break
 			}
-			if r.VerifySnapshotTag(uint64(newest), data, tag) == nil {
+			if r.feed.VerifySnapshot(uint64(newest), data, tag) == nil {
 				covered = newest
 				return nil // another replica compacted as far; the vacuum below may still be due
 			}
@@ -789,7 +794,7 @@ func (r *Replica) Compact(ctx context.Context) error {
 			return err // past the head: never a real snapshot
 		}
 		covered = int64(seq)
-		if _, err := tx.Exec(ctx, `INSERT INTO personify_snapshots (seq, data, tag) VALUES ($1, $2, $3)`, covered, buf.Bytes(), r.SnapshotTag(seq, buf.Bytes())); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO personify_snapshots (seq, data, tag) VALUES ($1, $2, $3)`, covered, buf.Bytes(), r.feed.SnapshotTag(seq, buf.Bytes())); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM personify_snapshots WHERE seq < $1`, covered); err != nil {
@@ -931,7 +936,7 @@ func (r *Replica) Close() error {
 	r.cancel()
 	r.wg.Wait()
 	r.leave()
-	err := r.Engine.Close()
+	err := r.Replica.Close()
 	r.pool.Close()
 	return err
 }

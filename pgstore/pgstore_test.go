@@ -153,7 +153,7 @@ func TestThreeReplicasConverge(t *testing.T) {
 	}
 	// Every replica applied every change once, in order.
 	for _, r := range rs {
-		assert.Equal(t, rs[0].Applied(), r.Applied())
+		assert.Equal(t, rs[0].feed.Applied(), r.feed.Applied())
 	}
 }
 

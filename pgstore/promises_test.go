@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -318,4 +319,27 @@ func TestJournalRollbackStallsReplicas(t *testing.T) {
 	require.Eventually(t, func() bool { return f.Status().Stalled != nil }, 10*time.Second, 10*time.Millisecond)
 	require.ErrorIs(t, f.Status().Stalled, ErrJournalDamaged)
 	assert.Contains(t, f.Status().Stalled.Error(), "row 4")
+}
+
+// A replica's API has no way to load a state, or apply a change, that did
+// not come from the journal: the calls that split r1 from the fleet
+// (r1.LoadSnapshot(snap), r1.Apply(...)) no longer compile. Checked by
+// reflection over the method set, so that adding one back fails here.
+func TestReplicaCannotDiverge(t *testing.T) {
+	typ := reflect.TypeOf(&Replica{})
+	for _, name := range []string{"LoadSnapshot", "LoadReplicaSnapshot", "Apply", "Engine", "WriteReplicaSnapshot", "Feed"} {
+		_, ok := typ.MethodByName(name)
+		assert.False(t, ok, "pgstore.Replica has method %s", name)
+	}
+	_, ok := typ.MethodByName("Segments")
+	assert.True(t, ok, "the engine's API is there")
+	for i := range typ.NumMethod() {
+		m := typ.Method(i)
+		for j := range m.Type.NumIn() {
+			assert.NotEqual(t, reflect.TypeOf(&personify.Engine{}), m.Type.In(j), "%s takes an engine", m.Name)
+		}
+		for j := range m.Type.NumOut() {
+			assert.NotEqual(t, reflect.TypeOf(&personify.Engine{}), m.Type.Out(j), "%s hands out the engine", m.Name)
+		}
+	}
 }
