@@ -27,7 +27,6 @@ import (
 // other replica's (see package replica for the journal's contract and the
 // promises). What the reader calls is replicaSide, behind fleet.Side.
 
-
 func init() {
 	fleet.NewReplica = func(opts any, j fleet.Journal, timeout time.Duration) (any, fleet.Side, error) {
 		o, ok := opts.(Options)

@@ -24,7 +24,9 @@ func (e *Engine) ReplicaStatus() fleet.Status           { return replicaSide{e}.
 func (e *Engine) WriteReplicaSnapshot(w io.Writer) (uint64, int64, error) {
 	return replicaSide{e}.WriteSnapshot(w)
 }
-func (e *Engine) SnapshotTag(seq uint64, data []byte) []byte { return replicaSide{e}.SnapshotTag(seq, data) }
+func (e *Engine) SnapshotTag(seq uint64, data []byte) []byte {
+	return replicaSide{e}.SnapshotTag(seq, data)
+}
 func (e *Engine) LoadReplicaSnapshot(seq uint64, data, tag []byte) error {
 	return replicaSide{e}.LoadSnapshot(seq, data, tag)
 }
