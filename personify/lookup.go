@@ -265,6 +265,3 @@ func (e *Engine) segmentsLocked(dst []string, p anonymize.Pseudonym, purpose str
 	}
 	return dst
 }
-
-// minSize is the size below which a segment is not served.
-func (e *Engine) minSize(st *segState) int { return max(e.k, st.MinSize) }

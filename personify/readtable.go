@@ -81,27 +81,6 @@ func (e *Engine) publishLocked() {
 	e.rt.Store(rt)
 }
 
-// setServable sets or clears a segment's bits in the size-dependent sets.
-func (rt *readTable) setServable(st *segState, big bool) {
-	if st.id >= uint32(len(rt.segs)) {
-		return
-	}
-	pu := rt.purposes[st.Purpose]
-	if pu == nil {
-		return
-	}
-	w, bit := st.id>>6, uint64(1)<<(st.id&63)
-	x := &pu.servable[w]
-	if st.Sensitive {
-		x = &pu.servableSensitive[w]
-	}
-	if big {
-		x.Or(bit)
-	} else {
-		x.And(^bit)
-	}
-}
-
 // refreshLocked updates what lookups read of a segment after a write: its
 // size against the minimum, and its expiry deadline.
 func (e *Engine) refreshLocked(st *segState) {

@@ -15,22 +15,16 @@ import (
 // segment ids, inline when they fit in 16 bytes (about three people in four
 // at 10 segments each), otherwise in an overflow record with an inline
 // Bloom filter. In and Segments therefore cost one cache miss for most
-// people. See index.go for why, and what was measured.
+// people. See the engine's indexsync.go for why, and what was measured.
 //
 // Open addressing with linear probing; the home slot of a pseudonym is
 // mulhi(p, len(slots)), monotone in p, so a batch sorted by pseudonym walks
 // the table front to back. Load factor between 0.7 and 0.85.
 //
-// Readers never lock and never write. The one writer (the engine holds its
-// mutex) publishes a new key only after its entry is written, deletes by
-// turning the key into a tombstone, never moves a key or reuses a slot
-// within a table, and updates an entry under a per-slot sequence lock: the
-// sequence number in the meta word is odd while the entry's words change,
-// and a reader takes a snapshot only when the meta word reads the same,
-// even, before and after. Growing (which also drops tombstones) copies the
-// entries into a new table and publishes it with one atomic pointer store.
+// Readers never lock and never write: the protocol between them and the
+// one writer is in seqlock.go.
 //
-// An ordinal is released only by [directory.release], which the engine calls
+// An ordinal is released only by [Directory.Release], which the engine calls
 // after clearing the ordinal from every set; released ordinals are reused
 // first, so the ordinal space stays dense.
 type Directory struct {
@@ -147,25 +141,6 @@ func (t *Table) Slot(p uint64) *Slot {
 	}
 }
 
-// read returns a consistent snapshot of p's entry. ok is false if p is
-// absent; stuck is true if a writer stayed mid-update for maxSpins reads (it
-// was descheduled), and the caller must fall back to the engine's lock.
-func (t *Table) Read(p uint64) (e Entry, ok, stuck bool) {
-	s := t.Slot(p)
-	if s == nil {
-		return Entry{}, false, false
-	}
-	for range maxSpins {
-		m := atomic.LoadUint64(&s.Meta)
-		lo := atomic.LoadUint64(&s.Lo)
-		hi := atomic.LoadUint64(&s.Hi)
-		if m&SeqOne == 0 && atomic.LoadUint64(&s.Meta) == m {
-			return Entry{m, lo, hi}, true, false
-		}
-	}
-	return Entry{}, true, true
-}
-
 // get returns p's entry. Writer-only: nothing changes it meanwhile.
 func (t *Table) Get(p anonymize.Pseudonym) (Entry, bool) {
 	s := t.Slot(uint64(p))
@@ -181,15 +156,6 @@ func (d *Directory) Get(p anonymize.Pseudonym) (Entry, bool) { return d.Tab.Load
 // set replaces p's entry under the slot's sequence lock; p must be present.
 // Writer-only.
 func (d *Directory) Set(p anonymize.Pseudonym, e Entry) { SetSlot(d.Tab.Load().Slot(uint64(p)), e) }
-
-// SetSlot replaces a slot's entry under its sequence lock. Writer-only.
-func SetSlot(s *Slot, e Entry) {
-	seq := (s.Meta&SeqMask + SeqOne) & SeqMask // odd; wraps within its 16 bits
-	atomic.StoreUint64(&s.Meta, s.Meta&^SeqMask|seq)
-	atomic.StoreUint64(&s.Lo, e.Lo)
-	atomic.StoreUint64(&s.Hi, e.Hi)
-	atomic.StoreUint64(&s.Meta, e.WithSeq((seq+SeqOne)&SeqMask).Meta) // even again
-}
 
 // assign returns p's ordinal, giving p the next free ordinal and an empty
 // entry if it has none. Writer-only.
