@@ -30,3 +30,5 @@ func (e *Engine) SnapshotTag(seq uint64, data []byte) []byte {
 func (e *Engine) LoadReplicaSnapshot(seq uint64, data, tag []byte) error {
 	return replicaSide{e}.LoadSnapshot(seq, data, tag)
 }
+
+var ErrNotAppliedForTests = fleet.ErrNotApplied
