@@ -35,23 +35,35 @@ func fuzzOptions(t testing.TB) Options {
 func fuzzBase(t testing.TB) *Engine {
 	e, err := New(fuzzOptions(t))
 	require.NoError(t, err)
-	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut, Description: "d"}))
-	require.NoError(t, e.DefinePurpose(Purpose{Name: "email", Model: OptIn}))
-	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
-	require.NoError(t, e.Define(Segment{Name: "recent", Purpose: "ads", Retention: 48 * time.Hour}))
-	require.NoError(t, e.Define(Segment{Name: "news", Purpose: "email", Sensitive: true}))
-	require.NoError(t, e.Add("runners", people(0, 40)...))
-	require.NoError(t, e.Add("recent", people(20, 60)...))
-	require.NoError(t, e.Add("news", people(0, 10)...))
-	require.NoError(t, e.SetConsent(person(1), "email", true))
-	require.NoError(t, e.SetConsent(person(2), "ads", false))
-	require.NoError(t, e.Suppress(person(3)))
-	require.NoError(t, e.Suppress(person(4), "ads"))
-	_, err = e.ForgetWith(person(5), ForgetOptions{DoNotReAdd: true})
-	require.NoError(t, err)
-	require.NoError(t, e.RotateKey(mustKey(t, fuzzKey2), 24*time.Hour))
-	require.NoError(t, e.Add("runners", people(35, 45)...)) // some re-keyed, some new under the new key
+	fuzzPopulate(t, e, func(fn func() error) error { return fn() })
 	return e
+}
+
+// fuzzPopulate makes fuzzBase's writes through do (a replica's writes wait
+// for the journal).
+func fuzzPopulate(t testing.TB, e *Engine, do func(func() error) error) {
+	for _, fn := range []func() error{
+		func() error { return e.DefinePurpose(Purpose{Name: "ads", Model: OptOut, Description: "d"}) },
+		func() error { return e.DefinePurpose(Purpose{Name: "email", Model: OptIn}) },
+		func() error { return e.Define(Segment{Name: "runners", Purpose: "ads"}) },
+		func() error { return e.Define(Segment{Name: "recent", Purpose: "ads", Retention: 48 * time.Hour}) },
+		func() error { return e.Define(Segment{Name: "news", Purpose: "email", Sensitive: true}) },
+		func() error { return e.Add("runners", people(0, 40)...) },
+		func() error { return e.Add("recent", people(20, 60)...) },
+		func() error { return e.Add("news", people(0, 10)...) },
+		func() error { return e.SetConsent(person(1), "email", true) },
+		func() error { return e.SetConsent(person(2), "ads", false) },
+		func() error { return e.Suppress(person(3)) },
+		func() error { return e.Suppress(person(4), "ads") },
+		func() error {
+			_, err := e.ForgetWith(person(5), ForgetOptions{DoNotReAdd: true})
+			return err
+		},
+		func() error { return e.RotateKey(mustKey(t, fuzzKey2), 24*time.Hour) },
+		func() error { return e.Add("runners", people(35, 45)...) }, // some re-keyed, some new under the new key
+	} {
+		require.NoError(t, do(fn))
+	}
 }
 
 // fullDump is stateDump plus what it leaves out: pending erasures and
@@ -242,5 +254,84 @@ func FuzzReceiptJSON(f *testing.F) {
 		if ok && !slices.Equal(got.SignedMessage(), signed) {
 			t.Fatalf("a receipt the engine never signed verifies:\n%s", got.SignedMessage())
 		}
+	})
+}
+
+// FuzzJournalChange feeds arbitrary bytes to a replica as the journal's
+// next change: raw (as someone writing straight into the journal's table
+// would), or as a change body sealed under the fleet's key in this
+// release's format or the previous one's (as a buggy writer holding the
+// key would). The replica either refuses the change and is exactly as it
+// was, or applies it and its snapshot loads and equals it. Nothing panics.
+func FuzzJournalChange(f *testing.F) {
+	// fuzzBase's state on a replica, as a snapshot at position n.
+	j := &manualJournal{}
+	base, err := NewReplica(fuzzOptions(f), j, ReplicaOptions{WriteTimeout: 5 * time.Second})
+	require.NoError(f, err)
+	fuzzPopulate(f, base, func(fn func() error) error {
+		done := make(chan error, 1)
+		go func() { done <- fn() }()
+		for {
+			select {
+			case err := <-done:
+				return errors.Join(err, j.deliver(base))
+			case <-time.After(100 * time.Microsecond):
+				require.NoError(f, j.deliver(base))
+			}
+		}
+	})
+	var snap bytes.Buffer
+	n, _, err := base.WriteReplicaSnapshot(&snap)
+	require.NoError(f, err)
+	tag := base.SnapshotTag(n, snap.Bytes())
+	fp := base.keyring().Current()
+	base.Close()
+	replica := func(t *testing.T) (*Engine, *manualJournal) {
+		j := &manualJournal{log: make([][]byte, n)}
+		r := newReplicaT(t, j, func(o *Options) { *o = fuzzOptions(t) })
+		require.NoError(t, r.LoadReplicaSnapshot(n, snap.Bytes(), tag))
+		return r, j
+	}
+
+	ops := fuzzOps(f, 1)
+	for off := 0; off < len(ops); {
+		_, payload, size, err := wal.DecodeRecord(ops[off:])
+		require.NoError(f, err)
+		f.Add(append([]byte{0}, payload...))
+		f.Add(append([]byte{1}, ops[off:off+size]...))
+		off += size
+	}
+	f.Add([]byte{2, 3, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 {
+			return
+		}
+		r, j := replica(t)
+		before := fullDump(t, r)
+		change := b[1:]
+		if mode := b[0] % 3; mode < 2 {
+			c := make([]byte, changeHeaderLen, changeHeaderLen+len(change)+changeTagLen)
+			c[0] = []byte{changeVersion, changeVersion2}[mode]
+			copy(c[17:], fp[:])
+			change = r.sealChange(n+1, append(c, change...))
+		}
+		j.put(change)
+		if err := j.deliver(r); err != nil {
+			require.ErrorIs(t, err, ErrKeyUnavailable)
+			require.Equal(t, n, r.Applied(), "a stalled replica stays before the change")
+			return
+		}
+		require.Equal(t, n+1, r.Applied())
+		if r.ReplicaStatus().Refused == 1 {
+			require.Equal(t, before, fullDump(t, r), "a refused change changed the replica")
+			return
+		}
+		var buf bytes.Buffer
+		seq, _, err := r.WriteReplicaSnapshot(&buf)
+		require.NoError(t, err)
+		c, _ := replica(t)
+		require.NoError(t, c.LoadReplicaSnapshot(seq, buf.Bytes(), r.SnapshotTag(seq, buf.Bytes())), "a snapshot of an accepted state must load")
+		r.pending, c.pending = nil, nil
+		require.Equal(t, stateDump(t, r), stateDump(t, c))
 	})
 }

@@ -367,7 +367,7 @@ func TestJournalRowsAreValidatedAndAuthenticated(t *testing.T) {
 		c[0] = changeVersion
 		fp := a.KeyFingerprint()
 		copy(c[17:], fp[:])
-		return appendRecord(c, 0, o)
+		return appendChange(c, o)
 	}
 	kps, err := a.keyedPseudonyms(person(2))
 	require.NoError(t, err)
@@ -414,6 +414,39 @@ func TestJournalRowsAreValidatedAndAuthenticated(t *testing.T) {
 	require.ErrorIs(t, c.LoadReplicaSnapshot(seq+1, buf.Bytes(), tag), ErrInvalidChange, "a tag binds its position")
 	require.NoError(t, c.LoadReplicaSnapshot(seq, buf.Bytes(), tag))
 	assert.Equal(t, stateDump(t, a), stateDump(t, c))
+}
+
+// A fleet's journal written by the previous release (format version 2: the
+// change framed as a log record) still applies after an upgrade, and a
+// version-2 row with bytes after its record is refused.
+func TestJournalReadsVersion2Changes(t *testing.T) {
+	j := &manualJournal{}
+	a := newReplicaT(t, j)
+	v2 := func(o *op, extra ...byte) []byte {
+		c := make([]byte, changeHeaderLen)
+		c[0] = changeVersion2
+		fp := a.KeyFingerprint()
+		copy(c[17:], fp[:])
+		c = append(appendRecord(c, 0, o), extra...)
+		return a.sealChange(uint64(len(j.log))+1, c)
+	}
+	j.put(v2(&op{kind: opDefinePurpose, at: t0, purpose: Purpose{Name: "ads", Model: OptOut}}))
+	j.put(v2(&op{kind: opDefine, at: t0, seg: Segment{Name: "runners", Purpose: "ads"}}))
+	kps, err := a.keyedPseudonyms(person(1))
+	require.NoError(t, err)
+	j.put(v2(&op{kind: opAdd, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{kps}}))
+	kps2, err := a.keyedPseudonyms(person(2))
+	require.NoError(t, err)
+	j.put(v2(&op{kind: opAdd, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{kps2}}, 0))
+	require.NoError(t, j.deliver(a))
+	p1, _ := a.Pseudonym(person(1))
+	p2, _ := a.Pseudonym(person(2))
+	assert.True(t, a.In(p1, "runners"), "a version-2 change applies")
+	assert.False(t, a.In(p2, "runners"), "a version-2 change with trailing bytes is refused")
+	assert.Equal(t, uint64(1), a.ReplicaStatus().Refused)
+	// What this release writes is version 3.
+	require.NoError(t, j.write(t, a, func() error { return a.Add("runners", person(3)) }))
+	assert.Equal(t, byte(changeVersion), j.log[len(j.log)-1][0])
 }
 
 // Changes replayed from the log pass the API's checks too: a record that

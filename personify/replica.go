@@ -110,11 +110,12 @@ func (s replicaSide) SnapshotTag(seq uint64, data []byte) []byte {
 
 // A change in the journal:
 //
-//	version 1 byte (2)
+//	version 1 byte (3)
 //	origin  8 bytes: the writing engine's id
 //	counter 8 bytes: its counter
 //	key     8 bytes: the fingerprint of the key whose journal subkey seals it
-//	change  the change's encoding (change_codec.go)
+//	change  the change's encoding (change_codec.go); in version 2 (earlier
+//	        releases, still read) the change framed as a log record
 //	tag     32 bytes: HMAC-SHA256 under that subkey of "personify/v1/journal",
 //	        the sequence number (8 bytes LE) and every byte above
 //
@@ -122,7 +123,8 @@ func (s replicaSide) SnapshotTag(seq uint64, data []byte) []byte {
 // is the same on every replica; the tag binds the position, so a valid
 // change copied elsewhere in the journal fails.
 const (
-	changeVersion   = 2
+	changeVersion   = 3
+	changeVersion2  = 2 // the change framed as a log record; still read
 	changeHeaderLen = 1 + 8 + 8 + 8
 	changeTagLen    = sha256.Size
 	journalMACLabel = "personify/v1/journal-mac"
@@ -249,8 +251,8 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 	if len(change) < changeHeaderLen+1+changeTagLen {
 		return op{}, 0, 0, false, fmt.Errorf("%w: change %d has %d bytes, too few for a change", ErrInvalidChange, seq, len(change))
 	}
-	if change[0] != changeVersion {
-		return op{}, 0, 0, false, fmt.Errorf("%w: change %d has format version %d, want %d (unauthenticated changes of earlier releases are refused)", ErrInvalidChange, seq, change[0], changeVersion)
+	if change[0] != changeVersion && change[0] != changeVersion2 {
+		return op{}, 0, 0, false, fmt.Errorf("%w: change %d has format version %d, want %d or %d (unauthenticated changes of earlier releases are refused)", ErrInvalidChange, seq, change[0], changeVersion2, changeVersion)
 	}
 	body, tag := change[:len(change)-changeTagLen], change[len(change)-changeTagLen:]
 	var fp anonymize.Fingerprint
@@ -268,7 +270,15 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 		return op{}, origin, ctr, true, wrapAs(ErrInvalidChange, fmt.Errorf("%w: change %d was made under key %s, but the fleet's key at that point is %s (its writer had not seen the rotation yet)",
 			ErrKeyChanged, seq, fp, cur))
 	}
-	o, err = decodeChange(body[changeHeaderLen:], recVersion)
+	if change[0] == changeVersion {
+		o, err = decodeChange(body[changeHeaderLen:], recVersion)
+	} else {
+		var n int
+		_, o, n, err = decodeRecord(body[changeHeaderLen:])
+		if err == nil && n != len(body)-changeHeaderLen {
+			err = fmt.Errorf("%w: %d bytes after the record", errRecord, len(body)-changeHeaderLen-n)
+		}
+	}
 	if err != nil {
 		return op{}, origin, ctr, true, fmt.Errorf("%w: change %d: %w", ErrInvalidChange, seq, err)
 	}
