@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -156,6 +157,9 @@ func (r *replicator) commit(ctx context.Context, e *Engine, o *op) (opResult, er
 	seq, err := r.j.Append(ctx, change, e.sealChange)
 	if err != nil {
 		r.forget(ctr)
+		if errors.Is(err, fleet.ErrNotApplied) { // the journal may yet store it: the outcome is unknown, not a failure
+			return opResult{}, err
+		}
 		return opResult{}, wrapAs(errWrite, err)
 	}
 	select {
@@ -164,7 +168,7 @@ func (r *replicator) commit(ctx context.Context, e *Engine, o *op) (opResult, er
 		return w.res, w.err
 	case <-ctx.Done():
 		r.forget(ctr)
-		return opResult{seq: seq}, fmt.Errorf("%w: change %d (%v)", fleet.ErrNotApplied, seq, ctx.Err())
+		return opResult{seq: seq}, fmt.Errorf("%w: change %d: %w", fleet.ErrNotApplied, seq, ctx.Err())
 	}
 }
 

@@ -117,6 +117,7 @@ type Replica struct {
 	acond        *sync.Cond
 	pendingBatch *appendBatch
 	writing      bool
+	batches      sync.WaitGroup // batches being written
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -571,43 +572,71 @@ func (r *Replica) Sync(ctx context.Context) error {
 type journal Replica
 
 // Append stores a change. Concurrent appends are batched: one goroutine
-// (the leader) writes every change queued meanwhile in one transaction, so
-// that they share the database's commit flush (group commit), while the
-// others wait for its outcome. The sequence numbers come from the meta
-// row, whose lock orders the transactions, so numbers commit in order and
-// without gaps; the notification wakes the other replicas at commit.
+// writes every change queued meanwhile in one transaction, so that they
+// share the database's commit flush (group commit), while the appenders
+// wait for its outcome. The sequence numbers come from the meta row, whose
+// lock orders the transactions, so numbers commit in order and without
+// gaps; the notification wakes the other replicas at commit.
+//
+// The batch's transaction belongs to none of its appenders: one whose
+// context ends stops waiting (replica.ErrNotApplied: its change may still
+// be stored), and the others' changes are written all the same, within
+// appendTimeout.
 func (j *journal) Append(ctx context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
 	if err := (*Replica)(j).stalled(); err != nil {
 		return 0, err
 	}
 	j.amu.Lock()
-	b := j.pendingBatch
-	if b != nil { // a batch is filling: its leader writes this change too
-		idx := len(b.changes)
-		b.changes = append(b.changes, change)
-		b.seals = append(b.seals, seal)
+	if j.closed.Load() {
 		j.amu.Unlock()
-		<-b.done
-		return b.first + uint64(idx), b.err
+		return 0, personify.ErrClosed
 	}
-	b = &appendBatch{changes: [][]byte{change}, seals: []func(uint64, []byte) []byte{seal}, done: make(chan struct{})} // this goroutine leads it
-	j.pendingBatch = b
-	const idx = 0
-	for j.writing { // one batch in flight at a time; this one fills meanwhile
+	b := j.pendingBatch
+	if b == nil { // start a batch; later appends join it until it is taken
+		b = &appendBatch{done: make(chan struct{})}
+		j.pendingBatch = b
+		j.batches.Add(1)
+		go j.writeBatch(context.WithoutCancel(ctx), b)
+	}
+	idx := len(b.changes)
+	b.changes = append(b.changes, change)
+	b.seals = append(b.seals, seal)
+	j.amu.Unlock()
+	select {
+	case <-b.done:
+		if b.err != nil {
+			return 0, b.err
+		}
+		return b.first + uint64(idx), nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: pgstore: the journal's write did not finish in time, and the change may still be stored: %w", replica.ErrNotApplied, ctx.Err())
+	}
+}
+
+// appendTimeout bounds one batch's transaction.
+const appendTimeout = 30 * time.Second
+
+// writeBatch waits for the batch in flight, takes b (later appends start
+// the next batch) and writes it.
+func (j *journal) writeBatch(ctx context.Context, b *appendBatch) {
+	defer j.batches.Done()
+	j.amu.Lock()
+	for j.writing { // one batch in flight at a time; b fills meanwhile
 		j.acond.Wait()
 	}
 	j.writing = true
-	j.pendingBatch = nil // later appends start the next batch
+	j.pendingBatch = nil
 	changes, seals := b.changes, b.seals
 	j.amu.Unlock()
 
+	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
 	b.first, b.err = j.write(ctx, changes, seals)
+	cancel()
 	close(b.done)
 	j.amu.Lock()
 	j.writing = false
 	j.acond.Broadcast()
 	j.amu.Unlock()
-	return b.first + uint64(idx), b.err
 }
 
 type appendBatch struct {
@@ -935,6 +964,9 @@ func (r *Replica) Close() error {
 	}
 	r.cancel()
 	r.wg.Wait()
+	r.amu.Lock() // no batch starts after this (Append checks closed under amu)
+	r.amu.Unlock()
+	r.batches.Wait()
 	r.leave()
 	err := r.Replica.Close()
 	r.pool.Close()

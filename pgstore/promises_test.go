@@ -6,12 +6,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"reflect"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/personify"
+	"github.com/personify-go/personify/personify/replica"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -342,4 +345,46 @@ func TestReplicaCannotDiverge(t *testing.T) {
 			assert.NotEqual(t, reflect.TypeOf(&personify.Engine{}), m.Type.Out(j), "%s hands out the engine", m.Name)
 		}
 	}
+}
+
+// A batch's transaction belongs to none of its appenders: the one that
+// started it giving up (its context ended) neither fails nor delays the
+// others' changes, and it is told its change may still be stored.
+func TestAppendBatchIsolatesContexts(t *testing.T) {
+	r := openReplica(t, newDB(t))
+	defer r.Close()
+	j := (*journal)(r)
+	seal := func(_ uint64, c []byte) []byte { return c } // unauthenticated: the replicas refuse these rows, which is fine here
+	// Hold the batch in flight, so that the next appends share one batch.
+	j.amu.Lock()
+	j.writing = true
+	j.amu.Unlock()
+
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := j.Append(gone, []byte("first"), seal) // starts the batch, then gives up
+	require.ErrorIs(t, err, replica.ErrNotApplied)
+	require.ErrorIs(t, err, context.Canceled)
+
+	var wg sync.WaitGroup
+	seqs := make([]uint64, 3)
+	errs := make([]error, 3)
+	for i := range seqs {
+		wg.Go(func() { seqs[i], errs[i] = j.Append(context.Background(), []byte("later"), seal) })
+	}
+	require.Eventually(t, func() bool {
+		j.amu.Lock()
+		defer j.amu.Unlock()
+		return j.pendingBatch != nil && len(j.pendingBatch.changes) == 4
+	}, 5*time.Second, time.Millisecond)
+	j.amu.Lock()
+	j.writing = false
+	j.acond.Broadcast()
+	j.amu.Unlock()
+	wg.Wait()
+	for i := range seqs {
+		require.NoError(t, errs[i])
+	}
+	slices.Sort(seqs)
+	assert.Equal(t, []uint64{2, 3, 4}, seqs, "one batch, after the first change, which was stored too")
 }
