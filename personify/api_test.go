@@ -3,8 +3,8 @@ package personify
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -86,18 +86,64 @@ func TestContextBoundsWrites(t *testing.T) {
 	assert.True(t, e.In(p, "runners"))
 }
 
+// A durable write waiting in the queue (here behind a compaction) gives up
+// when its context ends, and is neither logged nor applied.
+func TestContextBoundsQueuedDurableWrite(t *testing.T) {
+	d := newDurableEnv(t)
+	e := d.open(t)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	hold, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- e.store.exclusive(func() error { close(hold); <-release; return nil })
+	}()
+	<-hold
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- e.AddContext(ctx, "runners", person(1)) }()
+	for e.store.group.Queued() == 0 { // the write waits behind the compaction
+		runtime.Gosched()
+	}
+	cancel()
+	err := <-errc
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, err, errWrite)
+	close(release)
+	require.NoError(t, <-held)
+	p := e.mustPseudonym(t, person(1))
+	assert.False(t, e.In(p, "runners"))
+	require.NoError(t, e.Close())
+	e = d.open(t)
+	defer e.Close()
+	assert.False(t, e.In(p, "runners"), "nor logged")
+}
+
+// cancelAfterAppend is a journal that ends the writer's context once the
+// change is stored, as a deadline passing at that moment would.
+type cancelAfterAppend struct {
+	*manualJournal
+	cancel context.CancelFunc
+}
+
+func (j cancelAfterAppend) Append(ctx context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
+	seq, err := j.manualJournal.Append(ctx, change, seal)
+	j.cancel()
+	return seq, err
+}
+
 // A fleet write whose context ends after the append says its outcome is
 // the journal's, not that it failed.
 func TestContextOnReplicaWrite(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	j := &manualJournal{}
-	e, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 1}, j, ReplicaOptions{WriteTimeout: time.Minute})
+	e, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 1}, cancelAfterAppend{j, cancel}, ReplicaOptions{WriteTimeout: time.Minute})
 	require.NoError(t, err)
 	defer e.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
 	err = e.DefinePurposeContext(ctx, Purpose{Name: "ads", Model: OptOut}) // nobody delivers the journal
-	require.Error(t, err)
-	assert.True(t, errors.Is(err, ErrNotAppliedForTests), err)
+	require.ErrorIs(t, err, ErrNotAppliedForTests)
+	require.ErrorIs(t, err, context.Canceled)
 	assert.Len(t, j.log, 1, "the change is in the journal")
 	require.NoError(t, j.deliver(e))
 	_, err = e.Purpose("ads")

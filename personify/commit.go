@@ -33,7 +33,7 @@ func (e *Engine) commit(ctx context.Context, o *op) (opResult, error) {
 		return opResult{}, err
 	}
 	if e.store != nil {
-		return e.store.commit(e, o)
+		return e.store.commit(ctx, e, o)
 	}
 	return e.replica.commit(ctx, e, o)
 }

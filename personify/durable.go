@@ -283,9 +283,14 @@ func (s *store) load(e *Engine, opts Options) error {
 // write and one fsync for all of them: group commit), then applies them in
 // log order. A write or fsync that fails fails every op of the batch, and
 // none of them is applied.
-func (s *store) commit(e *Engine, o *op) (opResult, error) {
+//
+// ctx bounds the wait in the queue (behind a batch in flight or a
+// compaction): an op whose ctx ends there is neither logged nor applied.
+func (s *store) commit(ctx context.Context, e *Engine, o *op) (opResult, error) {
 	p := &pending{o: o}
-	s.group.Do(p, func(batch []*pending) { s.flush(e, batch) })
+	if err := s.group.DoContext(ctx, p, func(batch []*pending) { s.flush(e, batch) }); err != nil {
+		return opResult{}, wrapAs(errWrite, err)
+	}
 	return p.res, p.err
 }
 

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -123,6 +124,49 @@ func TestGroupCommitBatches(t *testing.T) {
 	ran := false
 	require.NoError(t, g.Exclusive(func() error { ran = true; return nil }))
 	assert.True(t, ran)
+}
+
+// A queued write whose context ends leaves the queue unflushed; one a
+// leader already took is flushed, and its caller told so.
+func TestGroupDoContext(t *testing.T) {
+	var g Group[int]
+	var flushed []int
+	var mu sync.Mutex
+	flush := func(b []int) { mu.Lock(); flushed = append(flushed, b...); mu.Unlock() }
+	hold, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = g.Exclusive(func() error { close(hold); <-release; return nil })
+	}()
+	<-hold
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- g.DoContext(ctx, 1, flush) }()
+	kept := make(chan error, 1)
+	go func() { kept <- g.DoContext(context.Background(), 2, flush) }()
+	queued := func(n int) {
+		for g.Queued() != n {
+			runtime.Gosched()
+		}
+	}
+	queued(2) // both wait behind the exclusive function
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled, "the wait ends with the context, while the exclusive function still runs")
+	close(release)
+	require.NoError(t, <-kept)
+	assert.Equal(t, []int{2}, flushed, "the abandoned write was never flushed")
+	require.ErrorIs(t, g.DoContext(ctx, 3, flush), context.Canceled, "an ended context queues nothing")
+	assert.Equal(t, []int{2}, flushed)
+
+	// Taken by a leader, a write is flushed even if its context ends.
+	hold, release = make(chan struct{}), make(chan struct{})
+	go g.Do(0, func([]int) { close(hold); <-release })
+	<-hold
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { errc <- g.DoContext(ctx, 4, func(b []int) { flush(b); cancel() }) }()
+	queued(1)
+	close(release)
+	require.NoError(t, <-errc)
+	assert.Equal(t, []int{2, 4}, flushed)
 }
 
 // failFS fails renames into place of *.pfy while failRename is set.
