@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,7 +147,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 	e.schedulePurge = s.requestPurge
 	if err := s.load(e, opts); err != nil {
 		s.closeFiles()
-		return nil, storeErr(err)
+		return nil, openErr(err)
 	}
 	// Restore what Open guarantees before the first write: appends go to
 	// a current-format log that follows the newest snapshot, and an
@@ -156,7 +158,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 		if err := s.compactLocked(e); err != nil {
 			if s.log.Version() != wal.LogVersion {
 				s.closeFiles()
-				return nil, fmt.Errorf("personify: Open %s: the log was written by an earlier release and could not be compacted into the current format: %w", dir, storeErr(err))
+				return nil, storeErr(fmt.Errorf("personify: Open %s: the log was written by an earlier release and could not be compacted into the current format: %w", dir, err))
 			}
 			s.warn("compact", err) // maintenance retries
 		}
@@ -168,6 +170,15 @@ func Open(dir string, opts Options) (*Engine, error) {
 		close(s.stopped)
 	}
 	return e, nil
+}
+
+// openErr presents an error of Open's with the package's prefix, once.
+func openErr(err error) error {
+	err = storeErr(err)
+	if strings.HasPrefix(err.Error(), errPrefix) {
+		return err
+	}
+	return fmt.Errorf("personify: Open: %w", err)
 }
 
 // storeErr presents the log's errors as the engine's: damage wraps
@@ -225,19 +236,19 @@ func (s *store) load(e *Engine, opts Options) error {
 	}
 	s.seq = s.snapSeq
 	if !slices.Contains(logs, s.snapSeq+1) {
-		return corrupt(s.dir.LogPath(s.snapSeq+1), 0, "is missing: the newest snapshot is followed by this log, so every write since the snapshot would be lost; restore it from a backup")
+		return corrupt(s.dir.LogPath(s.snapSeq+1), 0, "is missing: the newest snapshot, %s, is followed by this log, so every write since the snapshot would be lost; restore it from a backup", filepath.Base(s.dir.SnapshotPath(s.snapSeq)))
 	}
 
 	// Replay every record after the snapshot, in order: every log, oldest
 	// first; records the snapshot holds are skipped.
 	e.replaying = true
 	defer func() { e.replaying = false }()
-	checkKey := func(fp [8]byte) error {
+	checkKey := func(name string, fp [8]byte) error {
 		key := anonymize.Fingerprint(fp)
 		if e.hasKey(key) || slices.ContainsFunc(e.ringKeys(), func(k anonymize.KeyInfo) bool { return k.Fingerprint == key }) {
 			return nil
 		}
-		return fmt.Errorf("%w: the log was written under key %s, which the engine was not given", ErrWrongKey, key)
+		return inContext(fmt.Errorf("%w: the log was written under key %s, which the engine was not given", ErrWrongKey, key), "%s", name)
 	}
 	record := func(version int, seq uint64, payload []byte, _ int64) error {
 		switch {
@@ -367,7 +378,10 @@ func (e *Engine) Compact() error {
 	if e.store == nil {
 		return nil
 	}
-	return storeErr(e.store.exclusive(func() error { return e.store.compactLocked(e) }))
+	if err := e.store.exclusive(func() error { return e.store.compactLocked(e) }); err != nil {
+		return storeErr(fmt.Errorf("personify: Compact: %w", err))
+	}
+	return nil
 }
 
 // compactLocked writes snapshot-<seq> and starts log <seq+1> (the order of
@@ -386,7 +400,7 @@ func (s *store) compactLocked(e *Engine) error {
 		s.snapUnsynced = !c.Synced
 	}
 	if err != nil {
-		return fmt.Errorf("personify: %w", err)
+		return err
 	}
 	s.markPurged(e)
 	return nil

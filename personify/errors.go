@@ -34,7 +34,9 @@ var (
 
 // unknownName builds an ErrUnknownSegment or ErrUnknownPurpose error that
 // says what to do and suggests the closest defined name. shown is how the
-// error refers to the name; empty means the name itself, quoted.
+// error refers to the name; empty means the name itself, quoted, if it is
+// a valid name (a string that is not may be anything, an email address
+// passed by mistake included, and is not echoed).
 func unknownName(sentinel error, kind, name, shown, how string, defined []string) error {
 	hint := ""
 	if best := closest(name, defined); best != "" {
@@ -42,8 +44,10 @@ func unknownName(sentinel error, kind, name, shown, how string, defined []string
 	} else if len(defined) == 0 {
 		hint = fmt.Sprintf(" (no %s is defined yet)", kind)
 	}
-	if shown == "" {
+	if shown == "" && validName(kind, name) == nil {
 		shown = strconv.Quote(name)
+	} else if shown == "" {
+		shown = fmt.Sprintf("(a string of %d bytes that is not a valid %s name)", len(name), kind)
 	}
 	return fmt.Errorf("%w %s: %s%s", sentinel, shown, how, hint)
 }

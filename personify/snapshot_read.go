@@ -79,7 +79,7 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 				return nil, corrupt(name, off, "snapshot is %s-endian; this machine cannot load it", st.meta.Endian)
 			}
 			if err := st.setKeys(keys, hasher); err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
+				return nil, inContext(err, "%s", name)
 			}
 			haveMeta = true
 		case !haveMeta:

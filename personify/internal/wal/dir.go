@@ -125,18 +125,18 @@ func (d *Dir) ReadSnapshot(seq uint64, read func(r io.Reader, name string) error
 	name := d.SnapshotPath(seq)
 	f, err := d.fs.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", name, err)
+		return pathErr("open", name, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("open %s: %w", name, err)
+		return pathErr("open", name, err)
 	}
 	return read(io.NewSectionReader(f, 0, fi.Size()), name)
 }
 
 // Replay replays log <start>; see the package's Replay.
-func (d *Dir) Replay(start uint64, last bool, checkKey func([8]byte) error,
+func (d *Dir) Replay(start uint64, last bool, checkKey func(name string, key [8]byte) error,
 	record func(version int, seq uint64, payload []byte, off int64) error,
 	torn func(name string, off int64, dropped int, reason error)) (*Log, error) {
 	name := d.LogPath(start)
@@ -168,7 +168,7 @@ func (d *Dir) Compact(seq uint64, key [8]byte, active *Log, write func(io.Writer
 	tmp := final + ".tmp"
 	f, err := d.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return Compaction{Log: active}, fmt.Errorf("snapshot: %w", err)
+		return Compaction{Log: active}, pathErr("create", tmp, err)
 	}
 	err = write(io.NewOffsetWriter(f, 0))
 	if err == nil {
@@ -179,7 +179,7 @@ func (d *Dir) Compact(seq uint64, key [8]byte, active *Log, write func(io.Writer
 	}
 	if err != nil {
 		_ = d.fs.Remove(tmp)
-		return Compaction{Log: active}, fmt.Errorf("snapshot %s: %w", final, err)
+		return Compaction{Log: active}, fmt.Errorf("write snapshot %s: %w", final, err)
 	}
 	var next *Log // nil: log <seq+1> is already the active log, with nothing in it
 	if active == nil || active.start != seq+1 {
@@ -205,7 +205,7 @@ func (d *Dir) Compact(seq uint64, key [8]byte, active *Log, write func(io.Writer
 				active = next
 			}
 		}
-		return Compaction{Log: active}, fmt.Errorf("snapshot %s: %w", final, err)
+		return Compaction{Log: active}, fmt.Errorf("install snapshot %s: %w", final, err)
 	}
 	// The snapshot is in place and its next log exists: whether or not the
 	// rename survives a crash, the files on disk cover every record.

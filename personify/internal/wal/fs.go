@@ -1,6 +1,8 @@
 package wal
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
 )
@@ -55,4 +57,13 @@ func (OS) SyncDir(name string) error {
 		err = cerr
 	}
 	return err
+}
+
+// pathErr names the file an operation failed on, unless err (an
+// *os.PathError, as the os package returns) already does.
+func pathErr(op, name string, err error) error {
+	if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+		return err
+	}
+	return fmt.Errorf("%s %s: %w", op, name, err)
 }

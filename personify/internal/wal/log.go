@@ -84,7 +84,7 @@ func createLog(fs FS, dir, name string, start uint64, key [8]byte) (*Log, error)
 	tmp := name + ".tmp"
 	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", name, err)
+		return nil, pathErr("create", name, err)
 	}
 	var h [LogHeaderLen]byte
 	copy(h[:], logMagic)
@@ -104,14 +104,14 @@ func createLog(fs FS, dir, name string, start uint64, key [8]byte) (*Log, error)
 		f.Close()
 		_ = fs.Remove(tmp)
 		_ = fs.Remove(name) // if the rename happened; replay copes if this fails too
-		return nil, fmt.Errorf("create %s: %w", name, err)
+		return nil, pathErr("create", name, err)
 	}
 	return &Log{f: f, name: name, size: LogHeaderLen, start: start, version: LogVersion}, nil
 }
 
 // ErrWrite is wrapped by the errors of a write that did not reach the log:
 // nothing of it is on disk, and a later write starts clean.
-var ErrWrite = errors.New("the change was not made")
+var ErrWrite = errors.New("log write failed")
 
 // Append writes b at the end of the log and fsyncs. On failure it cuts
 // the log back to where it was, durably, so that the failed frame cannot
@@ -157,12 +157,12 @@ type Header struct {
 // crash mid-append): it is cut off, durably, and torn is called with what
 // was dropped. Anywhere else damage is a CorruptError. For the last log,
 // Replay returns it open for appending.
-func Replay(fs FS, name string, start uint64, last bool, checkKey func([8]byte) error,
+func Replay(fs FS, name string, start uint64, last bool, checkKey func(name string, key [8]byte) error,
 	record func(version int, seq uint64, payload []byte, off int64) error,
 	torn func(off int64, dropped int, reason error)) (*Log, error) {
 	f, err := fs.OpenFile(name, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", name, err)
+		return nil, pathErr("open", name, err)
 	}
 	fail := func(err error) (*Log, error) {
 		f.Close()
@@ -170,7 +170,7 @@ func Replay(fs FS, name string, start uint64, last bool, checkKey func([8]byte) 
 	}
 	b, err := io.ReadAll(f)
 	if err != nil {
-		return fail(fmt.Errorf("read %s: %w", name, err))
+		return fail(pathErr("read", name, err))
 	}
 	h := Header{}
 	if len(b) >= LogHeaderLen {
@@ -186,8 +186,8 @@ func Replay(fs FS, name string, start uint64, last bool, checkKey func([8]byte) 
 	if h.Version == 0 || h.Start != start {
 		return fail(corrupt(name, 0, "not a personify log header"))
 	}
-	if err := checkKey(h.Key); err != nil {
-		return fail(fmt.Errorf("%s: %w", name, err))
+	if err := checkKey(name, h.Key); err != nil {
+		return fail(err)
 	}
 	off := LogHeaderLen
 	for off < len(b) {

@@ -69,7 +69,7 @@ func TestReplayTornTail(t *testing.T) {
 
 	var seqs []uint64
 	record := func(_ int, seq uint64, _ []byte, _ int64) error { seqs = append(seqs, seq); return nil }
-	key := func([8]byte) error { return nil }
+	key := func(string, [8]byte) error { return nil }
 	_, err = d.Replay(1, false, key, record, func(string, int64, int, error) {})
 	require.ErrorIs(t, err, ErrCorrupt, "not the last log: damage is corruption")
 	seqs = nil
