@@ -5,7 +5,7 @@ import (
 )
 
 // benchInputs is the one table every benchmark sweeps. email25 is the
-// 25-byte email of the DESIGN.md target (mixed case, so normalization works).
+// 25-byte email of the performance target (mixed case, so normalization works).
 var benchInputs = []struct {
 	name string
 	id   Identifier

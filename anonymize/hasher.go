@@ -68,6 +68,9 @@ func ParsePseudonym(s string) (Pseudonym, error) {
 // never prints its key or subkey: its String, GoString and Format name the
 // algorithm and the key's fingerprint, and by reflection fmt finds the
 // secret two pointers away, out of its reach (see [Key]).
+//
+// The zero value of the interface is nil, which no function accepts in place
+// of a Hasher.
 type Hasher interface {
 	// Pseudonym returns the pseudonym of id, or an error wrapping
 	// ErrInvalidIdentifier if id cannot be normalized, or, once the key

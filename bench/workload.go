@@ -11,7 +11,7 @@ import (
 	"github.com/personify-go/personify/anonymize"
 )
 
-// Workload is DESIGN.md's benchmark population: People distinct
+// Workload is the benchmark population of the performance targets: People distinct
 // identities, Segments segments, each person in each segment with
 // probability 1%, built deterministically from a seed. "10M x 1000" (100M
 // memberships) is the reference; "1M x 1000" is the quick variant for CI.

@@ -37,16 +37,19 @@ var (
 
 // DurableOptions are the settings of a durable engine (Options.Durable),
 // which New ignores.
+//
+// The zero value gives the defaults of each field. It is a plain value, read
+// once by Open, safe for concurrent reads.
 type DurableOptions struct {
 	// MaintenanceInterval is how often the engine applies retention
 	// (Expire), ends key grace periods, and writes a snapshot when the log
 	// has grown. Zero means one minute; negative turns maintenance off:
 	// then call Expire and Compact yourself, Compact by each receipt's
 	// PurgeBy included (Open still compacts for erasures that are overdue).
-	MaintenanceInterval time.Duration
+	MaintenanceInterval time.Duration `json:"maintenance_interval"`
 	// CompactAfter is the log size, in bytes, past which maintenance writes
 	// a snapshot and starts a new log. Zero means 64 MiB.
-	CompactAfter int64
+	CompactAfter int64 `json:"compact_after"`
 	// PurgeWithin is the deadline an erasure's receipt promises for its
 	// physical deletion (Receipt.PurgeBy); maintenance compacts within a
 	// quarter of it after a Forget, so that the erasures of that window
@@ -54,7 +57,7 @@ type DurableOptions struct {
 	// holds across restarts (Open compacts at once for erasures whose time
 	// came while the engine was down). Zero means one minute; at most 30
 	// days (the GDPR's one month).
-	PurgeWithin time.Duration
+	PurgeWithin time.Duration `json:"purge_within"`
 
 	fs wal.FS // nil: the real one; tests inject faults here
 }

@@ -26,6 +26,10 @@ const DefaultK = 50
 
 // Options configures an [Engine]. The zero value is not usable: Key is
 // required. Every other field has a sensible default.
+//
+// An Options is a plain value read once by New or Open, which copy what they
+// keep: it may be reused, and read concurrently, but not changed while a call
+// reads it.
 type Options struct {
 	// Key is the secret from which pseudonyms are computed (required). Keep
 	// it in a secret store; it never reaches the engine's output.
@@ -116,6 +120,9 @@ func (e *Engine) checkKeysAvailable(now time.Time) error {
 
 // PreviousKey is a key replaced by rotation and the time its grace period
 // ends.
+//
+// The zero PreviousKey holds no key, which New refuses. It is a plain value,
+// read once by New or Open, safe for concurrent reads.
 type PreviousKey struct {
 	Key   anonymize.Key `json:"key"` // redacted in JSON
 	Until time.Time     `json:"until"`
@@ -127,6 +134,8 @@ type PreviousKey struct {
 //
 // An Engine is safe for concurrent use by any number of goroutines. Lookups
 // (In, Segments) take no lock; writes are serialized among themselves.
+//
+// The zero Engine is not usable: make one with New or Open.
 type Engine struct {
 	kr      atomic.Pointer[keyState] // the keyring; replaced whole when a snapshot is loaded
 	k       int
@@ -141,7 +150,7 @@ type Engine struct {
 	closed     atomic.Bool   // set by Close
 	gen        atomic.Uint64 // odd while closed or while a snapshot is being installed
 	store      *store        // nil in memory
-	replica    *replicator   // NewReplica's journal; nil otherwise
+	replica    *replicator   // a fleet replica's journal (package replica); nil otherwise
 	keysMu     sync.Mutex
 	keys       map[anonymize.Fingerprint]anonymize.Key // every key given in Options or to RotateKey
 	closeOnce  sync.Once

@@ -15,6 +15,9 @@ import (
 // whether it is used and why not, their consent per purpose, their
 // suppressions, and a note on pseudonym collisions. It holds pseudonyms,
 // never the identifier. It marshals to JSON and prints as plain text.
+//
+// The zero Report is empty. A Report is a plain value that the engine does
+// not touch once Explain returns it, safe to share between goroutines.
 type Report struct {
 	GeneratedAt time.Time         `json:"generated_at"`
 	Pseudonyms  []ReportPseudonym `json:"pseudonyms"`
@@ -32,6 +35,9 @@ type Report struct {
 }
 
 // ReportPseudonym is one pseudonym the person may be stored under.
+//
+// A ReportPseudonym is a plain value, safe to share between goroutines; its
+// zero value is an empty entry.
 type ReportPseudonym struct {
 	Pseudonym anonymize.Pseudonym   `json:"pseudonym"`
 	Key       anonymize.Fingerprint `json:"key"`    // fingerprint of the key that computed it
@@ -39,6 +45,9 @@ type ReportPseudonym struct {
 }
 
 // SegmentReport is one segment membership in a Report.
+//
+// A SegmentReport is a plain value, safe to share between goroutines; its
+// zero value is an empty entry.
 type SegmentReport struct {
 	Name        string `json:"name"`
 	Purpose     string `json:"purpose"`
@@ -54,6 +63,9 @@ type SegmentReport struct {
 }
 
 // ConsentReport is the person's consent for one purpose.
+//
+// A ConsentReport is a plain value, safe to share between goroutines once
+// returned; its zero value is an empty entry.
 type ConsentReport struct {
 	Purpose     string       `json:"purpose"`
 	Description string       `json:"description"`

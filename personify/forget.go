@@ -17,6 +17,10 @@ import (
 )
 
 // ForgetOptions adjusts an erasure.
+//
+// The zero value is a plain erasure: no request ID, and the person may be
+// added again. It is a plain value, read once by the call, safe for
+// concurrent reads.
 type ForgetOptions struct {
 	// DoNotReAdd keeps the person's pseudonyms (and nothing else) on a list
 	// that stops them from being added to any segment again, for people who

@@ -35,7 +35,7 @@ import (
 //     bits cannot do better for 10 segments), and each pass costs a
 //     dependent miss and a mispredicted branch; Segments still needs the
 //     record.
-//   - per DESIGN.md: Contains on Roaring bitmaps of hashed IDs, about 700
+//   - as first designed: Contains on Roaring bitmaps of hashed IDs, about 700
 //     ns each and 445 us for 1,000 segments; on bitmaps of ordinals,
 //     several dependent misses (binary searches in 1.3 KB containers).
 //

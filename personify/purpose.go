@@ -11,6 +11,9 @@ import (
 )
 
 // ConsentModel says what a purpose allows before a person has said anything.
+//
+// Its zero value is no model, which DefinePurpose refuses: say OptIn or
+// OptOut. A ConsentModel is a plain value, safe to share between goroutines.
 type ConsentModel uint8
 
 const (
@@ -53,6 +56,9 @@ const MaxPurposes = 64
 // Purpose is what data may be used for, agreed with the people it is about:
 // "personalization", "email-marketing", "analytics". Every segment has one,
 // and consent is given or withdrawn per purpose.
+//
+// The zero Purpose has no name, which DefinePurpose refuses. A Purpose is a
+// plain value, safe to share between goroutines.
 type Purpose struct {
 	Name        string       `json:"name"`        // 1 to 128 characters of [A-Za-z0-9_.:-]
 	Model       ConsentModel `json:"model"`       // OptIn or OptOut

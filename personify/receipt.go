@@ -23,6 +23,9 @@ import (
 //
 // A receipt is issued only once the erasure is complete on the engine that
 // issues it, under every key the engine holds data under.
+//
+// The zero Receipt proves nothing: VerifyReceipt refuses it. A Receipt is a
+// plain value, safe to share between goroutines.
 type Receipt struct {
 	// Version is the receipt format: 2 (1: receipts of earlier releases,
 	// whose signature does not cover Seq or SigningKey).
@@ -56,6 +59,9 @@ type Receipt struct {
 }
 
 // ErasedSegment is a segment the erased person was removed from.
+//
+// An ErasedSegment is a plain value, safe to share between goroutines; its
+// zero value names no segment.
 type ErasedSegment struct {
 	Name        string `json:"name"`
 	Memberships int    `json:"memberships"`

@@ -293,15 +293,16 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 	return o, origin, ctr, true, nil
 }
 
-// applyJournal applies the journal's change number seq. The journal's
-// reader calls it for every change in sequence order; a change at or below
-// Applied is ignored, so redelivery after a reconnect is harmless. A change
-// that skips a number returns ErrGap: the reader must load a newer snapshot
-// (LoadSnapshot) or deliver the missing changes.
+// applyJournal applies the journal's change number seq (replica.Feed's
+// Apply). The journal's reader calls it for every change in sequence
+// order; a change at or below Applied is ignored, so redelivery after a
+// reconnect is harmless. A change that skips a number returns ErrGap: the
+// reader must load a newer snapshot (Feed.LoadSnapshot) or deliver the
+// missing changes.
 //
 // A change that does not decode, fails authentication or fails the checks
 // of the local API is refused: it is not applied, Applied moves past it,
-// ReplicaStatus counts it, an audit event records why, and Apply returns
+// replica.Status counts it, an audit event records why, and Apply returns
 // nil, so that one bad row never halts the fleet and every replica refuses
 // it alike. A key rotation to a key this replica was not given returns
 // ErrKeyUnavailable and Applied stays before it, until the replica is

@@ -13,6 +13,9 @@ import (
 
 // Segment describes a customer segment: a named group of people with a
 // purpose. It is the unit of targeting; people are never targeted alone.
+//
+// The zero Segment has no name or purpose, which Define refuses. A Segment is
+// a plain value, safe to share between goroutines.
 type Segment struct {
 	// Name is 1 to 128 characters of [A-Za-z0-9_.:-], not starting with
 	// '.', ':' or '-', and not one of the expression keywords and, or, not.

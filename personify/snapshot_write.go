@@ -33,7 +33,7 @@ import (
 //
 // The index sections are the in-memory layout, so that opening a snapshot
 // copies memory instead of re-inserting 100 million memberships one by one
-// (DESIGN.md: open at >= 1 GB/s); they are checked entry by entry on load.
+// (the target: open at >= 1 GB/s); they are checked entry by entry on load.
 // Only pseudonyms, ordinals and names are stored: no identifier, no key.
 // Format 2 added the pending erasures and the receipt keys; format 1
 // snapshots (earlier releases) are read, with none of either.

@@ -3,6 +3,9 @@ package personify
 import "time"
 
 // Stats describes an engine's contents and memory.
+//
+// The zero Stats is an empty engine's. A Stats is a plain value, a copy taken
+// at one moment, safe to share between goroutines.
 type Stats struct {
 	People      int    `json:"people"`       // pseudonyms stored
 	Segments    int    `json:"segments"`     // segments defined

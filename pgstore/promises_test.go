@@ -336,6 +336,10 @@ func TestReplicaCannotDiverge(t *testing.T) {
 	}
 	_, ok := typ.MethodByName("Segments")
 	assert.True(t, ok, "the engine's API is there")
+	for i := range typ.Elem().NumField() { // nor a field to reach or replace the engine through
+		f := typ.Elem().Field(i)
+		assert.False(t, f.IsExported(), "pgstore.Replica has exported field %s", f.Name)
+	}
 	for i := range typ.NumMethod() {
 		m := typ.Method(i)
 		for j := range m.Type.NumIn() {

@@ -28,6 +28,9 @@ const (
 )
 
 // Kind is the kind of a snapshot section.
+//
+// Its zero value is no kind; a Reader never returns it. A Kind is a plain
+// value, safe to share between goroutines.
 type Kind uint8
 
 // Section kinds a Reader returns.

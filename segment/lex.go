@@ -197,10 +197,13 @@ func quoteName(b *strings.Builder, name string) {
 // A SyntaxError reports why and where Parse rejected an expression.
 // errors.Is(err, ErrSyntax) holds for every *SyntaxError. It is a plain
 // value: Parse returns a new one each time.
+//
+// Its zero value reports nothing at offset 0; it may be shared between
+// goroutines.
 type SyntaxError struct {
-	Offset int    // byte offset of the problem, from 0
-	Column int    // the same position in runes, from 1
-	Msg    string // what is wrong
+	Offset int    `json:"offset"` // byte offset of the problem, from 0
+	Column int    `json:"column"` // the same position in runes, from 1
+	Msg    string `json:"msg"`    // what is wrong
 }
 
 func (e *SyntaxError) Error() string {

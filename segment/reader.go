@@ -17,14 +17,17 @@ import (
 // A Section is one section of a snapshot, as Reader.Next returns it. The
 // Reader keeps no reference to it; what its accessors return belongs to
 // the caller.
+//
+// The zero Section holds nothing (its accessors return nil). A Section is not
+// changed once returned and may be read from any goroutine.
 type Section struct {
-	Kind Kind
-	Name string
+	Kind Kind   `json:"kind"`
+	Name string `json:"name"`
 	// Aux is the attribute written with a blob; for a KindTimed section, the
 	// epoch in nanoseconds; 0 for a set.
-	Aux int64
+	Aux int64 `json:"aux"`
 	// Offset is where the section starts in the snapshot, in bytes.
-	Offset int64
+	Offset int64 `json:"offset"`
 
 	set   *Set
 	timed *Timed

@@ -37,6 +37,10 @@ import (
 
 // Journal is a shared, totally ordered log of changes. A change is opaque
 // bytes holding pseudonyms, names and times, never an identifier or a key.
+//
+// The zero value of the interface is nil, which New refuses. Implementations
+// must be safe for concurrent use: every writer of the replica appends
+// through it.
 type Journal interface {
 	// Append stores a change durably and returns its sequence number.
 	// Numbers are consecutive (no gaps) and their order is the order every
@@ -50,6 +54,10 @@ type Journal interface {
 // KeyChecker is implemented by a Journal that knows which keys the live
 // replicas of its fleet hold (pgstore's does). RotateKey asks it first and
 // refuses a rotation that a live replica could not follow.
+//
+// The zero value of the interface is nil, and the check is optional: a
+// Journal without the method checks nothing. Implementations must be safe for
+// concurrent use.
 type KeyChecker interface {
 	// CheckKey returns an error if a live replica does not hold the key
 	// with fingerprint fp.
@@ -59,6 +67,10 @@ type KeyChecker interface {
 // Purger is implemented by a Journal whose storage keeps copies of changes
 // until a compaction, so that erasure receipts can say when a Forget is
 // physically complete (Replica.Purged).
+//
+// The zero value of the interface is nil, and purging is optional: a Journal
+// without it reports erasures physically complete when they are applied.
+// Implementations must be safe for concurrent use.
 type Purger interface {
 	// PurgedThrough returns the sequence number up to which no copy of any
 	// change remains in the journal's storage.
@@ -91,11 +103,14 @@ var (
 )
 
 // Options configures New.
+//
+// The zero value gives the defaults. It is a plain value, read once by New,
+// safe for concurrent reads.
 type Options struct {
 	// WriteTimeout bounds how long a write waits for this replica to apply
 	// its own change after appending it (ErrNotApplied past it; a
 	// context's deadline can shorten it). Zero means 30 seconds.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `json:"write_timeout"`
 }
 
 // Replica is an engine of a fleet, for the application: the engine's
@@ -110,6 +125,8 @@ type Replica struct {
 // Feed is the journal reader's side of a replica: the only way changes
 // and snapshots reach it. It is safe for concurrent use, but the reader
 // calls Apply in sequence order, from one goroutine.
+//
+// The zero Feed is not usable: New returns the replica's Feed.
 type Feed struct {
 	side fleet.Side
 }
@@ -133,6 +150,9 @@ func New(opts personify.Options, j Journal, ropts Options) (*Replica, *Feed, err
 }
 
 // Status describes where a replica stands in its fleet's journal.
+//
+// The zero Status is a replica's that has applied nothing. A Status is a
+// plain value, a copy taken at one moment, safe to share between goroutines.
 type Status struct {
 	// Applied is the last change applied (or included by the last snapshot
 	// loaded).

@@ -1,5 +1,5 @@
 // Command report runs personify's benchmark suite on one workload, prints
-// the medians and the DESIGN.md targets (met or not), and writes the same as
+// the medians and the performance targets (met or not), and writes the same as
 // Markdown with a latency chart (SVG) and the raw benchmark lines
 // (benchstat reads them).
 //

@@ -8,14 +8,14 @@ import (
 	"github.com/personify-go/personify/bench"
 )
 
-// target is one DESIGN.md performance target and what this run measured.
+// target is one of the project's performance targets and what this run measured.
 type target struct {
 	path, want, measured string
 	met                  bool
 	known                bool // false: a benchmark it needs did not run
 }
 
-// targets evaluates DESIGN.md's table on this run. Ratios compare
+// targets evaluates the table of performance targets on this run. Ratios compare
 // benchmarks of the same run.
 func targets(w *bench.Workload, m memory, r map[string]*result) []target {
 	ns := func(name string) float64 {
@@ -106,7 +106,7 @@ func (t target) status() string {
 }
 
 func printTargets(w io.Writer, ts []target) {
-	fmt.Fprintln(w, "DESIGN.md targets:")
+	fmt.Fprintln(w, "Performance targets:")
 	for _, t := range ts {
 		fmt.Fprintf(w, "  %-13s %s: %s\n                target %s\n", "["+t.status()+"]", t.path, t.measured, t.want)
 	}

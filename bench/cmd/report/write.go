@@ -64,7 +64,7 @@ func markdown(w *bench.Workload, count int, m memory, r map[string]*result, ts [
 		w.People, w.Segments, w.Memberships(), count)
 	fmt.Fprintf(&b, "Reproduce: `go run ./bench/cmd/report -workload %s -count %d` (from the repository root).\n\n", w.Name, count)
 	b.WriteString("## Machine\n\n```\n" + machineHeader() + "```\n\n")
-	b.WriteString("## DESIGN.md targets\n\n| path | target | measured | |\n|---|---|---|---|\n")
+	b.WriteString("## Performance targets\n\n| path | target | measured | |\n|---|---|---|---|\n")
 	for _, t := range ts {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.path, t.want, orDash(t.measured), t.status())
 	}

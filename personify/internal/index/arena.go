@@ -37,6 +37,7 @@ const (
 	BigRecord = ChunkSize / 4
 )
 
+// NewArena returns an empty arena.
 func NewArena() *Arena {
 	a := &Arena{}
 	c := make([]byte, ChunkSize)
@@ -100,13 +101,14 @@ type RecordView struct {
 	N     int
 }
 
+// ViewRecord reads the header of the record at the start of b.
 func ViewRecord(b []byte) RecordView {
 	state, k := Uvarint(b)
 	n, k2 := Uvarint(b[k:])
 	return RecordView{Rest: b[k+k2:], State: uint32(state), N: int(n)}
 }
 
-// has reports whether the record holds segment id.
+// Has reports whether the record holds segment id.
 func (r RecordView) Has(id uint32) bool {
 	b, cur := r.Rest, uint64(0)
 	for range r.N {
@@ -254,6 +256,7 @@ type Bloom96 struct {
 	B uint64
 }
 
+// SegmentBloom96 returns the filter bits of segment id: three of 96.
 func SegmentBloom96(id uint32) Bloom96 {
 	h := uint64(id)*0x9E3779B97F4A7C15 ^ uint64(id)>>7
 	var f Bloom96
@@ -268,6 +271,8 @@ func SegmentBloom96(id uint32) Bloom96 {
 	return f
 }
 
+// Or returns the union of two filters.
 func (f Bloom96) Or(g Bloom96) Bloom96 { return Bloom96{f.A | g.A, f.B | g.B} }
 
+// Covers reports whether every bit of g is set in f.
 func (f Bloom96) Covers(g Bloom96) bool { return f.A&g.A == g.A && f.B&g.B == g.B }

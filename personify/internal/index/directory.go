@@ -77,21 +77,31 @@ const (
 	StateOverflow = 0xff
 )
 
+// Ord, State, Count, Code, Overflow and Ref read the fields of the meta
+// and lo words (see Entry).
 func (e Entry) Ord() uint32    { return uint32(e.Meta) }
 func (e Entry) State() uint32  { return uint32(e.Meta >> StateShift & 0xff) }
 func (e Entry) Count() int     { return int(e.Meta >> CountShift & 0xf) }
 func (e Entry) Code() int      { return int(e.Meta >> CodeShift & 0x7) }
 func (e Entry) Overflow() bool { return e.Meta&OverflowBit != 0 }
 func (e Entry) Ref() uint32    { return uint32(e.Lo) }
+
+// WithSeq returns e with the sequence bits of m.
 func (e Entry) WithSeq(m uint64) Entry {
 	e.Meta = e.Meta&^SeqMask | m&SeqMask
 	return e
 }
 
+// MakeMeta packs an ordinal, a privacy state id and an inline id count
+// into a meta word, with sequence 0.
 func MakeMeta(ord, state uint32, count int) uint64 {
 	return uint64(ord) | uint64(state)<<StateShift | uint64(count)<<CountShift
 }
 
+// Table is one generation of the directory: open-addressed slots, the
+// overflow arena, and the two slots for the reserved keys. Readers load it
+// from Directory.Tab and read its slots under the seqlock protocol; only
+// the writer changes it.
 type Table struct {
 	Slots   []Slot
 	Arena   *Arena // the overflow records
@@ -106,6 +116,7 @@ const (
 	maxSpins = 64   // reads retried while a writer is mid-update, then the caller falls back to the lock
 )
 
+// NewDirectory returns an empty directory with a table of MinSlots.
 func NewDirectory() *Directory {
 	d := &Directory{}
 	d.Tab.Store(&Table{Slots: make([]Slot, MinSlots), Arena: NewArena()})
@@ -250,6 +261,7 @@ func (d *Directory) growTo(old *Table, a *Arena, live int) *Table {
 	return t
 }
 
+// TableSize is the number of slots for live entries right after growing.
 func TableSize(live int) int { return max(MinSlots, int(float64(live)/load)) }
 
 // NewSlots allocates a table's slots, on huge pages where the system allows.

@@ -42,6 +42,7 @@ func (t *Names) home(a, b uint64, n int) uint64 {
 	return ((a^uint64(n))*0x9E3779B97F4A7C15 ^ b*0xC2B2AE3D27D4EB4F) >> t.shift
 }
 
+// NewNames builds the table of names to ids.
 func NewNames(ids map[string]uint32) Names {
 	size, shift := 8, uint(61)
 	for size < 3*len(ids) {
