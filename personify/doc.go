@@ -71,9 +71,10 @@
 // on the fleet's database. A context that is done before the change is
 // logged (or appended to a fleet's journal) returns its error and changes
 // nothing; a durable write that has reached its fsync waits for it (a few
-// milliseconds); in a fleet, a context that ends after the append returns
-// replica.ErrNotApplied: the change takes effect when the replicas apply it. Lookups
-// never block and take no context.
+// milliseconds); in a fleet, a context that ends once the change may be
+// in the journal returns replica.ErrNotApplied: the outcome is unknown, and
+// a change that was stored takes effect when the replicas apply it.
+// Lookups never block and take no context.
 //
 // An Engine is safe for concurrent use. Lookups never wait for a long write:
 // bulk loads are applied in chunks.

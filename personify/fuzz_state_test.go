@@ -297,34 +297,32 @@ func FuzzJournalChange(f *testing.F) {
 	for off := 0; off < len(ops); {
 		_, payload, size, err := wal.DecodeRecord(ops[off:])
 		require.NoError(f, err)
-		f.Add(append([]byte{0}, payload...))
-		f.Add(append([]byte{1}, ops[off:off+size]...))
+		header := make([]byte, 17) // mode, origin, counter
+		header[1] = byte(off)
+		f.Add(append(bytes.Clone(header), payload...))
+		header[0] = 1
+		f.Add(append(header, ops[off:off+size]...))
 		off += size
 	}
 	f.Add([]byte{2, 3, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) == 0 {
-			return
-		}
+	// Modes: 0, a change encoding, sealed both bare and framed as a record
+	// (the two forms a replica reads), which must decode alike; 1, the
+	// bytes after the header as they are, sealed; 2, raw bytes, unsealed.
+	// With mode 0 and 1 the 16 bytes after the mode byte are the header's
+	// origin and counter.
+	apply := func(t *testing.T, change []byte) (*Engine, bool) {
 		r, j := replica(t)
 		before := fullDump(t, r)
-		change := b[1:]
-		if mode := b[0] % 3; mode < 2 {
-			c := make([]byte, changeHeaderLen, changeHeaderLen+len(change)+changeTagLen)
-			c[0] = []byte{changeVersion, changeVersion2}[mode]
-			copy(c[17:], fp[:])
-			change = r.sealChange(n+1, append(c, change...))
-		}
 		j.put(change)
 		if err := j.deliver(r); err != nil {
 			require.ErrorIs(t, err, ErrKeyUnavailable)
 			require.Equal(t, n, r.Applied(), "a stalled replica stays before the change")
-			return
+			return r, false
 		}
 		require.Equal(t, n+1, r.Applied())
 		if r.ReplicaStatus().Refused == 1 {
 			require.Equal(t, before, fullDump(t, r), "a refused change changed the replica")
-			return
+			return r, false
 		}
 		var buf bytes.Buffer
 		seq, _, err := r.WriteReplicaSnapshot(&buf)
@@ -333,5 +331,38 @@ func FuzzJournalChange(f *testing.F) {
 		require.NoError(t, c.LoadReplicaSnapshot(seq, buf.Bytes(), r.SnapshotTag(seq, buf.Bytes())), "a snapshot of an accepted state must load")
 		r.pending, c.pending = nil, nil
 		require.Equal(t, stateDump(t, r), stateDump(t, c))
+		return r, true
+	}
+	sealer, err := New(fuzzOptions(f)) // holds the fleet's keys
+	require.NoError(f, err)
+	f.Cleanup(func() { sealer.Close() })
+	seal := func(r *Engine, header, body []byte) []byte {
+		c := make([]byte, changeHeaderLen, changeHeaderLen+len(body)+changeTagLen)
+		c[0] = changeVersion
+		copy(c[1:17], header)
+		copy(c[17:], fp[:])
+		return r.sealChange(n+1, append(c, body...))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 {
+			return
+		}
+		mode, rest := b[0]%3, b[1:]
+		if mode == 2 {
+			apply(t, rest)
+			return
+		}
+		header := rest[:min(16, len(rest))]
+		body := rest[len(header):]
+		if mode == 1 {
+			apply(t, seal(sealer, header, body))
+			return
+		}
+		framed := wal.AppendRecord(nil, 0, func(d []byte) []byte { return append(d, body...) })
+		r1, ok1 := apply(t, seal(sealer, header, body))
+		r2, ok2 := apply(t, seal(sealer, header, framed))
+		require.Equal(t, ok1, ok2, "bare and framed encodings of one change decode alike")
+		r1.pending, r2.pending = nil, nil
+		require.Equal(t, stateDump(t, r1), stateDump(t, r2))
 	})
 }

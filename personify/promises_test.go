@@ -367,7 +367,7 @@ func TestJournalRowsAreValidatedAndAuthenticated(t *testing.T) {
 		c[0] = changeVersion
 		fp := a.KeyFingerprint()
 		copy(c[17:], fp[:])
-		return appendChange(c, o)
+		return appendRecord(c, 0, o)
 	}
 	kps, err := a.keyedPseudonyms(person(2))
 	require.NoError(t, err)
@@ -416,37 +416,71 @@ func TestJournalRowsAreValidatedAndAuthenticated(t *testing.T) {
 	assert.Equal(t, stateDump(t, a), stateDump(t, c))
 }
 
-// A fleet's journal written by the previous release (format version 2: the
-// change framed as a log record) still applies after an upgrade, and a
-// version-2 row with bytes after its record is refused.
-func TestJournalReadsVersion2Changes(t *testing.T) {
+// goldenOps are the writes behind testdata/journal-v2-*.hex: the rows
+// that the release before this one (framed records) and the development
+// builds after it (bare encodings) wrote for them, with testKeyHex.
+func goldenOps(t *testing.T, j *manualJournal, a *Engine) {
+	for _, fn := range []func() error{
+		func() error { return a.DefinePurpose(Purpose{Name: "ads", Model: OptOut, Description: "d"}) },
+		func() error { return a.DefinePurpose(Purpose{Name: "email", Model: OptIn}) },
+		func() error { return a.Define(Segment{Name: "runners", Purpose: "ads"}) },
+		func() error { return a.Define(Segment{Name: "news", Purpose: "email", Sensitive: true}) },
+		func() error { return a.Add("runners", person(1), person(2), person(3), person(4)) },
+		func() error { return a.Add("news", person(1), person(2)) },
+		func() error { return a.SetConsent(person(1), "email", true) },
+		func() error { return a.Suppress(person(3)) },
+		func() error { return a.Remove("runners", person(4)) },
+		func() error { _, err := a.Forget(person(2)); return err },
+	} {
+		require.NoError(t, j.write(t, a, fn))
+	}
+}
+
+// A fleet's journal written by earlier builds applies after an upgrade,
+// row for row, to the state this build's own rows give; what this build
+// writes, the previous release reads (the same format: checked against its
+// rows byte for byte after the origin, counter and tag, which differ per
+// replica). A framed row with bytes after its record is refused.
+func TestJournalGoldenRows(t *testing.T) {
 	j := &manualJournal{}
 	a := newReplicaT(t, j)
-	v2 := func(o *op, extra ...byte) []byte {
-		c := make([]byte, changeHeaderLen)
-		c[0] = changeVersion2
-		fp := a.KeyFingerprint()
-		copy(c[17:], fp[:])
-		c = append(appendRecord(c, 0, o), extra...)
-		return a.sealChange(uint64(len(j.log))+1, c)
+	goldenOps(t, j, a)
+	want := stateDump(t, a)
+	for _, file := range []string{"journal-v2-framed.hex", "journal-v2-bare.hex"} {
+		b, err := os.ReadFile(filepath.Join("testdata", file))
+		require.NoError(t, err)
+		old := &manualJournal{}
+		for _, l := range strings.Fields(string(b)) {
+			c, err := hex.DecodeString(l)
+			require.NoError(t, err)
+			old.put(c)
+		}
+		r := newReplicaT(t, old)
+		require.NoError(t, old.deliver(r), file)
+		assert.Equal(t, uint64(len(old.log)), r.Applied(), file)
+		assert.Zero(t, r.ReplicaStatus().Refused, file)
+		assert.Equal(t, want, stateDump(t, r), file)
+		if file == "journal-v2-framed.hex" {
+			require.Len(t, j.log, len(old.log))
+			for i := range j.log {
+				mine, theirs := j.log[i], old.log[i]
+				assert.Equal(t, theirs[:1], mine[:1], "row %d: version", i+1)
+				assert.Equal(t, theirs[17:len(theirs)-changeTagLen], mine[17:len(mine)-changeTagLen], "row %d: key and change", i+1)
+			}
+		}
 	}
-	j.put(v2(&op{kind: opDefinePurpose, at: t0, purpose: Purpose{Name: "ads", Model: OptOut}}))
-	j.put(v2(&op{kind: opDefine, at: t0, seg: Segment{Name: "runners", Purpose: "ads"}}))
-	kps, err := a.keyedPseudonyms(person(1))
+
+	fp := a.KeyFingerprint()
+	kps, err := a.keyedPseudonyms(person(5))
 	require.NoError(t, err)
-	j.put(v2(&op{kind: opAdd, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{kps}}))
-	kps2, err := a.keyedPseudonyms(person(2))
-	require.NoError(t, err)
-	j.put(v2(&op{kind: opAdd, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{kps2}}, 0))
+	c := make([]byte, changeHeaderLen)
+	c[0] = changeVersion
+	copy(c[17:], fp[:])
+	c = append(appendRecord(c, 0, &op{kind: opAdd, at: t0, name: "runners", people: [][]anonymize.KeyedPseudonym{kps}}), 0)
+	j.put(a.sealChange(uint64(len(j.log))+1, c))
 	require.NoError(t, j.deliver(a))
-	p1, _ := a.Pseudonym(person(1))
-	p2, _ := a.Pseudonym(person(2))
-	assert.True(t, a.In(p1, "runners"), "a version-2 change applies")
-	assert.False(t, a.In(p2, "runners"), "a version-2 change with trailing bytes is refused")
+	assert.False(t, a.In(kps[0].Pseudonym, "runners"), "a row with bytes after its record is refused")
 	assert.Equal(t, uint64(1), a.ReplicaStatus().Refused)
-	// What this release writes is version 3.
-	require.NoError(t, j.write(t, a, func() error { return a.Add("runners", person(3)) }))
-	assert.Equal(t, byte(changeVersion), j.log[len(j.log)-1][0])
 }
 
 // Changes replayed from the log pass the API's checks too: a record that

@@ -45,7 +45,7 @@ func (m *ConsentModel) UnmarshalText(b []byte) error {
 	case "opt-out":
 		*m = OptOut
 	default:
-		return fmt.Errorf("personify: consent model %q: want \"opt-in\" or \"opt-out\"", b)
+		return fmt.Errorf("personify: a consent model of %d bytes that is neither \"opt-in\" nor \"opt-out\"", len(b)) // not quoted: it may be anything
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/personify/internal/fleet"
+	"github.com/personify-go/personify/personify/internal/wal"
 	"github.com/personify-go/personify/segment"
 )
 
@@ -111,25 +112,37 @@ func (s replicaSide) SnapshotTag(seq uint64, data []byte) []byte {
 
 // A change in the journal:
 //
-//	version 1 byte (3)
+//	version 1 byte (2)
 //	origin  8 bytes: the writing engine's id
 //	counter 8 bytes: its counter
 //	key     8 bytes: the fingerprint of the key whose journal subkey seals it
-//	change  the change's encoding (change_codec.go); in version 2 (earlier
-//	        releases, still read) the change framed as a log record
+//	change  the change framed as a log record (internal/wal: magic "PFYR",
+//	        length, checksum, sequence number 0, then the change's encoding,
+//	        change_codec.go)
 //	tag     32 bytes: HMAC-SHA256 under that subkey of "personify/v1/journal",
 //	        the sequence number (8 bytes LE) and every byte above
 //
 // The key must be the fleet's current key at the change's position, which
 // is the same on every replica; the tag binds the position, so a valid
-// change copied elsewhere in the journal fails.
+// change copied elsewhere in the journal fails. The format is the one
+// earlier releases write and read, so that a fleet upgrades one replica at
+// a time. (Development builds between them wrote the encoding without the
+// record's frame, under the same version; those rows are read too: a
+// record starts with its magic, which no encoding does, since no change
+// kind is 'P'.)
+//
+// The version of the change encoding (recVersion) is tied to the change
+// format's: a new encoding needs a new change version, or replicas of the
+// previous release would misread it.
 const (
-	changeVersion   = 3
-	changeVersion2  = 2 // the change framed as a log record; still read
+	changeVersion   = 2
 	changeHeaderLen = 1 + 8 + 8 + 8
 	changeTagLen    = sha256.Size
 	journalMACLabel = "personify/v1/journal-mac"
 )
+
+// Compile-time: recVersion == changeVersion (see above).
+var _ [0]struct{} = [recVersion - changeVersion]struct{}{}
 
 // commit appends o and waits for this engine to apply it. There is no
 // check against the local state first: this replica may be behind the
@@ -151,7 +164,7 @@ func (r *replicator) commit(ctx context.Context, e *Engine, o *op) (opResult, er
 	binary.LittleEndian.PutUint64(change[9:], ctr)
 	fp := e.keyring().Current()
 	copy(change[17:], fp[:])
-	change = appendChange(change, o)
+	change = appendRecord(change, 0, o)
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	seq, err := r.j.Append(ctx, change, e.sealChange)
@@ -168,7 +181,7 @@ func (r *replicator) commit(ctx context.Context, e *Engine, o *op) (opResult, er
 		return w.res, w.err
 	case <-ctx.Done():
 		r.forget(ctr)
-		return opResult{seq: seq}, fmt.Errorf("%w: change %d: %w", fleet.ErrNotApplied, seq, ctx.Err())
+		return opResult{seq: seq}, fmt.Errorf("%w: change %d is in the journal: %w", fleet.ErrNotApplied, seq, ctx.Err())
 	}
 }
 
@@ -255,8 +268,8 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 	if len(change) < changeHeaderLen+1+changeTagLen {
 		return op{}, 0, 0, false, fmt.Errorf("%w: change %d has %d bytes, too few for a change", ErrInvalidChange, seq, len(change))
 	}
-	if change[0] != changeVersion && change[0] != changeVersion2 {
-		return op{}, 0, 0, false, fmt.Errorf("%w: change %d has format version %d, want %d or %d (unauthenticated changes of earlier releases are refused)", ErrInvalidChange, seq, change[0], changeVersion2, changeVersion)
+	if change[0] != changeVersion {
+		return op{}, 0, 0, false, fmt.Errorf("%w: change %d has format version %d, want %d (unauthenticated changes of earlier releases are refused)", ErrInvalidChange, seq, change[0], changeVersion)
 	}
 	body, tag := change[:len(change)-changeTagLen], change[len(change)-changeTagLen:]
 	var fp anonymize.Fingerprint
@@ -274,14 +287,14 @@ func (e *Engine) openChange(seq uint64, change []byte) (o op, origin, ctr uint64
 		return op{}, origin, ctr, true, wrapAs(ErrInvalidChange, fmt.Errorf("%w: change %d was made under key %s, but the fleet's key at that point is %s (its writer had not seen the rotation yet)",
 			ErrKeyChanged, seq, fp, cur))
 	}
-	if change[0] == changeVersion {
-		o, err = decodeChange(body[changeHeaderLen:], recVersion)
-	} else {
+	if enc := body[changeHeaderLen:]; wal.IsRecord(enc) {
 		var n int
-		_, o, n, err = decodeRecord(body[changeHeaderLen:])
-		if err == nil && n != len(body)-changeHeaderLen {
-			err = fmt.Errorf("%w: %d bytes after the record", errRecord, len(body)-changeHeaderLen-n)
+		_, o, n, err = decodeRecord(enc)
+		if err == nil && n != len(enc) {
+			err = fmt.Errorf("%w: %d bytes after the record", errRecord, len(enc)-n)
 		}
+	} else {
+		o, err = decodeChange(enc, recVersion) // a development build's row
 	}
 	if err != nil {
 		return op{}, origin, ctr, true, fmt.Errorf("%w: change %d: %w", ErrInvalidChange, seq, err)

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -31,12 +32,17 @@ var (
 // gaps; the notification wakes the other replicas at commit.
 //
 // The batch's transaction belongs to none of its appenders: one whose
-// context ends stops waiting (replica.ErrNotApplied: its change may still
-// be stored), and the others' changes are written all the same, within
-// appendTimeout.
+// context ends stops waiting, and the others' changes are written all the
+// same (within Options.WriteTimeout). Whoever stops waiting is told the
+// truth: before the batch was taken, its change leaves it and was not
+// made; once the transaction is under way, the outcome is unknown
+// (replica.ErrNotApplied).
 func (j *journal) Append(ctx context.Context, change []byte, seal func(uint64, []byte) []byte) (uint64, error) {
 	if err := (*Replica)(j).stalled(); err != nil {
 		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("pgstore: append to the journal: %w", err)
 	}
 	j.amu.Lock()
 	if j.closed.Load() {
@@ -48,29 +54,49 @@ func (j *journal) Append(ctx context.Context, change []byte, seal func(uint64, [
 		b = &appendBatch{done: make(chan struct{})}
 		j.pendingBatch = b
 		j.batches.Add(1)
-		go j.writeBatch(context.WithoutCancel(ctx), b)
+		go j.writeBatch(b)
 	}
-	idx := len(b.changes)
-	b.changes = append(b.changes, change)
-	b.seals = append(b.seals, seal)
+	req := &appendReq{change: change, seal: seal}
+	b.reqs = append(b.reqs, req)
 	j.amu.Unlock()
 	select {
 	case <-b.done:
-		if b.err != nil {
-			return 0, b.err
-		}
-		return b.first + uint64(idx), nil
+		return req.seq, b.err
 	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: pgstore: the journal's write did not finish in time, and the change may still be stored: %w", replica.ErrNotApplied, ctx.Err())
+	}
+	j.amu.Lock()
+	taken := b.taken
+	req.gone = !taken
+	j.amu.Unlock()
+	if !taken {
+		return 0, fmt.Errorf("pgstore: append to the journal: the change was still queued: %w", ctx.Err())
+	}
+	select {
+	case <-b.done: // finished meanwhile: the outcome is known after all
+		return req.seq, b.err
+	default:
+		return 0, fmt.Errorf("%w: pgstore: the journal's transaction was under way when the wait ended (%w), so the change may or may not be stored", replica.ErrNotApplied, ctx.Err())
 	}
 }
 
-// appendTimeout bounds one batch's transaction.
-const appendTimeout = 30 * time.Second
+type appendBatch struct {
+	reqs  []*appendReq
+	taken bool // its goroutine took it: no change joins or leaves it any more (amu)
+	done  chan struct{}
+	err   error // set before done is closed
+}
+
+type appendReq struct {
+	change []byte
+	seal   func(uint64, []byte) []byte
+	gone   bool   // its appender stopped waiting before the batch was taken (amu)
+	seq    uint64 // set before the batch's done is closed
+}
 
 // writeBatch waits for the batch in flight, takes b (later appends start
-// the next batch) and writes it.
-func (j *journal) writeBatch(ctx context.Context, b *appendBatch) {
+// the next batch) and writes it, under the replica's context (which Close
+// cancels) and Options.WriteTimeout.
+func (j *journal) writeBatch(b *appendBatch) {
 	defer j.batches.Done()
 	j.amu.Lock()
 	for j.writing { // one batch in flight at a time; b fills meanwhile
@@ -78,12 +104,26 @@ func (j *journal) writeBatch(ctx context.Context, b *appendBatch) {
 	}
 	j.writing = true
 	j.pendingBatch = nil
-	changes, seals := b.changes, b.seals
+	b.taken = true
+	var reqs []*appendReq
+	for _, q := range b.reqs {
+		if !q.gone {
+			reqs = append(reqs, q)
+		}
+	}
 	j.amu.Unlock()
 
-	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
-	b.first, b.err = j.write(ctx, changes, seals)
-	cancel()
+	if len(reqs) > 0 {
+		ctx, cancel := context.WithTimeout(j.bg, j.opts.WriteTimeout)
+		var first uint64
+		first, b.err = j.write(ctx, reqs)
+		cancel()
+		for i, q := range reqs {
+			if b.err == nil {
+				q.seq = first + uint64(i)
+			}
+		}
+	}
 	close(b.done)
 	j.amu.Lock()
 	j.writing = false
@@ -91,45 +131,49 @@ func (j *journal) writeBatch(ctx context.Context, b *appendBatch) {
 	j.amu.Unlock()
 }
 
-type appendBatch struct {
-	changes [][]byte
-	seals   []func(uint64, []byte) []byte
-	done    chan struct{}
-	first   uint64
-	err     error
-}
-
-// write appends changes in one transaction and returns the first's
-// sequence number. Each change is sealed (authenticated together with its
-// number) once the number is known, inside the transaction.
-func (j *journal) write(ctx context.Context, changes [][]byte, seals []func(uint64, []byte) []byte) (uint64, error) {
-	var last int64
-	err := pgx.BeginFunc(ctx, j.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `UPDATE personify_meta SET seq = seq + $1 WHERE id = 1 RETURNING seq`, len(changes)).Scan(&last); err != nil {
-			return err
-		}
-		first := last - int64(len(changes)) + 1
-		// Rows past the old head are not committed positions: only someone
-		// writing the table directly makes them. They go, so that they can
-		// neither take this batch's numbers nor be read as changes.
-		if _, err := tx.Exec(ctx, `DELETE FROM personify_journal WHERE seq >= $1`, first); err != nil {
-			return err
-		}
-		sealed := make([][]byte, len(changes))
-		for i, c := range changes {
-			sealed[i] = seals[i](uint64(first)+uint64(i), bytes.Clone(c))
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO personify_journal (seq, change)
-			SELECT $1 + ord - 1, c FROM unnest($2::bytea[]) WITH ORDINALITY AS t(c, ord)`, first, sealed); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, strconv.FormatInt(last, 10))
-		return err
-	})
+// write appends the changes of reqs in one transaction and returns the
+// first's sequence number. Each change is sealed (authenticated together
+// with its number) once the number is known, inside the transaction. An
+// error before the commit means nothing was stored; one from the commit
+// itself, other than the server refusing it, leaves the outcome unknown
+// (replica.ErrNotApplied).
+func (j *journal) write(ctx context.Context, reqs []*appendReq) (uint64, error) {
+	fail := func(err error) (uint64, error) { return 0, fmt.Errorf("pgstore: append to the journal: %w", err) }
+	tx, err := j.pool.Begin(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: append to the journal: %w", err)
+		return fail(err)
 	}
-	return uint64(last) - uint64(len(changes)) + 1, nil
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // after a commit, a no-op
+	var last int64
+	if err := tx.QueryRow(ctx, `UPDATE personify_meta SET seq = seq + $1 WHERE id = 1 RETURNING seq`, len(reqs)).Scan(&last); err != nil {
+		return fail(err)
+	}
+	first := last - int64(len(reqs)) + 1
+	// Rows past the old head are not committed positions: only someone
+	// writing the table directly makes them. They go, so that they can
+	// neither take this batch's numbers nor be read as changes.
+	if _, err := tx.Exec(ctx, `DELETE FROM personify_journal WHERE seq >= $1`, first); err != nil {
+		return fail(err)
+	}
+	sealed := make([][]byte, len(reqs))
+	for i, q := range reqs {
+		sealed[i] = q.seal(uint64(first)+uint64(i), bytes.Clone(q.change))
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO personify_journal (seq, change)
+		SELECT $1 + ord - 1, c FROM unnest($2::bytea[]) WITH ORDINALITY AS t(c, ord)`, first, sealed); err != nil {
+		return fail(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, strconv.FormatInt(last, 10)); err != nil {
+		return fail(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) || errors.Is(err, pgx.ErrTxCommitRollback) { // the server answered: rolled back
+			return fail(err)
+		}
+		return 0, fmt.Errorf("%w: pgstore: the journal's commit got no answer (%w), so the change may or may not be stored", replica.ErrNotApplied, err)
+	}
+	return uint64(first), nil
 }
 
 // PurgedThrough, PurgeWithin and SchedulePurge implement replica.Purger.

@@ -77,6 +77,10 @@ type Options struct {
 	// deletion; maintenance compacts within a quarter of it after a Forget.
 	// Zero means one minute.
 	PurgeWithin time.Duration `json:"purge_within"`
+	// WriteTimeout bounds a write: the journal's transaction, and the wait
+	// for this replica to apply the change (replica.Options.WriteTimeout;
+	// a context's deadline can shorten the wait). Zero means 30 seconds.
+	WriteTimeout time.Duration `json:"write_timeout"`
 	// Logger receives warnings (reconnects, failed maintenance). Nil
 	// discards them.
 	Logger *slog.Logger `json:"-"`
@@ -120,6 +124,7 @@ type Replica struct {
 	writing      bool
 	batches      sync.WaitGroup // batches being written
 
+	bg     context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
@@ -160,6 +165,9 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	if opts.PurgeWithin <= 0 {
 		opts.PurgeWithin = time.Minute
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
 	if opts.PurgeWithin > 30*24*time.Hour {
 		return nil, fmt.Errorf("pgstore: Options.PurgeWithin is %v: an erasure's physical deletion can be promised for at most 30 days", opts.PurgeWithin)
 	}
@@ -176,10 +184,12 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	}
 	r := &Replica{pool: pool, opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), id: randomID(), badSnaps: map[int64]bool{}}
 	r.acond = sync.NewCond(&r.amu)
+	r.bg, r.cancel = context.WithCancel(context.Background()) // the follower's, maintenance's and batches' context: Close cancels it
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	fail := func(err error) (*Replica, error) {
+		r.cancel()
 		pool.Close()
 		return nil, err
 	}
@@ -189,7 +199,7 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	if err := r.checkKey(ctx); err != nil {
 		return fail(err)
 	}
-	e, feed, err := replica.New(opts.Engine, (*journal)(r), replica.Options{})
+	e, feed, err := replica.New(opts.Engine, (*journal)(r), replica.Options{WriteTimeout: opts.WriteTimeout})
 	if err != nil {
 		return fail(err)
 	}
@@ -212,11 +222,9 @@ func Open(ctx context.Context, connString string, opts Options) (*Replica, error
 	if err := pool.QueryRow(ctx, `SELECT purged FROM personify_meta WHERE id = 1`).Scan(&purged); err == nil {
 		r.purged.Store(uint64(purged))
 	}
-	bg, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	r.wg.Go(func() { r.follow(bg) })
+	r.wg.Go(func() { r.follow(r.bg) })
 	if opts.MaintenanceInterval > 0 {
-		r.wg.Go(func() { r.maintain(bg) })
+		r.wg.Go(func() { r.maintain(r.bg) })
 	}
 	return r, nil
 }

@@ -351,36 +351,55 @@ func TestReplicaCannotDiverge(t *testing.T) {
 	}
 }
 
-// A batch's transaction belongs to none of its appenders: the one that
-// started it giving up (its context ended) neither fails nor delays the
-// others' changes, and it is told its change may still be stored.
+// A batch's transaction belongs to none of its appenders: one that stops
+// waiting neither fails nor delays the others' changes, and is told the
+// truth: a change still queued leaves the batch and was not made; one in a
+// transaction under way has an unknown outcome (ErrNotApplied), and here
+// it is in fact stored.
 func TestAppendBatchIsolatesContexts(t *testing.T) {
-	r := openReplica(t, newDB(t))
+	conn := newDB(t)
+	r := openReplica(t, conn) // maintenance is off: no other batch runs
 	defer r.Close()
 	j := (*journal)(r)
 	seal := func(_ uint64, c []byte) []byte { return c } // unauthenticated: the replicas refuse these rows, which is fine here
-	// Hold the batch in flight, so that the next appends share one batch.
-	j.amu.Lock()
-	j.writing = true
-	j.amu.Unlock()
+	head := func() int64 {
+		var seq int64
+		require.NoError(t, r.pool.QueryRow(context.Background(), `SELECT seq FROM personify_meta WHERE id = 1`).Scan(&seq))
+		return seq
+	}
 
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := j.Append(gone, []byte("first"), seal) // starts the batch, then gives up
-	require.ErrorIs(t, err, replica.ErrNotApplied)
+	_, err := j.Append(gone, []byte("never"), seal)
 	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, replica.ErrNotApplied, "an ended context queues nothing")
 
+	// Hold a batch in flight, so that the next appends share one batch.
+	j.amu.Lock()
+	j.writing = true
+	j.amu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() { _, err := j.Append(ctx, []byte("first"), seal); firstErr <- err }() // starts the batch
+	queued := func(n int) {
+		require.Eventually(t, func() bool {
+			j.amu.Lock()
+			defer j.amu.Unlock()
+			return j.pendingBatch != nil && len(j.pendingBatch.reqs) == n
+		}, 5*time.Second, time.Millisecond)
+	}
+	queued(1)
 	var wg sync.WaitGroup
 	seqs := make([]uint64, 3)
 	errs := make([]error, 3)
 	for i := range seqs {
 		wg.Go(func() { seqs[i], errs[i] = j.Append(context.Background(), []byte("later"), seal) })
 	}
-	require.Eventually(t, func() bool {
-		j.amu.Lock()
-		defer j.amu.Unlock()
-		return j.pendingBatch != nil && len(j.pendingBatch.changes) == 4
-	}, 5*time.Second, time.Millisecond)
+	queued(4)
+	cancel()
+	err = <-firstErr
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, replica.ErrNotApplied, "a change still queued was not made")
 	j.amu.Lock()
 	j.writing = false
 	j.acond.Broadcast()
@@ -390,5 +409,30 @@ func TestAppendBatchIsolatesContexts(t *testing.T) {
 		require.NoError(t, errs[i])
 	}
 	slices.Sort(seqs)
-	assert.Equal(t, []uint64{2, 3, 4}, seqs, "one batch, after the first change, which was stored too")
+	assert.Equal(t, []uint64{1, 2, 3}, seqs, "one batch, without the change that left it")
+	assert.Equal(t, int64(3), head())
+
+	// A transaction under way: another session holds the meta row.
+	bg := context.Background()
+	lock, err := pgx.Connect(bg, conn)
+	require.NoError(t, err)
+	defer lock.Close(bg)
+	tx, err := lock.Begin(bg)
+	require.NoError(t, err)
+	_, err = tx.Exec(bg, `SELECT seq FROM personify_meta WHERE id = 1 FOR UPDATE`)
+	require.NoError(t, err)
+	ctx, cancel = context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { _, err := j.Append(ctx, []byte("unknown"), seal); done <- err }()
+	require.Eventually(t, func() bool {
+		j.amu.Lock()
+		defer j.amu.Unlock()
+		return j.writing && j.pendingBatch == nil // taken, its UPDATE waiting for the lock
+	}, 5*time.Second, time.Millisecond)
+	cancel()
+	err = <-done
+	require.ErrorIs(t, err, replica.ErrNotApplied)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NoError(t, tx.Rollback(bg))
+	require.Eventually(t, func() bool { return head() == 4 }, 5*time.Second, 10*time.Millisecond, "stored after all")
 }

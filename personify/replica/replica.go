@@ -90,10 +90,14 @@ var (
 	// numbers: the reader must deliver the missing changes or load a newer
 	// snapshot.
 	ErrGap = fleet.ErrGap
-	// ErrNotApplied is returned by a write when the change was appended to
-	// the journal but this replica did not apply it in time (its reader is
-	// behind or stopped, or the context ended): it takes effect when the
-	// replicas apply it, but its outcome is unknown to the caller.
+	// ErrNotApplied is returned by a write whose outcome this replica could
+	// not confirm in time (its reader is behind or stopped, the context
+	// ended, or the journal's commit got no answer): the change was
+	// appended to the journal, or may have been, and if it was it takes
+	// effect when the replicas apply it. To learn which, Sync and look;
+	// writes that set a state (Add, SetConsent, Suppress, Remove, Forget)
+	// can simply be retried. A write that certainly failed returns another
+	// error, never this one.
 	ErrNotApplied = fleet.ErrNotApplied
 	// ErrKeyUnavailable is returned when the journal rotates the fleet to a
 	// key this replica was not given: it stops applying the journal there

@@ -35,7 +35,7 @@ type Purger interface {
 // The errors replica re-exports.
 var (
 	ErrGap        = errors.New("personify: journal change out of sequence")
-	ErrNotApplied = errors.New("personify: change appended to the journal but not applied yet")
+	ErrNotApplied = errors.New("personify: the change's outcome is not known yet (it reached the journal, or may have, but was not applied here in time)")
 )
 
 // Status is replica.Status.

@@ -149,3 +149,6 @@ func DecodeRecord(b []byte) (seq uint64, payload []byte, size int, err error) {
 	}
 	return binary.LittleEndian.Uint64(body), body[8:], RecHeaderLen + int(n), nil
 }
+
+// IsRecord reports whether b starts with a record's magic.
+func IsRecord(b []byte) bool { return len(b) >= len(recMagic) && string(b[:len(recMagic)]) == recMagic }
