@@ -251,7 +251,7 @@ func (s *store) load(e *Engine, opts Options) error {
 		if e.hasKey(key) || slices.ContainsFunc(e.ringKeys(), func(k anonymize.KeyInfo) bool { return k.Fingerprint == key }) {
 			return nil
 		}
-		return inContext(fmt.Errorf("%w: the log was written under key %s, which the engine was not given", ErrWrongKey, key), "%s", name)
+		return inContext(fmt.Errorf("%w: key %s, which the engine was not given", ErrWrongKey, key), "%s", name)
 	}
 	record := func(version int, seq uint64, payload []byte, _ int64) error {
 		switch {

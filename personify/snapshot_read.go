@@ -127,7 +127,7 @@ func (st *state) setKeys(keys map[anonymize.Fingerprint]anonymize.Key, hasher fu
 			have = append(have, fp.String())
 		}
 		slices.Sort(have)
-		return fmt.Errorf("%w: the data was written under key %s, and the keys given have fingerprints %s: open it with the key it was written with (Options.Key, or Options.PreviousKeys during a rotation)",
+		return fmt.Errorf("%w: key %s, and the keys given have fingerprints %s: open it with the key it was written with (Options.Key, or Options.PreviousKeys during a rotation)",
 			ErrWrongKey, cur.Key, strings.Join(have, ", "))
 	}
 	st.ring = anonymize.NewKeyring(k, hasher)

@@ -100,7 +100,7 @@ func TestReplayTornTail(t *testing.T) {
 
 func TestGroupCommitBatches(t *testing.T) {
 	var g Group[*int]
-	var flushes, items atomic.Int64
+	var flushes, items, first atomic.Int64
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
 	for i := range 50 {
@@ -108,14 +108,18 @@ func TestGroupCommitBatches(t *testing.T) {
 			v := i
 			g.Do(&v, func(batch []*int) {
 				if flushes.Add(1) == 1 {
+					first.Store(int64(len(batch)))
 					<-gate // the first leader holds on while the others queue
 				}
 				items.Add(int64(len(batch)))
 			})
 		})
 	}
-	for flushes.Load() == 0 {
-		runtime.Gosched() // wait for the first leader
+	// Wait for the first leader, then for two writes queued behind it
+	// (or all the rest, if fewer), so that sharing is certain rather
+	// than a matter of scheduling.
+	for first.Load() == 0 || int64(g.Queued()) < min(2, 50-first.Load()) {
+		runtime.Gosched()
 	}
 	close(gate)
 	wg.Wait()
