@@ -128,7 +128,7 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 	// One scan of the directory finds the pseudonyms, in pseudonym order.
 	a.pseudonyms = make([]anonymize.Pseudonym, 0, a.Count)
 	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) {
-		if members.Contains(en.Ord()) {
+		if members.Contains(en.Ord()) && e.firstSlotLocked(p, en.Ord()) {
 			a.pseudonyms = append(a.pseudonyms, p)
 		}
 	})

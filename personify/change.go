@@ -29,6 +29,8 @@ const (
 	opForget         // one person; flag: do not re-add
 	opExpire         // at: the time retention is applied at
 	opRotateKey      // key: the new key's fingerprint; grace
+	opLink           // links: identifiers of one person each; flag: by pseudonym (LinkPseudonyms)
+	opUnlink         // one identifier
 	opKindEnd        // one past the last kind
 	maxOpPurposeList = MaxPurposes
 	maxOpString      = 1 << 20
@@ -36,7 +38,7 @@ const (
 
 func (k opKind) String() string {
 	names := [...]string{"", "define-purpose", "define", "drop", "add", "add-pseudonyms", "remove",
-		"consent", "suppress", "forget", "expire", "rotate-key"}
+		"consent", "suppress", "forget", "expire", "rotate-key", "link", "unlink"}
 	if k == 0 || k >= opKindEnd {
 		return fmt.Sprintf("op(%d)", uint8(k))
 	}
@@ -57,6 +59,7 @@ type op struct {
 	grace   time.Duration              // rotate-key
 	purgeBy time.Time                  // forget: the deadline its receipt promises for physical erasure (zero in memory)
 	also    []anonymize.KeyedPseudonym // forget with do-not-re-add: the person's pseudonyms under keys not in use yet (UpcomingKeys)
+	links   [][]linkID                 // link: per person, the identifiers joined
 
 	// Not logged.
 	next    anonymize.Key // rotate-key: the key itself, from the caller or Options
@@ -84,6 +87,12 @@ func (o *op) sizeBound() int {
 		n += varint + 16*len(kps)
 	}
 	n += varint + 16*len(o.also)
+	for _, g := range o.links {
+		n += varint
+		for _, id := range g {
+			n += 1 + varint + 16*len(id.kps)
+		}
+	}
 	n += 8 * len(o.ps)
 	for _, name := range o.names {
 		n += varint + len(name)

@@ -28,6 +28,8 @@ import (
 //	forget          u8 do-not-re-add, keyed, then (version 2) i64 purge-by (Unix ns; 0: none), keyed also
 //	expire          (nothing)
 //	rotate-key      8-byte fingerprint, i64 grace
+//	link            u8 by-pseudonym, uvarint people, each: uvarint n, n x (u8 kind, keyed)
+//	unlink          keyed
 //
 // where str is uvarint length and bytes, keyed is uvarint n and n x
 // (u64 pseudonym, 8-byte key fingerprint), and people is uvarint n and n x
@@ -104,6 +106,18 @@ func appendChange(dst []byte, o *op) []byte {
 	case opRotateKey:
 		dst = append(dst, o.key[:]...)
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(o.grace))
+	case opLink:
+		dst = appendBool(dst, o.flag)
+		dst = binary.AppendUvarint(dst, uint64(len(o.links)))
+		for _, g := range o.links {
+			dst = binary.AppendUvarint(dst, uint64(len(g)))
+			for _, id := range g {
+				dst = append(dst, byte(id.kind))
+				dst = appendKeyed(dst, id.kps)
+			}
+		}
+	case opUnlink:
+		dst = appendKeyed(dst, o.person())
 	}
 	return dst
 }
@@ -225,6 +239,21 @@ func decodeChange(b []byte, version int) (o op, err error) {
 	case opRotateKey:
 		copy(o.key[:], d.bytes(8))
 		o.grace = time.Duration(d.u64())
+	case opLink:
+		o.flag = d.bool()
+		n := d.count(1)
+		o.links = make([][]linkID, 0, n)
+		for range n {
+			m := d.count(2) // a kind and a count at least
+			g := make([]linkID, 0, m)
+			for range m {
+				kind := anonymize.Kind(d.u8())
+				g = append(g, linkID{kind: kind, kps: d.keyed()})
+			}
+			o.links = append(o.links, g)
+		}
+	case opUnlink:
+		o.people = [][]anonymize.KeyedPseudonym{d.keyed()}
 	default:
 		d.fail("unknown op kind %d", uint8(o.kind))
 	}

@@ -64,6 +64,10 @@ func (e *Engine) apply(o *op) (opResult, error) {
 		return e.applyExpire(o)
 	case opRotateKey:
 		return e.applyRotateKey(o)
+	case opLink:
+		return e.applyLink(o)
+	case opUnlink:
+		return e.applyUnlink(o)
 	}
 	return opResult{}, fmt.Errorf("personify: internal error: op kind %d", o.kind)
 }

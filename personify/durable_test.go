@@ -32,7 +32,11 @@ func stateDump(t testing.TB, e *Engine) string {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	byOrd := map[uint32]anonymize.Pseudonym{}
-	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) { byOrd[en.Ord()] = p })
+	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) {
+		if e.firstSlotLocked(p, en.Ord()) {
+			byOrd[en.Ord()] = p
+		}
+	})
 	names := func(s *segment.Set) string {
 		var out []string
 		for o := range s.All() {
@@ -84,6 +88,7 @@ func stateDump(t testing.TB, e *Engine) string {
 	}
 	sort.Strings(al)
 	fmt.Fprintf(&b, "aliases %v\npeople %d\n", al, e.dir.Len())
+	b.WriteString(linksDump(t, e, byOrd))
 	// The by-ordinal index of aliases is derived from them.
 	of := indexAliases(e.aliases)
 	require.Len(t, e.aliasesOf, len(of), "aliasesOf")
@@ -142,7 +147,7 @@ func workload(t *testing.T, e *Engine, clock *fakeClock, rounds int) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range rounds {
 		clock.Advance(time.Hour)
-		switch r.IntN(10) {
+		switch r.IntN(12) {
 		case 0, 1, 2:
 			require.NoError(t, e.Add([]string{"runners", "recent", "news"}[r.IntN(3)], people(i, i+5+r.IntN(20))...))
 		case 3:
@@ -165,6 +170,15 @@ func workload(t *testing.T, e *Engine, clock *fakeClock, rounds int) {
 			require.NoError(t, err)
 		case 9:
 			require.NoError(t, e.Unsuppress(person(r.IntN(i+1))))
+		case 10: // devices move between people, people merge
+			err := e.Link(person(r.IntN(i+1)), device(r.IntN(15)), userID(r.IntN(40)))
+			if !errors.Is(err, ErrTooManyLinked) && !errors.Is(err, ErrDoNotReAdd) {
+				require.NoError(t, err)
+			}
+		case 11:
+			if err := e.Unlink(device(r.IntN(15))); !errors.Is(err, ErrNotLinked) {
+				require.NoError(t, err)
+			}
 		}
 	}
 }

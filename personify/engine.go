@@ -173,6 +173,7 @@ type Engine struct {
 	keyGen        map[anonymize.Fingerprint]*segment.Set        // ordinals stored under each key
 	aliases       map[anonymize.Pseudonym]alias                 // old-key pseudonyms of re-keyed people
 	aliasesOf     map[uint32][]anonymize.Pseudonym              // the aliases of each ordinal (derived from aliases)
+	links         map[uint32][]LinkedPseudonym                  // every pseudonym of each linked person (linkgraph.go)
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states
 	pending       []pendingErasure                              // erasures not yet physically complete, by seq
@@ -230,6 +231,7 @@ func New(opts Options) (*Engine, error) {
 		keyGen:        map[anonymize.Fingerprint]*segment.Set{},
 		aliases:       map[anonymize.Pseudonym]alias{},
 		aliasesOf:     map[uint32][]anonymize.Pseudonym{},
+		links:         map[uint32][]LinkedPseudonym{},
 		doNotReAdd:    map[anonymize.Pseudonym]anonymize.Fingerprint{},
 		suppressedAll: segment.New(),
 		keys:          map[anonymize.Fingerprint]anonymize.Key{key.Fingerprint(): key},

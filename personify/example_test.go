@@ -93,7 +93,7 @@ func ExampleEngine_Explain() {
 	fmt.Print(r)
 	// Output:
 	// What is held about you (generated 2026-11-24T12:00:00Z)
-	//   pseudonym 30ee272a43461105 (key b9f5db2b343b7800): data stored
+	//   email pseudonym 30ee272a43461105 (key b9f5db2b343b7800): data stored
 	// Segments:
 	//   - runners (purpose personalization): You logged a run recently
 	//     expires 2026-12-26 unless renewed

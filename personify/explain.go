@@ -41,7 +41,11 @@ type Report struct {
 type ReportPseudonym struct {
 	Pseudonym anonymize.Pseudonym   `json:"pseudonym"`
 	Key       anonymize.Fingerprint `json:"key"`    // fingerprint of the key that computed it
+	Kind      anonymize.Kind        `json:"kind"`   // the kind of identifier it was computed from
 	Stored    bool                  `json:"stored"` // whether anything is stored under it
+	// Linked is true for a pseudonym of another identifier linked to the
+	// one asked about (Engine.Link).
+	Linked bool `json:"linked,omitempty"`
 }
 
 // SegmentReport is one segment membership in a Report.
@@ -89,7 +93,7 @@ func (e *Engine) Explain(id anonymize.Identifier) (Report, error) {
 	var ords []uint32
 	for _, kp := range kps {
 		ord, _, ok := e.resolveLocked(kp.Pseudonym)
-		r.Pseudonyms = append(r.Pseudonyms, ReportPseudonym{Pseudonym: kp.Pseudonym, Key: kp.Key, Stored: ok})
+		r.Pseudonyms = append(r.Pseudonyms, ReportPseudonym{Pseudonym: kp.Pseudonym, Key: kp.Key, Kind: id.Kind(), Stored: ok})
 		if ok && !slices.Contains(ords, ord) {
 			ords = append(ords, ord)
 		}
@@ -98,6 +102,11 @@ func (e *Engine) Explain(id anonymize.Identifier) (Report, error) {
 		}
 	}
 	for _, ord := range ords {
+		for _, l := range e.linkedOfLocked(ord) {
+			if !slices.ContainsFunc(r.Pseudonyms, func(p ReportPseudonym) bool { return p.Pseudonym == l.Pseudonym }) {
+				r.Pseudonyms = append(r.Pseudonyms, ReportPseudonym{Pseudonym: l.Pseudonym, Key: l.Key, Kind: l.Kind, Stored: true, Linked: true})
+			}
+		}
 		e.explainOrdLocked(&r, ord, now)
 	}
 	slices.SortFunc(r.Segments, func(a, b SegmentReport) int { return strings.Compare(a.Name, b.Name) })
@@ -175,7 +184,11 @@ func (r Report) String() string {
 		if p.Stored {
 			state = "data stored"
 		}
-		fmt.Fprintf(&b, "  pseudonym %s (key %s): %s\n", p.Pseudonym, p.Key, state)
+		kind := p.Kind.String()
+		if p.Linked {
+			kind = "linked " + kind
+		}
+		fmt.Fprintf(&b, "  %s pseudonym %s (key %s): %s\n", kind, p.Pseudonym, p.Key, state)
 	}
 	if len(r.Segments) == 0 {
 		b.WriteString("Segments: none\n")

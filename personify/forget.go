@@ -135,7 +135,7 @@ func (e *Engine) ForgetContext(ctx context.Context, id anonymize.Identifier, opt
 	}
 	r := Receipt{Version: receiptVersion, ID: hex.EncodeToString(rid[:]), RequestID: opts.RequestID, Pseudonyms: kps,
 		Segments: []ErasedSegment{}, DoNotReAdd: opts.DoNotReAdd, Key: res.key, Seq: res.seq,
-		Consents: res.erased.consents, Suppressions: res.erased.suppressions}
+		Consents: res.erased.consents, Suppressions: res.erased.suppressions, Linked: res.erased.linked}
 	counts := map[string]int{}
 	for _, s := range res.erased.segments {
 		counts[s]++
@@ -221,8 +221,13 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 		out.segments = append(out.segments, gone.segments...)
 		out.consents += gone.consents
 		out.suppressions += gone.suppressions
+		out.linked = append(out.linked, gone.linked...)
 	}
-	for _, kp := range append(kps[:len(kps):len(kps)], o.also...) {
+	listed := append(kps[:len(kps):len(kps)], o.also...)
+	for _, l := range out.linked { // every identifier of a linked person
+		listed = append(listed, anonymize.KeyedPseudonym{Pseudonym: l.Pseudonym, Key: l.Key})
+	}
+	for _, kp := range listed {
 		if o.flag {
 			e.doNotReAdd[kp.Pseudonym] = kp.Key
 		} else {
@@ -242,6 +247,9 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 		slog.Int("consents", out.consents), slog.Int("suppressions", out.suppressions), slog.Bool("do_not_re_add", o.flag)}
 	for _, kp := range kps {
 		attrs = append(attrs, pseudonymAttr(kp.Pseudonym))
+	}
+	if len(out.linked) > 0 {
+		attrs = append(attrs, slog.Int("linked", len(out.linked)))
 	}
 	e.event("forget", attrs...)
 	return opResult{erased: out, key: e.keyring().Current()}, nil

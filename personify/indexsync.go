@@ -74,10 +74,23 @@ func (e *Engine) stateID(s privState) uint32 {
 // changeLocked edits the entry of the person stored under primary
 // pseudonym p: it adds segment id add and removes segment id remove (either
 // may be index.NoID), and applies state to their privacy state (nil: unchanged).
+// A linked person's change is made to each of their slots alike.
 func (e *Engine) changeLocked(p anonymize.Pseudonym, add, remove uint32, state func(*privState)) {
-	if s := e.dir.Tab.Load().Slot(uint64(p)); s != nil {
-		e.changeSlotLocked(s, p, add, remove, state)
+	s := e.dir.Tab.Load().Slot(uint64(p))
+	if s == nil {
+		return
 	}
+	if len(e.links) > 0 {
+		if l, ok := e.links[s.Entry().Ord()]; ok {
+			for _, q := range l {
+				if qs := e.dir.Tab.Load().Slot(uint64(q.Pseudonym)); qs != nil {
+					e.changeSlotLocked(qs, q.Pseudonym, add, remove, state)
+				}
+			}
+			return
+		}
+	}
+	e.changeSlotLocked(s, p, add, remove, state)
 }
 
 // changeSlotLocked is changeLocked for p's slot s in the current table.

@@ -62,14 +62,25 @@ func (e *Engine) findLocked(kps []anonymize.KeyedPseudonym) (uint32, anonymize.P
 
 // resolveForWrite returns the person's ordinal and primary pseudonym for a
 // write by identifier, creating an entry under the current key if there is
-// none. A person still stored under an older key is re-keyed: the entry
-// moves to the current pseudonym (same ordinal and record, so every
-// membership, consent and suppression moves with it) and the old pseudonym
-// stays as an alias until its key leaves the keyring. Caller holds mu.
+// none. Caller holds mu.
 func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonymize.Pseudonym) {
+	if ord, p, ok := e.resolveExistingLocked(kps); ok {
+		return ord, p
+	}
+	cur := kps[0]
+	return e.assignLocked(cur.Pseudonym, cur.Key), cur.Pseudonym
+}
+
+// resolveExistingLocked is resolveForWrite for a person already stored:
+// one still stored under an older key is re-keyed. The entry moves to the
+// current pseudonym (same ordinal and record, so every membership,
+// consent and suppression moves with it) and the old pseudonym stays as an
+// alias until its key leaves the keyring. Of a linked person, only this
+// identifier's slot moves. Caller holds mu.
+func (e *Engine) resolveExistingLocked(kps []anonymize.KeyedPseudonym) (uint32, anonymize.Pseudonym, bool) {
 	cur := kps[0]
 	if ord, p, ok := e.resolveLocked(cur.Pseudonym); ok {
-		return ord, p
+		return ord, p, true
 	}
 	for _, old := range kps[1:] {
 		en, ok := e.dir.Get(old.Pseudonym)
@@ -79,18 +90,28 @@ func (e *Engine) resolveForWrite(kps []anonymize.KeyedPseudonym) (uint32, anonym
 		ord := en.Ord()
 		e.dir.Rekey(old.Pseudonym, cur.Pseudonym)
 		for _, q := range e.aliasesOf[ord] { // aliases of earlier rotations follow the entry
-			a := e.aliases[q]
-			a.primary = cur.Pseudonym
-			e.aliases[q] = a
+			if a := e.aliases[q]; a.primary == old.Pseudonym {
+				a.primary = cur.Pseudonym
+				e.aliases[q] = a
+			}
 		}
 		e.addAliasLocked(old.Pseudonym, alias{ord: ord, key: old.Key, primary: cur.Pseudonym})
-		e.keyGenSet(old.Key).Remove(ord)
-		e.keyGenSet(cur.Key).Add(ord)
+		if l, ok := e.links[ord]; ok {
+			for i := range l {
+				if l[i].Pseudonym == old.Pseudonym {
+					l[i].Pseudonym, l[i].Key = cur.Pseudonym, cur.Key
+				}
+			}
+			e.fixKeyGenLocked(ord, l)
+		} else {
+			e.keyGenSet(old.Key).Remove(ord)
+			e.keyGenSet(cur.Key).Add(ord)
+		}
 		e.event("rekey", slog.String("from", old.Pseudonym.String()), slog.String("to", cur.Pseudonym.String()),
 			slog.String("from_key", old.Key.String()), slog.String("to_key", cur.Key.String()))
-		return ord, cur.Pseudonym
+		return ord, cur.Pseudonym, true
 	}
-	return e.assignLocked(cur.Pseudonym, cur.Key), cur.Pseudonym
+	return 0, 0, false
 }
 
 // addAliasLocked records an alias and indexes it by ordinal, so that
@@ -143,12 +164,21 @@ func (e *Engine) keyGenSet(fp anonymize.Fingerprint) *segment.Set {
 	return s
 }
 
-// dropPersonLocked removes every trace of the person stored under primary
-// pseudonym p with ordinal ord (memberships, consent, suppression, record,
-// directory entry and aliases) and releases the ordinal. It returns what it
-// removed. Caller holds mu.
+// dropPersonLocked removes every trace of the person stored under
+// pseudonym p with ordinal ord (memberships, consent, suppression, records,
+// directory entries, linked pseudonyms and aliases) and releases the
+// ordinal. It returns what it removed. Caller holds mu.
 func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	var out erased
+	if out.linked = e.linkedOfLocked(ord); out.linked != nil {
+		for _, s := range e.links[ord] {
+			if s.Pseudonym != p {
+				e.forgetRecordLocked(s.Pseudonym)
+				e.dir.Remove(s.Pseudonym)
+			}
+		}
+		delete(e.links, ord)
+	}
 	for _, st := range e.segs {
 		if st.remove(ord) {
 			out.segments = append(out.segments, st.Name)
@@ -207,11 +237,22 @@ func (e *Engine) peopleInLocked(ords *segment.Set) []entryRef {
 	}
 	var found []entryRef
 	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) {
-		if ords.Contains(en.Ord()) {
+		if ords.Contains(en.Ord()) && e.firstSlotLocked(p, en.Ord()) {
 			found = append(found, entryRef{p, en.Ord()})
 		}
 	})
 	return found
+}
+
+// firstSlotLocked reports whether p is the pseudonym scans report person
+// ord by: their only one, or the first of their linked pseudonyms (an
+// email, phone or user ID where they have one). Caller holds mu.
+func (e *Engine) firstSlotLocked(p anonymize.Pseudonym, ord uint32) bool {
+	if len(e.links) == 0 {
+		return true
+	}
+	l, ok := e.links[ord]
+	return !ok || l[0].Pseudonym == p
 }
 
 // erased counts what dropPersonLocked removed.
@@ -219,4 +260,5 @@ type erased struct {
 	segments     []string
 	consents     int
 	suppressions int
+	linked       []LinkedPseudonym // every pseudonym of a linked person, aliases included
 }

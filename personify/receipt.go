@@ -27,13 +27,19 @@ import (
 // The zero Receipt proves nothing: VerifyReceipt refuses it. A Receipt is a
 // plain value, safe to share between goroutines.
 type Receipt struct {
-	// Version is the receipt format: 2 (1: receipts of earlier releases,
-	// whose signature does not cover Seq or SigningKey).
+	// Version is the receipt format: 3 (2: receipts of earlier releases,
+	// without Linked; 1: whose signature does not cover Seq or SigningKey
+	// either).
 	Version    int                        `json:"version"`
 	ID         string                     `json:"id"`
 	RequestID  string                     `json:"request_id,omitempty"`
 	Pseudonyms []anonymize.KeyedPseudonym `json:"pseudonyms"` // every pseudonym looked up, one per key
-	Segments   []ErasedSegment            `json:"segments"`   // memberships removed, by segment
+	// Linked lists, for a person with linked identifiers (Engine.Link),
+	// every pseudonym they were stored under, with its kind: each linked
+	// identifier's, and its older keys' where it had been re-keyed. Empty
+	// for a person with one identifier.
+	Linked   []LinkedPseudonym `json:"linked,omitempty"`
+	Segments []ErasedSegment   `json:"segments"` // memberships removed, by segment
 	// Consents and Suppressions count the consent records and suppression
 	// entries removed.
 	Consents     int                   `json:"consents"`
@@ -68,16 +74,17 @@ type ErasedSegment struct {
 }
 
 // receiptVersion is the format Forget issues.
-const receiptVersion = 2
+const receiptVersion = 3
 
 // SignedMessage returns the bytes the signature covers: a canonical text
 // form of every field but the signature, one "name: value" line each, so
 // that any Ed25519 implementation can verify a receipt:
 //
-//	personify-receipt-v2
+//	personify-receipt-v3
 //	id: <hex>
 //	request-id: <Go-quoted string>
 //	pseudonyms: <key>:<pseudonym> ...    (space separated, in order)
+//	linked: <kind>:<key>:<pseudonym> ... (space separated, in order; kind as anonymize.Kind.String)
 //	segments: <Go-quoted name>=<count> ... (space separated, by name)
 //	consents: <n>
 //	suppressions: <n>
@@ -89,8 +96,9 @@ const receiptVersion = 2
 //	seq: <decimal>
 //	signing-key: <hex>
 //
-// Version 1 receipts lack the last two lines and start with
-// "personify-receipt-v1".
+// Version 2 receipts lack the linked line and start with
+// "personify-receipt-v2"; version 1 receipts lack the last two lines as
+// well and start with "personify-receipt-v1".
 func (r Receipt) SignedMessage() []byte {
 	var b strings.Builder
 	v := r.Version
@@ -101,6 +109,12 @@ func (r Receipt) SignedMessage() []byte {
 	fmt.Fprintf(&b, "id: %s\nrequest-id: %s\npseudonyms:", r.ID, strconv.Quote(r.RequestID))
 	for _, p := range r.Pseudonyms {
 		fmt.Fprintf(&b, " %s:%s", p.Key, p.Pseudonym)
+	}
+	if v >= 3 {
+		b.WriteString("\nlinked:")
+		for _, p := range r.Linked {
+			fmt.Fprintf(&b, " %s:%s:%s", p.Kind, p.Key, p.Pseudonym)
+		}
 	}
 	b.WriteString("\nsegments:")
 	for _, s := range r.Segments {
@@ -126,6 +140,9 @@ func VerifyReceipt(r Receipt, pub ed25519.PublicKey) error {
 	}
 	if r.Version > receiptVersion {
 		return fmt.Errorf("%w: receipt %s has format version %d; this version of personify reads up to %d", ErrBadReceipt, r.ID, r.Version, receiptVersion)
+	}
+	if r.Version < 3 && len(r.Linked) > 0 {
+		return fmt.Errorf("%w: receipt %s has format version %d, which cannot list linked pseudonyms", ErrBadReceipt, r.ID, r.Version)
 	}
 	if r.Version >= 2 && r.SigningKey != hex.EncodeToString(pub) {
 		return fmt.Errorf("%w: receipt %s names signing key %s, not the key given", ErrBadReceipt, r.ID, shortKey(r.SigningKey))

@@ -61,7 +61,9 @@ func (e *Engine) applyExpire(o *op) (opResult, error) {
 	}
 	for _, fp := range gone {
 		if s := e.keyGen[fp]; s != nil {
-			shredded += e.dropOrdinalsLocked(s.Clone())
+			drop := s.Clone()
+			e.expireKeyLocked(fp, drop) // linked people keep their slots under other keys
+			shredded += e.dropOrdinalsLocked(drop)
 			delete(e.keyGen, fp)
 		}
 		e.dropAliasesUnderLocked(fp)

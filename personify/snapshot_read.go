@@ -33,6 +33,7 @@ type state struct {
 	live          *segment.Set
 	keyGen        map[anonymize.Fingerprint]*segment.Set
 	aliases       map[anonymize.Pseudonym]alias
+	links         map[uint32][]LinkedPseudonym
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint
 	pending       []pendingErasure
 	receiptPubs   []ed25519.PublicKey
@@ -53,7 +54,7 @@ func readState(r io.Reader, name string, keys map[anonymize.Fingerprint]anonymiz
 	}
 	st := &state{segs: map[string]*segState{}, purposes: map[string]*purposeState{},
 		keyGen: map[anonymize.Fingerprint]*segment.Set{}, aliases: map[anonymize.Pseudonym]alias{},
-		doNotReAdd: map[anonymize.Pseudonym]anonymize.Fingerprint{}}
+		links: map[uint32][]LinkedPseudonym{}, doNotReAdd: map[anonymize.Pseudonym]anonymize.Fingerprint{}}
 	var slots []byte
 	var chunks [][]byte
 	sets := map[string]*segment.Section{}
@@ -276,7 +277,38 @@ func (st *state) build(sets map[string]*segment.Section, slots []byte, chunks []
 			return fmt.Errorf("free ordinal %d is in use", o)
 		}
 	}
+	if err := st.buildLinks(d); err != nil {
+		return err
+	}
 	st.dir = d
+	return nil
+}
+
+// buildLinks checks the linked people against the index: each a live
+// ordinal whose 2 to MaxLinked pseudonyms, of valid kinds and keys in the
+// ring, all hold it, no pseudonym in two people, and the extra
+// pseudonyms exactly the index's slots beyond one per person.
+func (st *state) buildLinks(d *index.Directory) error {
+	extra := 0
+	seen := map[anonymize.Pseudonym]bool{}
+	for i, l := range st.meta.Links {
+		if _, dup := st.links[l.Ord]; dup || !st.live.Contains(l.Ord) || len(l.IDs) < 2 || len(l.IDs) > MaxLinked {
+			return fmt.Errorf("linked person %d is not valid", i)
+		}
+		for _, id := range l.IDs {
+			en, ok := d.Get(id.Pseudonym)
+			_, inRing := st.keyGen[id.Key]
+			if !ok || en.Ord() != l.Ord || seen[id.Pseudonym] || id.Kind < anonymize.KindEmail || id.Kind > anonymize.KindDeviceID || !inRing {
+				return fmt.Errorf("linked person %d has a pseudonym that is not valid", i)
+			}
+			seen[id.Pseudonym] = true
+		}
+		st.links[l.Ord] = l.IDs
+		extra += len(l.IDs) - 1
+	}
+	if d.Slots()-d.Len() != extra {
+		return fmt.Errorf("index holds %d pseudonyms of %d people, the links account for %d more", d.Slots(), d.Len(), extra)
+	}
 	return nil
 }
 
@@ -294,6 +326,7 @@ func (e *Engine) installLocked(st *state) {
 	e.keyGen = st.keyGen
 	e.aliases = st.aliases
 	e.aliasesOf = indexAliases(st.aliases)
+	e.links = st.links
 	e.doNotReAdd = st.doNotReAdd
 	e.pending = st.pending
 	e.receipt.merge(st.receiptPubs)

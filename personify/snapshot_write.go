@@ -55,6 +55,7 @@ type snapMeta struct {
 	NextSeg  uint32          `json:"next_segment_id"`
 	States   []snapState     `json:"states"`
 	Aliases  []snapAlias     `json:"aliases"`
+	Links    []snapLink      `json:"links,omitempty"` // linked people, by ordinal
 	NoReAdd  []snapKeyed     `json:"do_not_re_add"`
 	Dir      index.Meta      `json:"directory"`
 	Arena    index.ArenaMeta `json:"arena"`
@@ -102,6 +103,11 @@ type snapState struct {
 	Denied     uint64 `json:"d,omitempty"`
 	Suppressed uint64 `json:"s,omitempty"`
 	All        bool   `json:"a,omitempty"`
+}
+
+type snapLink struct {
+	Ord uint32            `json:"ord"`
+	IDs []LinkedPseudonym `json:"ids"`
 }
 
 type snapAlias struct {
@@ -175,6 +181,10 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 	for p, k := range e.doNotReAdd {
 		meta.NoReAdd = append(meta.NoReAdd, snapKeyed{p, k})
 	}
+	for ord, l := range e.links {
+		meta.Links = append(meta.Links, snapLink{ord, l})
+	}
+	slices.SortFunc(meta.Links, func(a, b snapLink) int { return cmp.Compare(a.Ord, b.Ord) })
 	purged := e.purgedThrough()
 	for _, p := range e.pending {
 		if p.seq > purged && p.seq <= seq { // (an engine without a log has none)

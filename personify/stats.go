@@ -7,7 +7,8 @@ import "time"
 // The zero Stats is an empty engine's. A Stats is a plain value, a copy taken
 // at one moment, safe to share between goroutines.
 type Stats struct {
-	People      int    `json:"people"`       // pseudonyms stored
+	People      int    `json:"people"`       // people stored: a person with linked identifiers counts once
+	Pseudonyms  int    `json:"pseudonyms"`   // pseudonyms people are stored under (linked identifiers each count)
 	Segments    int    `json:"segments"`     // segments defined
 	Memberships int    `json:"memberships"`  // memberships stored, expired ones Expire has not dropped included
 	MemoryBytes uint64 `json:"memory_bytes"` // estimated memory of the stored data
@@ -29,7 +30,7 @@ func (e *Engine) Stats() Stats {
 	if e.closed.Load() {
 		return Stats{}
 	}
-	s := Stats{People: e.dir.Len(), Segments: len(e.segs), MemoryBytes: e.dir.SizeBytes() + e.live.SizeBytes(),
+	s := Stats{People: e.dir.Len(), Pseudonyms: e.dir.Slots(), Segments: len(e.segs), MemoryBytes: e.dir.SizeBytes() + e.live.SizeBytes(),
 		RefusedChanges: e.refused.Load()}
 	purged := e.purgedThrough()
 	for _, p := range e.pending {

@@ -183,6 +183,10 @@ func (o *op) validate() error {
 				return fmt.Errorf("%w: the erasure's purge deadline is before the erasure", ErrInvalidChange)
 			}
 		}
+	case opLink:
+		return o.validateLink()
+	case opUnlink:
+		return checkPeople(o.people, false)
 	case opRotateKey:
 		if o.key.IsZero() {
 			return fmt.Errorf("%w: key rotation to the zero fingerprint", ErrInvalidChange)

@@ -176,8 +176,13 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 			index.Prefetch(unsafe.Pointer(&t.Slots[index.Home(uint64(sorted[i+ahead]), len(t.Slots))]))
 		}
 		if s := t.Slot(uint64(p)); s != nil {
-			ords = append(ords, s.Entry().Ord())
-			e.changeSlotLocked(s, p, st.id, index.NoID, nil)
+			ord := s.Entry().Ord()
+			ords = append(ords, ord)
+			if _, linked := e.links[ord]; linked && len(e.links) > 0 {
+				e.addIDLocked(p, st.id) // every slot of the person
+			} else {
+				e.changeSlotLocked(s, p, st.id, index.NoID, nil)
+			}
 			continue
 		}
 		if e.hasAliases.Load() {

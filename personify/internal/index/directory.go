@@ -31,9 +31,10 @@ type Directory struct {
 	Tab atomic.Pointer[Table]
 
 	// Writer-only state, guarded by the engine's mutex.
-	next uint32   // one past the highest ordinal ever assigned
-	free []uint32 // released ordinals, reused last-in first-out
-	live int
+	next  uint32   // one past the highest ordinal ever assigned
+	free  []uint32 // released ordinals, reused last-in first-out
+	live  int      // ordinals in use (people)
+	slots int      // keys in the table: live plus the extra pseudonyms of linked people
 }
 
 // Slot key values with a meaning of their own. Pseudonyms that are equal to
@@ -208,17 +209,20 @@ func (d *Directory) Reserve(n int) {
 	if t := d.Tab.Load(); float64(t.Used+n) > maxLoad*float64(len(t.Slots)) {
 		// At least 1.5 times larger: a load that keeps adding people
 		// rehashes O(log n) times, not once per batch.
-		d.growTo(t, t.Arena, max(d.live+n, int(float64(len(t.Slots))*1.5*load)))
+		d.growTo(t, t.Arena, max(d.slots+n, int(float64(len(t.Slots))*1.5*load)))
 	}
 }
 
-// insert adds p, which must be absent. Writer-only.
+// insert adds p, which must be absent. Several pseudonyms may hold
+// entries with one ordinal (a linked person); the ordinal is allocated
+// once, by NewOrdinal. Writer-only.
 func (d *Directory) Insert(p anonymize.Pseudonym, e Entry) {
 	t := d.Tab.Load()
 	if float64(t.Used+1) > maxLoad*float64(len(t.Slots)) {
 		t = d.grow(t, t.Arena)
 	}
 	t.Put(uint64(p), e)
+	d.slots++
 }
 
 // put writes a new key and its entry into the first empty slot of its
@@ -251,7 +255,7 @@ func (t *Table) Put(p uint64, e Entry) {
 // grow copies the live entries into a table sized for load load, with
 // Arena a (the same, or a compacted one whose references the caller fixes),
 // and publishes it.
-func (d *Directory) grow(old *Table, a *Arena) *Table { return d.growTo(old, a, d.live+1) }
+func (d *Directory) grow(old *Table, a *Arena) *Table { return d.growTo(old, a, d.slots+1) }
 
 // growTo is grow with room for live entries at load load.
 func (d *Directory) growTo(old *Table, a *Arena, live int) *Table {
@@ -303,6 +307,7 @@ func (d *Directory) Remove(p anonymize.Pseudonym) bool {
 		}
 		atomic.StoreUint64(&s.Key, 0)
 		SetSlot(s, EmptyEntry(0))
+		d.slots--
 		return true
 	}
 	s := t.Slot(uint64(p))
@@ -311,6 +316,7 @@ func (d *Directory) Remove(p anonymize.Pseudonym) bool {
 	}
 	atomic.StoreUint64(&s.Key, SlotTombstone)
 	SetSlot(s, EmptyEntry(0))
+	d.slots--
 	return true
 }
 
@@ -329,8 +335,12 @@ func (d *Directory) Release(ord uint32) {
 	d.live--
 }
 
-// len returns the number of live entries.
+// len returns the number of ordinals in use: people, not pseudonyms.
 func (d *Directory) Len() int { return d.live }
+
+// Slots returns the number of pseudonyms with an entry: Len plus the
+// extra pseudonyms of linked people.
+func (d *Directory) Slots() int { return d.slots }
 
 // ordinals returns one past the highest ordinal ever assigned.
 func (d *Directory) Ordinals() int { return int(d.next) }

@@ -22,6 +22,7 @@ type Meta struct {
 	Next    uint32       `json:"next"`
 	Free    []uint32     `json:"free"`
 	Live    int          `json:"live"`
+	Slots   int          `json:"slots,omitempty"` // pseudonyms with an entry; 0 (earlier releases): Live
 	Special [2][4]uint64 `json:"special"`
 }
 
@@ -38,7 +39,7 @@ type ArenaMeta struct {
 // out while no writer runs). Writer or RLock holder.
 func (d *Directory) Snapshot() (Meta, ArenaMeta, []byte) {
 	t := d.Tab.Load()
-	m := Meta{Next: d.next, Free: d.free, Live: d.live}
+	m := Meta{Next: d.next, Free: d.free, Live: d.live, Slots: d.slots}
 	for i, s := range t.Special {
 		m.Special[i] = [4]uint64{s.Key, s.Meta &^ SeqMask, s.Lo, s.Hi}
 	}
@@ -142,7 +143,10 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 		}
 		a.chunks[i].Store(&c)
 	}
-	d := &Directory{next: m.Next, free: m.Free, live: m.Live}
+	d := &Directory{next: m.Next, free: m.Free, live: m.Live, slots: m.Slots}
+	if d.slots == 0 {
+		d.slots = d.live
+	}
 	t := &Table{Slots: table, Arena: a}
 	for i, sp := range m.Special {
 		t.Special[i] = Slot{sp[0], sp[1], sp[2], sp[3]}
@@ -205,8 +209,8 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 			return nil, err
 		}
 	}
-	if live != d.live || t.Used >= len(table) {
-		return nil, fmt.Errorf("index holds %d people in %d slots, metadata says %d", live, len(table), d.live)
+	if live != d.slots || d.live > d.slots || t.Used >= len(table) {
+		return nil, fmt.Errorf("index holds %d pseudonyms in %d slots, metadata says %d (of %d people)", live, len(table), d.slots, d.live)
 	}
 	for _, o := range d.free {
 		if o >= d.next {
@@ -265,7 +269,7 @@ func safeRecord(b []byte, ids []uint32) (uint32, []uint32, bool) {
 // Writer-only.
 func (d *Directory) Compact(keep func(id uint32) bool) {
 	old := d.Tab.Load()
-	t := &Table{Slots: NewSlots(TableSize(d.live + 1)), Arena: NewArena()}
+	t := &Table{Slots: NewSlots(TableSize(d.slots + 1)), Arena: NewArena()}
 	var ids []uint32
 	var buf []byte
 	old.Each(func(p anonymize.Pseudonym, en Entry) {
@@ -282,6 +286,6 @@ func (d *Directory) Compact(keep func(id uint32) bool) {
 // readers holding d see the new table from their next lookup. Writer-only,
 // with readers kept on the locked path by the caller.
 func (d *Directory) Replace(from *Directory) {
-	d.next, d.free, d.live = from.next, from.free, from.live
+	d.next, d.free, d.live, d.slots = from.next, from.free, from.live, from.slots
 	d.Tab.Store(from.Tab.Load())
 }
