@@ -38,12 +38,17 @@ func theSuite(b *testing.B) *Suite {
 	return suite
 }
 
-func BenchmarkIn(b *testing.B)          { theSuite(b).In(b) }
-func BenchmarkSegments(b *testing.B)    { theSuite(b).Segments(b) }
-func BenchmarkMapUint64(b *testing.B)   { theSuite(b).MapUint64(b) }
-func BenchmarkRoaringLoop(b *testing.B) { theSuite(b).RoaringLoop(b) }
-func BenchmarkRawEmailMap(b *testing.B) { theSuite(b).RawEmailMap(b) }
-func BenchmarkIngest(b *testing.B)      { theSuite(b).Ingest(b) }
+func BenchmarkIn(b *testing.B) { theSuite(b).In(b) }
+
+// BenchmarkInLinked and BenchmarkSegmentsLinked are the report's
+// In/linked and Segments/linked.
+func BenchmarkInLinked(b *testing.B)       { theSuite(b).InLinked(b) }
+func BenchmarkSegmentsLinked(b *testing.B) { theSuite(b).SegmentsLinked(b) }
+func BenchmarkSegments(b *testing.B)       { theSuite(b).Segments(b) }
+func BenchmarkMapUint64(b *testing.B)      { theSuite(b).MapUint64(b) }
+func BenchmarkRoaringLoop(b *testing.B)    { theSuite(b).RoaringLoop(b) }
+func BenchmarkRawEmailMap(b *testing.B)    { theSuite(b).RawEmailMap(b) }
+func BenchmarkIngest(b *testing.B)         { theSuite(b).Ingest(b) }
 
 func BenchmarkWriteSnapshot(b *testing.B) { theSuite(b).WriteSnapshot(b) }
 func BenchmarkOpen(b *testing.B)          { theSuite(b).Open(b) }

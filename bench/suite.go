@@ -34,6 +34,10 @@ type Suite struct {
 	writerOnce sync.Once
 	writerErr  error
 
+	linkOnce sync.Once
+	linked   []anonymize.Pseudonym
+	linkErr  error
+
 	snapOnce sync.Once
 	snapDir  string
 	snapSize int64

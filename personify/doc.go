@@ -40,6 +40,53 @@
 //   - Accountability: every change and audience query is an audit event on
 //     Options.Audit (log/slog).
 //
+// # One person, many identifiers
+//
+// A visitor arrives as an anonymous device cookie, signs in with an
+// account ID, and is known to the warehouse by an email and to the call
+// centre by a phone number. [Engine.Link] joins such identifiers of one
+// person (and [Engine.LinkPseudonyms] does it for pseudonyms computed in a
+// warehouse): each keeps its own pseudonym, and every one of them finds
+// the same person, by the same one-probe lookup. The engine keeps no
+// identity graph of identifiers, only which pseudonyms belong together.
+//
+//   - Memberships, consent and suppression are the person's: a segment
+//     holds one member per person, so audiences and k-anonymity count
+//     people, and a write through any linked identifier is the person's.
+//   - Joining two people keeps the more restrictive state: memberships
+//     are the union (a timed one keeps the later time), a withdrawal or a
+//     suppression on either side holds, and a consent stays granted only
+//     where both had granted it.
+//   - No over-merging through shared devices: a device ID belongs to at
+//     most one person, and linking it to someone else moves it, carrying
+//     none of its memberships or grants across (an anonymous device-only
+//     person's withdrawals and suppressions do come along, and that person
+//     is gone once their last device moves). Two people who each have an
+//     email, phone number or user ID are joined only by a Link naming
+//     identifiers of both. The reason: a shared laptop, a family tablet or
+//     a kiosk is the usual way two people meet one device, and merging
+//     through it would serve one person's segments, and show one person's
+//     data in Explain, to another; an explicit Link of two such
+//     identifiers is the app vouching that they are one person.
+//   - Explain through any linked identifier lists every pseudonym with its
+//     kind; Forget through any erases all of them, under every key, lists
+//     each in the receipt (Receipt.Linked) and, with DoNotReAdd, keeps each
+//     off the segments for good. Unlink detaches one identifier (a mistaken
+//     link, a phone number given up), which then holds nothing.
+//   - Limits: MaxLinked identifiers per person (ErrTooManyLinked). During a
+//     key rotation, a linked identifier moves to the new key when it is
+//     next written by identifier (Link included); one that is not before
+//     the old key's grace period ends is dropped with the key, the person
+//     and their other identifiers staying. A do-not-re-add list holds a
+//     linked person's pseudonyms under the keys in the keyring; the
+//     upcoming keys (Options.UpcomingKeys) cover the identifier Forget was
+//     called with only.
+//   - Links are changes like any other: validated, logged, replicated and
+//     kept in snapshots. A fleet must run a release that knows them on
+//     every replica before the first Link: an older one refuses the change
+//     (an audit event, Stats.RefusedChanges) and would serve the person
+//     without it.
+//
 // # Durable mode
 //
 // [Open] is New with a directory: every change is logged (CRC-32C per

@@ -122,6 +122,9 @@ func (e *Engine) linkLocked(g []linkID) error {
 		return fmt.Errorf("%w: the link would give one person %d identifiers, at most %d (Unlink one first)", ErrTooManyLinked, n, MaxLinked)
 	}
 
+	// The entry is rebuilt from the sets when people merge or a device
+	// brings restrictions; otherwise the new slots copy the person's.
+	rebuild := len(persons) > 1
 	var target uint32
 	if len(persons) > 0 {
 		target = persons[0]
@@ -145,7 +148,7 @@ func (e *Engine) linkLocked(g []linkID) error {
 			// own; an anonymous device-only person's withdrawals and
 			// suppressions come along, so that no restriction is lost.
 			if e.deviceOnlyLocked(ord, r.slot) {
-				e.carryRestrictionsLocked(target, ord)
+				rebuild = e.carryRestrictionsLocked(target, ord) || rebuild
 			}
 			if _, linked := e.links[ord]; linked {
 				e.detachSlotLocked(ord, r.slot.Pseudonym)
@@ -158,8 +161,33 @@ func (e *Engine) linkLocked(g []linkID) error {
 	if l := e.links[target]; len(l) < 2 {
 		delete(e.links, target)
 	}
-	e.rebuildLocked(target)
+	if rebuild || len(persons) == 0 {
+		e.rebuildLocked(target)
+	} else {
+		e.copyEntryLocked(target, known[target].Pseudonym)
+	}
 	return nil
+}
+
+// copyEntryLocked writes the entry of slot from (person ord's) to each of
+// their other slots.
+func (e *Engine) copyEntryLocked(ord uint32, from anonymize.Pseudonym) {
+	t := e.dir.Tab.Load()
+	en, ok := t.Get(from)
+	if !ok {
+		e.rebuildLocked(ord)
+		return
+	}
+	if !en.Overflow() {
+		for _, s := range e.links[ord] {
+			if sl := t.Slot(uint64(s.Pseudonym)); sl != nil && s.Pseudonym != from && sl.Entry() != en {
+				index.SetSlot(sl, en)
+			}
+		}
+		return
+	}
+	state, ids := t.DecodeEntry(nil, en)
+	e.writeEntryLocked(ord, state, ids, from)
 }
 
 // insertLinked adds s to a person's list, the devices last.
@@ -243,20 +271,26 @@ func (e *Engine) mergeLocked(dst, src uint32, one LinkedPseudonym) {
 }
 
 // carryRestrictionsLocked gives dst the withdrawals and suppressions of
-// src (not its grants, not its memberships).
-func (e *Engine) carryRestrictionsLocked(dst, src uint32) {
+// src (not its grants, not its memberships); it reports whether src had
+// any.
+func (e *Engine) carryRestrictionsLocked(dst, src uint32) bool {
+	any := false
 	for _, ps := range e.purposeByBit {
 		if ps.denied.Contains(src) {
 			ps.denied.Add(dst)
 			ps.granted.Remove(dst)
+			any = true
 		}
 		if ps.suppressed.Contains(src) {
 			ps.suppressed.Add(dst)
+			any = true
 		}
 	}
 	if e.suppressedAll.Contains(src) {
 		e.suppressedAll.Add(dst)
+		any = true
 	}
+	return any
 }
 
 // detachSlotLocked removes pseudonym p, and the aliases of its identifier,
@@ -326,8 +360,16 @@ func (e *Engine) rebuildLocked(ord uint32) {
 		}
 	}
 	ps.all = e.suppressedAll.Contains(ord)
-	state := e.stateID(ps)
+	e.writeEntryLocked(ord, e.stateID(ps), ids, 0)
+}
+
+// writeEntryLocked encodes person ord's entry (privacy state id and
+// segment ids) into each of their slots but skip.
+func (e *Engine) writeEntryLocked(ord, state uint32, ids []uint32, skip anonymize.Pseudonym) {
 	for _, s := range e.links[ord] {
+		if skip != 0 && s.Pseudonym == skip {
+			continue
+		}
 		e.makeRoomLocked(index.RecordMax(len(ids)))
 		t := e.dir.Tab.Load()
 		sl := t.Slot(uint64(s.Pseudonym))

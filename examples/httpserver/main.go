@@ -1,9 +1,13 @@
-// Command httpserver is a small personalized site. Its middleware resolves
-// a visitor's pseudonym once per session (the session holds the pseudonym,
-// never the email) and pages pick content by segment. The privacy
-// endpoints let a signed-in person use their own rights: see what is held
-// about them (/privacy/explain) and erase it with a signed receipt
-// (/privacy/forget).
+// Command httpserver is a small personalized site. Every browser gets a
+// random device cookie, and the page is personalized by that device's
+// pseudonym, signed in or not: an anonymous visitor is a device ID. At
+// sign-in the site links the device to the account's email
+// (personify.Engine.Link), so the segments built for the email appear on
+// the device from the next request on. Sessions hold pseudonyms, never the
+// email. The privacy endpoints let a signed-in person use their own
+// rights: see what is held about them (/privacy/explain), every linked
+// pseudonym included, and erase it with a signed receipt
+// (/privacy/forget), which removes the device too.
 //
 //	go run ./examples/httpserver -addr localhost:8080
 package main
@@ -73,36 +77,67 @@ func demoEngine() (*personify.Engine, error) {
 	return e, nil
 }
 
-// server is the site. Sessions map a random session id to the visitor's
-// pseudonym: the email is used once, at sign-in, and then dropped.
+// server is the site. Devices map the device cookie to the device's
+// pseudonym (computed once per browser); sessions map a random session id
+// to the signed-in person's email pseudonym: the email is used once, at
+// sign-in, and then dropped.
 type server struct {
 	e        *personify.Engine
 	mu       sync.Mutex
+	devices  map[string]anonymize.Pseudonym
 	sessions map[string]anonymize.Pseudonym
 }
 
-type ctxKey struct{}
+type visitorKey struct{}
+
+// visit is what a request knows about its visitor.
+type visit struct {
+	device   anonymize.Pseudonym // always: the browser's device ID
+	person   anonymize.Pseudonym // the signed-in email's pseudonym
+	signedIn bool
+}
 
 func newServer(e *personify.Engine) http.Handler {
-	s := &server{e: e, sessions: map[string]anonymize.Pseudonym{}}
+	s := &server{e: e, devices: map[string]anonymize.Pseudonym{}, sessions: map[string]anonymize.Pseudonym{}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /signin", s.signin)
+	mux.Handle("POST /signin", s.withVisitor(http.HandlerFunc(s.signin)))
 	mux.Handle("GET /{$}", s.withVisitor(http.HandlerFunc(s.home)))
 	mux.Handle("POST /privacy/explain", s.withVisitor(s.requireSelf(s.explain)))
 	mux.Handle("POST /privacy/forget", s.withVisitor(s.requireSelf(s.forget)))
 	return mux
 }
 
-// signin pseudonymizes the email once and starts a session.
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// deviceID is the identifier of the browser's device cookie.
+func deviceID(cookie string) anonymize.Identifier { return anonymize.DeviceID("web:" + cookie) }
+
+// signin pseudonymizes the email once, links it to the device, and starts
+// a session.
 func (s *server) signin(w http.ResponseWriter, r *http.Request) {
-	p, err := s.e.Pseudonym(anonymize.Email(r.FormValue("email")))
+	email := anonymize.Email(r.FormValue("email"))
+	p, err := s.e.Pseudonym(email)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest) // the error never echoes the input
 		return
 	}
-	var sid [16]byte
-	_, _ = rand.Read(sid[:])
-	id := hex.EncodeToString(sid[:])
+	c, err := r.Cookie("did")
+	if err != nil { // withVisitor set it on the response; the browser sends it from now on
+		http.Error(w, "cookies are needed to sign in", http.StatusBadRequest)
+		return
+	}
+	// The device is this person's now: the segments built for the email
+	// serve it, and erasing the person erases it. A device that was
+	// someone else's moves, carrying none of their segments.
+	if err := s.e.Link(email, deviceID(c.Value)); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	id := randomID()
 	s.mu.Lock()
 	s.sessions[id] = p
 	s.mu.Unlock()
@@ -110,26 +145,43 @@ func (s *server) signin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// withVisitor is the middleware: it puts the session's pseudonym, if any,
-// in the request context. No engine call: the pseudonym was computed at
-// sign-in.
+// withVisitor is the middleware: it gives a new browser its device cookie
+// and puts the visitor's pseudonyms in the request context. The device's
+// pseudonym is computed once per browser, then looked up.
 func (s *server) withVisitor(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var v visit
+		c, err := r.Cookie("did")
+		if err != nil || len(c.Value) != 32 {
+			c = &http.Cookie{Name: "did", Value: randomID(), Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, MaxAge: 365 * 24 * 3600}
+			http.SetCookie(w, c)
+			r.AddCookie(c)
+		}
+		s.mu.Lock()
+		p, ok := s.devices[c.Value]
+		s.mu.Unlock()
+		if !ok {
+			if p, err = s.e.Pseudonym(deviceID(c.Value)); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			s.mu.Lock()
+			s.devices[c.Value] = p
+			s.mu.Unlock()
+		}
+		v.device = p
 		if c, err := r.Cookie("sid"); err == nil {
 			s.mu.Lock()
-			p, ok := s.sessions[c.Value]
+			v.person, v.signedIn = s.sessions[c.Value]
 			s.mu.Unlock()
-			if ok {
-				r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, p))
-			}
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), visitorKey{}, v)))
 	})
 }
 
-func visitor(r *http.Request) (anonymize.Pseudonym, bool) {
-	p, ok := r.Context().Value(ctxKey{}).(anonymize.Pseudonym)
-	return p, ok
+func visitor(r *http.Request) visit {
+	v, _ := r.Context().Value(visitorKey{}).(visit)
+	return v
 }
 
 var banners = map[string]string{
@@ -140,22 +192,21 @@ var banners = map[string]string{
 
 var page = template.Must(template.New("home").Parse(`<!doctype html>
 <title>Shop</title>
-{{if .SignedIn}}<p>Picked for you:</p><ul>{{range .Banners}}<li>{{.}}</li>{{else}}<li>Our bestsellers.</li>{{end}}</ul>
-{{else}}<form method=post action=/signin><input name=email placeholder=email><button>Sign in</button></form><p>Our bestsellers.</p>{{end}}
+{{if not .SignedIn}}<form method=post action=/signin><input name=email placeholder=email><button>Sign in</button></form>{{end}}
+{{if .Banners}}<p>Picked for you:</p><ul>{{range .Banners}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>Our bestsellers.</p>{{end}}
 `))
 
-// home personalizes by segment: one lock-free lookup per request.
+// home personalizes by segment: one lock-free lookup per request, by the
+// device's pseudonym, which answers for the person it is linked to.
 func (s *server) home(w http.ResponseWriter, r *http.Request) {
+	v := visitor(r)
 	data := struct {
 		SignedIn bool
 		Banners  []string
-	}{}
-	if p, ok := visitor(r); ok {
-		data.SignedIn = true
-		var buf [8]string
-		for _, seg := range s.e.Segments(buf[:0], p, "personalization") {
-			data.Banners = append(data.Banners, banners[seg])
-		}
+	}{SignedIn: v.signedIn}
+	var buf [8]string
+	for _, seg := range s.e.Segments(buf[:0], v.device, "personalization") {
+		data.Banners = append(data.Banners, banners[seg])
 	}
 	_ = page.Execute(w, data)
 }
@@ -164,8 +215,8 @@ func (s *server) home(w http.ResponseWriter, r *http.Request) {
 // request must have the session's pseudonym.
 func (s *server) requireSelf(next func(http.ResponseWriter, *http.Request, anonymize.Identifier)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok := visitor(r)
-		if !ok {
+		v := visitor(r)
+		if !v.signedIn {
 			http.Error(w, "sign in first", http.StatusUnauthorized)
 			return
 		}
@@ -175,7 +226,7 @@ func (s *server) requireSelf(next func(http.ResponseWriter, *http.Request, anony
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if q != p {
+		if q != v.person {
 			http.Error(w, "you can see and erase your own data only", http.StatusForbidden)
 			return
 		}
@@ -198,12 +249,17 @@ func (s *server) forget(w http.ResponseWriter, r *http.Request, id anonymize.Ide
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	// The session ends with the data.
+	// The session ends with the data; the device, linked to the person,
+	// was erased with them (the receipt lists it) and starts anew.
+	s.mu.Lock()
 	if c, err := r.Cookie("sid"); err == nil {
-		s.mu.Lock()
 		delete(s.sessions, c.Value)
-		s.mu.Unlock()
 	}
+	if c, err := r.Cookie("did"); err == nil {
+		delete(s.devices, c.Value)
+	}
+	s.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{Name: "did", Path: "/", MaxAge: -1})
 	writeJSON(w, struct {
 		Receipt   personify.Receipt `json:"receipt"`
 		PublicKey []byte            `json:"public_key"` // to verify the receipt with personify.VerifyReceipt

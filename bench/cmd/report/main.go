@@ -205,7 +205,9 @@ type benchmark struct {
 func benchmarks(s *bench.Suite) []benchmark {
 	return []benchmark{
 		{"In", s.In},
+		{"In/linked", s.InLinked},
 		{"Segments", s.Segments},
+		{"Segments/linked", s.SegmentsLinked},
 		{"MapUint64", s.MapUint64},
 		{"ProbeFloor", s.ProbeFloor},
 		{"RawEmailMap", s.RawEmailMap},
@@ -246,6 +248,12 @@ func buildAll(s *bench.Suite, filter *regexp.Regexp) memory {
 		fail(err)
 	}
 	m.engineHeap, m.engineStats, m.engineBuild = e.HeapBytes, e.Value.Stats().MemoryBytes, e.Took
+	if want("In/linked") || want("Segments/linked") {
+		fmt.Print(", links (a device ID for each probed person)")
+		if _, err := s.Linked(); err != nil {
+			fail(err)
+		}
+	}
 	if want("MapUint64") {
 		fmt.Print(", map")
 		m.mapHeap = s.MapBaseline().HeapBytes

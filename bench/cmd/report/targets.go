@@ -50,6 +50,12 @@ func targets(w *bench.Workload, m memory, r map[string]*result) []target {
 	add(target{"Segments(dst, p, purpose), 1,000 segments", "<= 3x map lookup; >= 500x faster than looping roaring.Contains; 0 allocs",
 		fmt.Sprintf("%.2fx map (%s); %.0fx faster than the loop (%s); %d allocs", seg/mp, formatNs(seg), loop/seg, formatNs(loop), allocs("Segments")),
 		seg/mp <= 3 && loop/seg >= 500 && allocs("Segments") == 0, has("Segments", "MapUint64", "RoaringLoop")})
+	inL, segL := ns("In/linked"), ns("Segments/linked")
+	add(target{"In and Segments by a linked pseudonym", "<= 1.2x by the person's own, 0 allocs",
+		fmt.Sprintf("In %.2fx (%s), Segments %.2fx (%s); %d and %d allocs", inL/in, formatNs(inL), segL/seg, formatNs(segL),
+			allocs("In/linked"), allocs("Segments/linked")),
+		inL/in <= 1.2 && segL/seg <= 1.2 && allocs("In/linked") == 0 && allocs("Segments/linked") == 0,
+		has("In", "In/linked", "Segments", "Segments/linked")})
 	ps := ns("Pseudonym/engine")
 	add(target{"Pseudonym(Email), default hasher", "<= 60 ns including normalization, 0 allocs",
 		fmt.Sprintf("%s, %d allocs", formatNs(ps), allocs("Pseudonym/engine")), ps <= 60 && allocs("Pseudonym/engine") == 0,
