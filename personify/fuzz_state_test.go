@@ -59,6 +59,10 @@ func fuzzPopulate(t testing.TB, e *Engine, do func(func() error) error) {
 			_, err := e.ForgetWith(person(5), ForgetOptions{DoNotReAdd: true})
 			return err
 		},
+		func() error { return e.Link(person(6), device(6), userID(6)) },
+		func() error { return e.Link(person(7), person(8)) }, // two people merge
+		func() error { return e.Link(person(9), device(6)) }, // the device moves
+		func() error { return e.Unlink(userID(6)) },
 		func() error { return e.RotateKey(mustKey(t, fuzzKey2), 24*time.Hour) },
 		func() error { return e.Add("runners", people(35, 45)...) }, // some re-keyed, some new under the new key
 	} {
