@@ -5,14 +5,22 @@ import (
 )
 
 // benchInputs is the one table every benchmark sweeps. email25 is the
-// 25-byte email of the performance target (mixed case, so normalization works).
+// 25-byte email of the performance target (mixed case, so normalization
+// works). phone-e164 is a number already in E.164 (the fast path, as is
+// phone, once its separators are dropped); phone-trunk and phonein go
+// through phonenumbers itself, email-idn through IDNA.
 var benchInputs = []struct {
 	name string
 	id   Identifier
 }{
 	{"email25", Email("Jane.Doe.1984@Example.com")},
 	{"gmail", Email("Jane.Doe+promo@gmail.com")},
+	{"email-idn", Email("Jürgen@Bücher.de")},
 	{"phone", Phone("+1 (234) 567-8901")},
+	{"phone-e164", Phone("+12345678901")},
+	{"phone-e164-gb", Phone("+442079460958")},
+	{"phone-trunk", Phone("+44 (0)20 7946 0958")},
+	{"phonein", PhoneIn("GB", "020 7946 0958")},
 	{"userid", UserID("customer-0000042")},
 	{"deviceid", DeviceID("AEBE52E7-03EE-455A-B3C4-E57283966239")},
 }

@@ -2,9 +2,9 @@
 // boundary, so that nothing downstream ever holds an email address, a phone
 // number or an account ID.
 //
-// Start with an [Identifier] ([Email], [Phone], [UserID], [DeviceID]), a
-// [Key] from [GenerateKey] kept in a secret store, and the default
-// [Hasher], [SipHash]:
+// Start with an [Identifier] ([Email], [Phone] or [PhoneIn], [UserID],
+// [DeviceID]), a [Key] from [GenerateKey] kept in a secret store, and the
+// default [Hasher], [SipHash]:
 //
 //	h := anonymize.SipHash(key)
 //	p, err := h.Pseudonym(anonymize.Email("Jane.Doe@example.com"))
@@ -12,7 +12,15 @@
 // Identifiers are normalized first (see [Identifier.Normalize]) so that
 // "Jane.Doe@Example.com " and "jane.doe@example.com" are one person, and the
 // kind is hashed with the value, so that a user ID and a phone number made
-// of the same digits are two. A [Pseudonym] is 64 bits: at 100 million people
+// of the same digits are two. The normalization is the standard libraries'
+// where there is one: Unicode NFC (golang.org/x/text) for email local
+// parts, IDNA's ASCII form (golang.org/x/net/idna) for their domains, so
+// that "bücher.de" and "xn--bcher-kva.de" are one domain, and libphonenumber
+// (github.com/nyaruka/phonenumbers) for phone numbers: validity for the
+// number's country, national prefixes, E.164. National phone numbers are
+// never guessed: [PhoneIn] takes their region. Pseudonyms computed before
+// these rules were adopted differ for the inputs they treat differently
+// (see [Identifier.Normalize]). A [Pseudonym] is 64 bits: at 100 million people
 // the expected number of colliding pairs is about 3e-4 ([CollisionPairs]).
 //
 // Which hasher:

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 )
 
 const (
@@ -45,7 +48,8 @@ var localMap, domainMap = func() (local, domain [256]byte) {
 
 // appendEmail appends the normalized form of the email address s to dst.
 // See Identifier.Normalize for the rules. It lowercases and validates in one
-// pass: the local part up to '@', then the domain; gmail's rules are applied
+// pass: the local part up to '@' (in NFC), then the domain (converted to
+// its IDNA ASCII form if it is not plain ASCII); gmail's rules are applied
 // to the lowercased local part afterwards, once the domain is known. The
 // output of a successful call is a fixed point.
 func appendEmail(dst []byte, s string) ([]byte, error) {
@@ -64,6 +68,7 @@ func appendEmailExact(dst []byte, s string) ([]byte, error) {
 		return dst, invalid(KindEmail, n, "empty")
 	}
 	start := len(dst)
+	s = nfcLocal(s)
 	dst, at, dotReason := appendLocal(dst, s)
 	if at < 0 {
 		if dotReason == "" {
@@ -103,6 +108,48 @@ func appendEmailExact(dst []byte, s string) ([]byte, error) {
 		return dst[:start], invalid(KindEmail, n, "longer than 254 bytes")
 	}
 	return dst, nil
+}
+
+// nfcLocal returns s with its local part (up to the first '@', or all of
+// it) lowercased as appendLocal lowercases it and in Unicode NFC, before
+// and after, so that an address typed with precomposed letters and one
+// with combining marks ("jürgen" with U+00FC, or with u and U+0308) are
+// one. The domain is left to IDNA, which does the same. NFC never moves an
+// '@', which composes with nothing. ASCII, and a local part already in
+// this form, come back as they are, without allocating; appendLocal
+// lowercasing again changes nothing.
+func nfcLocal(s string) string {
+	at := strings.IndexByte(s, '@')
+	if at < 0 {
+		at = len(s)
+	}
+	local := s[:at]
+	if isASCII(local) || !utf8.ValidString(local) {
+		return s // invalid UTF-8 is rejected by appendLocal, with its reason
+	}
+	l := norm.NFC.String(strings.Map(unicode.ToLower, norm.NFC.String(local)))
+	if l == local {
+		return s
+	}
+	return l + s[at:]
+}
+
+func hasDoubleHyphen(b []byte) bool {
+	for i := 1; i < len(b); i++ {
+		if b[i] == '-' && b[i-1] == '-' {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // appendLocal appends the lowercased local part of s, up to the first '@',
@@ -157,10 +204,44 @@ func isVisible(r rune) bool {
 	return r != utf8.RuneError && unicode.IsPrint(r) && !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r)
 }
 
-// appendDomain appends the lowercased domain s to dst and validates it: at
-// least two labels of letters, digits and inner hyphens (non-ASCII letters,
-// digits and combining marks allowed for IDNs).
+// appendDomain appends the domain s to dst in its IDNA ASCII form (RFC
+// 5891, with the UTS #46 mapping of golang.org/x/net/idna's Lookup profile:
+// lowercased, NFC, "bücher.de" as "xn--bcher-kva.de") and validates it.
+// Plain ASCII is lowercased and validated here, and handed to IDNA only if
+// a label has "--" (an A-label such as "xn--bcher-kva", which IDNA must
+// check and may canonicalize, or a label IDNA reserves); anything else goes
+// through IDNA first. Either way the ASCII form must then pass
+// appendASCIIDomain: at least two labels of letters, digits and inner
+// hyphens, within the DNS's lengths.
 func appendDomain(dst []byte, s string) ([]byte, string) {
+	if strings.IndexByte(s, '@') >= 0 {
+		return dst, "more than one '@'"
+	}
+	start := len(dst)
+	if isASCII(s) {
+		dst, reason := appendASCIIDomain(dst, s)
+		if reason != "" || !hasDoubleHyphen(dst[start:]) {
+			return dst, reason
+		}
+		a, err := idna.Lookup.ToASCII(string(dst[start:]))
+		if err != nil {
+			return dst, "invalid IDNA A-label ('xn--') or reserved '--' in a domain label"
+		}
+		return appendASCIIDomain(dst[:start], a)
+	}
+	if !utf8.ValidString(s) {
+		return dst, "domain is not valid UTF-8"
+	}
+	a, err := idna.Lookup.ToASCII(s)
+	if err != nil {
+		return dst, "invalid internationalized domain name (IDNA)"
+	}
+	return appendASCIIDomain(dst, a)
+}
+
+// appendASCIIDomain appends the lowercased ASCII domain s to dst and
+// validates it: at least two labels of letters, digits and inner hyphens.
+func appendASCIIDomain(dst []byte, s string) ([]byte, string) {
 	start, labelStart, labels := len(dst), len(dst), 1
 	for i := 0; i < len(s); i++ {
 		c := domainMap[s[i]]
@@ -182,17 +263,6 @@ func appendDomain(dst []byte, s string) ([]byte, string) {
 			dst = append(dst, '-')
 		case mAt:
 			return dst, "more than one '@'"
-		case mNonASCII:
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				return dst, "domain is not valid UTF-8"
-			}
-			r = unicode.ToLower(r)
-			if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Mn, r) {
-				return dst, "invalid character in domain"
-			}
-			dst = utf8.AppendRune(dst, r)
-			i += size - 1
 		default:
 			return dst, "invalid character in domain"
 		}

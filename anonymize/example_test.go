@@ -18,7 +18,9 @@ func ExampleIdentifier_Normalize() {
 	for _, id := range []anonymize.Identifier{
 		anonymize.Email("  Jane.Doe+promo@GMail.com "),
 		anonymize.Email("Jane.Doe+promo@example.com"),
-		anonymize.Phone("1 (234) 567-8901"),
+		anonymize.Phone("+1 (234) 567-8901"),
+		anonymize.Phone("+44 (0)20 7946 0958"),
+		anonymize.PhoneIn("GB", "020 7946 0958"),
 		anonymize.UserID(" Customer-42 "),
 	} {
 		s, err := id.Normalize()
@@ -28,6 +30,8 @@ func ExampleIdentifier_Normalize() {
 	// email janedoe@gmail.com <nil>
 	// email jane.doe+promo@example.com <nil>
 	// phone +12345678901 <nil>
+	// phone +442079460958 <nil>
+	// phone +442079460958 <nil>
 	// user Customer-42 <nil>
 }
 
@@ -35,13 +39,17 @@ func ExampleIdentifier_Normalize_errors() {
 	for _, id := range []anonymize.Identifier{
 		anonymize.Email("jane.doe.example.com"),
 		anonymize.Phone("(234) 567-8901"),
+		anonymize.PhoneIn("GB", "020 7946 095"),
+		anonymize.PhoneIn("XX", "020 7946 0958"),
 	} {
 		_, err := id.Normalize()
 		fmt.Println(errors.Is(err, anonymize.ErrInvalidIdentifier), err)
 	}
 	// Output:
 	// true anonymize: invalid email (20 bytes): missing '@'
-	// true anonymize: invalid phone (14 bytes): national number without country code: write it as +<country code> <number>
+	// true anonymize: invalid phone (14 bytes): national number (no '+' or "00" and country code): use PhoneIn with the number's region
+	// true anonymize: invalid phone (12 bytes, region GB): not a valid number for its country
+	// true anonymize: invalid phone (13 bytes, region XX): unknown region: not an ISO 3166-1 alpha-2 code with a numbering plan
 }
 
 func ExampleSipHash() {

@@ -63,7 +63,12 @@ func ParsePseudonym(s string) (Pseudonym, error) {
 
 // Hasher turns identifiers into pseudonyms. Implementations normalize the
 // identifier (see [Identifier.Normalize]), hash the kind's tag, ':' and the
-// normalized form under a secret key, and allocate nothing. They are safe
+// normalized form under a secret key, and allocate nothing for the common
+// identifiers: ASCII email addresses, phone numbers in E.164 (with or
+// without separators) that phonenumbers leaves as they are, user and
+// device IDs. An internationalized domain (IDNA) or a phone number that
+// needs phonenumbers' full parse (a national number, a national prefix
+// after the country code, an invalid number) allocates. They are safe
 // for concurrent use, with each other and with [Key.Destroy]. A Hasher
 // never prints its key or subkey: its String, GoString and Format name the
 // algorithm and the key's fingerprint, and by reflection fmt finds the

@@ -123,13 +123,16 @@ func TestHashersNormalizeFirst(t *testing.T) {
 }
 
 func TestHashersAllocateNothing(t *testing.T) {
-	ids := []Identifier{Email("Jane.Doe.1984@Example.com"), Phone("+1 (234) 567-8901"), UserID("customer-42"), DeviceID("AEBE52E7-03EE-455A-B3C4-E57283966239")}
+	ids := []Identifier{Email("Jane.Doe.1984@Example.com"), Phone("+12345678901"), Phone("+1 (234) 567-8901"), UserID("customer-42"), DeviceID("AEBE52E7-03EE-455A-B3C4-E57283966239")}
 	for name, ctor := range hasherConstructors {
 		if raceEnabled && strings.HasPrefix(name, "hmac-sha256") {
 			continue // the race detector drops sync.Pool items on purpose
 		}
 		h := ctor(testKey(t))
 		for _, id := range ids {
+			if raceEnabled && id.Kind() == KindPhone {
+				continue // phone validation uses regexp, whose matchers are pooled
+			}
 			allocs := testing.AllocsPerRun(1000, func() {
 				if _, err := h.Pseudonym(id); err != nil {
 					panic(err)

@@ -9,7 +9,7 @@ import (
 
 // Kind is the kind of an identifier. It is part of the hash input, so the
 // same characters under two kinds give unrelated pseudonyms:
-// UserID("15551234567") and Phone("+15551234567") never collide by
+// UserID("12025550143") and Phone("+12025550143") never collide by
 // construction. The zero Kind is invalid; a Kind is a plain value, safe for
 // concurrent use.
 type Kind uint8
@@ -17,7 +17,7 @@ type Kind uint8
 // The identifier kinds. The zero Kind is not a valid kind.
 const (
 	KindEmail    Kind = 1 // an email address, see [Email]
-	KindPhone    Kind = 2 // a phone number in E.164, see [Phone]
+	KindPhone    Kind = 2 // a phone number in E.164, see [Phone] and [PhoneIn]
 	KindUserID   Kind = 3 // an account or customer ID, see [UserID]
 	KindDeviceID Kind = 4 // a device or advertising ID, see [DeviceID]
 )
@@ -65,9 +65,16 @@ type IdentifierError struct {
 	Kind   Kind   `json:"kind"`   // the kind of identifier that was rejected
 	Reason string `json:"reason"` // what is wrong, e.g. "missing '@'"
 	Len    int    `json:"len"`    // the input's length in bytes, after trimming
+	// Region is the region of a [PhoneIn] number, upper-cased, when it is
+	// two letters (a region is not personal data; anything else given as
+	// the region is not repeated), and "" otherwise.
+	Region string `json:"region,omitempty"`
 }
 
 func (e *IdentifierError) Error() string {
+	if e.Region != "" {
+		return fmt.Sprintf("anonymize: invalid %s (%d bytes, region %s): %s", e.Kind, e.Len, e.Region, e.Reason)
+	}
 	return fmt.Sprintf("anonymize: invalid %s (%d bytes): %s", e.Kind, e.Len, e.Reason)
 }
 
@@ -79,15 +86,17 @@ func invalid(k Kind, n int, reason string) error {
 }
 
 // Identifier is a raw personal identifier on its way to becoming a
-// [Pseudonym]. Build one with [Email], [Phone], [UserID] or [DeviceID]; the
-// constructors do no work, [Identifier.Normalize] and the hashers do.
+// [Pseudonym]. Build one with [Email], [Phone], [PhoneIn], [UserID] or
+// [DeviceID]; the constructors do no work, [Identifier.Normalize] and the
+// hashers do.
 //
 // An Identifier never prints: String, GoString, Format (every verb),
 // MarshalText, MarshalJSON and LogValue all write a redacted form that
 // names only the kind. Where fmt cannot call those methods (an Identifier in
 // an unexported struct field, which it prints by reflection) it finds only
-// the kind, the text's length and the address of its bytes. Keep it for as
-// short a time as possible all the same.
+// the kind, the text's length, the address of its bytes and, for [PhoneIn],
+// the region's two letters. Keep it for as short a time as possible all the
+// same.
 //
 // Compare identifiers by their normalized forms or their pseudonyms: ==
 // compares where the text is stored, not the text. The zero Identifier is
@@ -95,6 +104,10 @@ func invalid(k Kind, n int, reason string) error {
 // value, safe for concurrent use.
 type Identifier struct {
 	kind Kind
+	// The region of a PhoneIn number: two upper-case letters, badRegion,
+	// or noRegion (every other identifier). Not personal data: PhoneIn
+	// keeps nothing of a region argument that is not two letters.
+	region [2]byte
 	// The text, as the string's data and length (see text): fmt prints an
 	// unsafe.Pointer as an address for every verb, and a string as itself.
 	p unsafe.Pointer
@@ -102,7 +115,7 @@ type Identifier struct {
 }
 
 func newIdentifier(k Kind, s string) Identifier {
-	return Identifier{k, unsafe.Pointer(unsafe.StringData(s)), len(s)}
+	return Identifier{kind: k, p: unsafe.Pointer(unsafe.StringData(s)), n: len(s)}
 }
 
 // text returns the identifier's text.
@@ -112,9 +125,30 @@ func (id Identifier) text() string { return unsafe.String((*byte)(id.p), id.n) }
 // for the rules.
 func Email(s string) Identifier { return newIdentifier(KindEmail, s) }
 
-// Phone returns a phone number identifier. See [Identifier.Normalize] for
-// the rules.
+// Phone returns the identifier of a phone number in international form:
+// '+' or "00", then the country code and the number, as in
+// "+44 20 7946 0958". A national number (without country code) is
+// rejected when normalized: give its region with [PhoneIn]. See
+// [Identifier.Normalize] for the rules.
 func Phone(s string) Identifier { return newIdentifier(KindPhone, s) }
+
+// PhoneIn returns the identifier of a phone number written as it is dialled
+// in region, an ISO 3166-1 alpha-2 code such as "GB" or "us": national
+// numbers ("020 7946 0958"), the region's international prefix
+// ("0044 20 7946 0958" in GB, "011 44 20 7946 0958" in US) and
+// international numbers ("+44 20 7946 0958", whatever the region) are all
+// read. PhoneIn("GB", "020 7946 0958") and Phone("+44 20 7946 0958")
+// normalize alike, to "+442079460958", and so have the same pseudonym: the
+// region is not part of the hash input.
+//
+// A region that phonenumbers does not know, or that is not two letters, is
+// an error when the identifier is normalized; the error names a two-letter
+// region, and only that. See [Identifier.Normalize] for the rules.
+func PhoneIn(region, s string) Identifier {
+	id := newIdentifier(KindPhone, s)
+	id.region = parseRegion(region)
+	return id
+}
 
 // UserID returns an account or customer ID identifier. IDs are
 // case-sensitive.
@@ -133,28 +167,69 @@ func (id Identifier) IsZero() bool { return id.kind == 0 && id.n == 0 }
 // Normalize returns the canonical form of the identifier, the one that is
 // hashed:
 //
-//   - Email: surrounding white space trimmed and lowercased; for gmail.com
-//     and googlemail.com the dots and any "+tag" of the local part are
-//     dropped (the normalization of UID2 and the ad platforms, so that
-//     pseudonyms match across systems). The domain is kept as written.
+//   - Email: surrounding white space trimmed. The local part is lowercased
+//     and put in Unicode NFC (golang.org/x/text/unicode/norm), so that
+//     "jürgen" typed with a precomposed ü or with u and a combining
+//     diaeresis is one address. The domain is converted to its IDNA ASCII
+//     form by golang.org/x/net/idna's Lookup profile (UTS #46 mapping,
+//     non-transitional: lowercased, NFC, full-width forms folded, ignorable
+//     characters dropped, ß kept): "bücher.de", "BÜCHER.DE",
+//     "xn--bcher-kva.de" and "XN--BCHER-KVA.DE" are all
+//     "xn--bcher-kva.de". For gmail.com and googlemail.com the dots and any
+//     "+tag" of the local part are dropped (the normalization of UID2 and
+//     the ad platforms, so that pseudonyms match across systems).
 //     Rejected: no or several '@', empty parts, a local part over 64 bytes,
 //     an address over [MaxEmailLen] bytes, spaces, control characters,
 //     quotes and the other RFC 5322 specials, leading, trailing or doubled
-//     dots, a domain without a dot, empty or over-long labels, and labels
-//     with characters other than letters, digits and inner hyphens.
-//   - Phone: E.164, "+" then 7 to 15 digits starting with an assigned
-//     country code. Spaces, '-', '.', '/', and one pair of parentheses are
-//     dropped; "00" works as "+". Without "+" or "00" the digits are read as
-//     country code and number only when that is unambiguous: at least 11
-//     digits, not starting with '0' or '(' (a national number such as
-//     "(234) 567-8901" is rejected, "1 (234) 567-8901" becomes
-//     "+12345678901"). Letters (vanity numbers, extensions) are rejected.
+//     dots in the local part, invalid UTF-8, a domain IDNA rejects
+//     (including invalid A-labels such as "xn--abc" and labels with "--"
+//     in their third and fourth places), and a domain whose ASCII form has
+//     no dot, empty or over-long labels (63 bytes; 253 for the domain) or
+//     labels with characters other than letters, digits and inner hyphens.
+//   - Phone: E.164 as github.com/nyaruka/phonenumbers (libphonenumber)
+//     formats it, "+" and the digits, for a number that phonenumbers calls
+//     valid for its country (IsValidNumber: its country's numbering plan
+//     has numbers of this length and prefix; not that it is in service).
+//     [Phone] takes international numbers only: "+" or "00", then the
+//     country code; a national number is rejected, never guessed: give its
+//     region with [PhoneIn], which also reads the region's national and
+//     international prefixes. Spaces, tabs, '-', '.', '/' and one pair of
+//     parentheses are dropped; a national prefix after the country code is
+//     dropped as phonenumbers drops it ("+44 (0)20 7946 0958" and
+//     "+44 020 7946 0958" are "+442079460958"; Italy's leading 0 is kept),
+//     and national forms are rewritten as phonenumbers rewrites them
+//     (Argentina's mobile "15" after the area code becomes the "9" of the
+//     international form). Letters (vanity numbers, extensions) and other
+//     characters are rejected. Numbers are mostly 7 to 15 digits; the
+//     metadata knows a few valid ones outside that range (6 digits in Iran,
+//     16 and 17 in Germany).
 //   - UserID, DeviceID: surrounding white space trimmed; must be valid
 //     UTF-8, 1 to [MaxIDLen] bytes, without control or format characters.
 //     Case is kept.
 //
+// These rules replace hand-written ones (the domain kept as written in
+// Unicode, no NFC, phone numbers checked against a table of country codes
+// only), and so the pseudonyms of the inputs they treat differently
+// changed: email addresses not in NFC, with an IDN domain
+// (in Unicode: it is now its A-label) or with 'İ', full-width forms,
+// ideographic full stops or ignorable characters in the domain, phone
+// numbers with a national prefix after the country code, in parentheses or
+// not, or in a national form phonenumbers rewrites. Inputs accepted before
+// are now rejected: national numbers and bare digits without "+" or "00"
+// (use [PhoneIn]), phone numbers that are not valid for their country,
+// invalid A-labels and domains IDNA rejects. Every key hashes the current
+// normalized form, so a pseudonym stored for such an input before the
+// change is not found again by identifier, under the current key or under
+// a previous key of a [Keyring]: key rotation does not re-key these
+// people; they need a migration from the old pseudonym to the new.
+//
 // Normalizing a normalized identifier changes nothing. Errors wrap
-// [ErrInvalidIdentifier] and never contain the input.
+// [ErrInvalidIdentifier] and never contain the input. Normalizing the
+// common identifiers (an ASCII email address, a phone number in E.164 or
+// with separators) allocates only the returned string; internationalized
+// domains and phone numbers that need phonenumbers' full parse (national
+// numbers, a national prefix after the country code, invalid numbers)
+// allocate more, and the latter take tens of microseconds.
 func (id Identifier) Normalize() (string, error) {
 	var buf [maxHashInput]byte
 	b, err := id.appendNormalized(buf[:0])
@@ -168,13 +243,16 @@ func (id Identifier) Normalize() (string, error) {
 // dst beyond maxHashInput bytes of output.
 func (id Identifier) appendNormalized(dst []byte) ([]byte, error) {
 	if id.n > maxInputLen {
+		if id.kind == KindPhone {
+			return dst, invalidPhone(id.n, id.region, "too long")
+		}
 		return dst, invalid(id.kind, id.n, "too long")
 	}
 	switch id.kind {
 	case KindEmail:
 		return appendEmail(dst, id.text())
 	case KindPhone:
-		return appendPhone(dst, id.text())
+		return appendPhone(dst, id.text(), id.region)
 	case KindUserID, KindDeviceID:
 		return appendID(dst, id.kind, id.text())
 	}

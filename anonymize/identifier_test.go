@@ -39,7 +39,8 @@ func TestNormalizeEmail(t *testing.T) {
 		{"atext specials", "o'brien!#$%&*/=?^_`{|}~-@example.co.uk", "o'brien!#$%&*/=?^_`{|}~-@example.co.uk"},
 		{"digits and hyphens in domain", "a@x-1.example-2.com", "a@x-1.example-2.com"},
 		{"unicode local part lowercased", "JÖRG@example.de", "jörg@example.de"},
-		{"IDN domain lowercased", "info@MÜNCHEN.de", "info@münchen.de"},
+		{"IDN domain to its A-label", "info@MÜNCHEN.de", "info@xn--mnchen-3ya.de"},
+		{"A-label lowercased", "info@XN--MNCHEN-3YA.DE", "info@xn--mnchen-3ya.de"},
 		{"64-byte local part", strings.Repeat("a", 64) + "@example.com", strings.Repeat("a", 64) + "@example.com"},
 		{"254 bytes", strings.Repeat("a", 64) + "@" + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 57) + ".com",
 			strings.Repeat("a", 64) + "@" + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 57) + ".com"},
@@ -99,12 +100,11 @@ func TestNormalizePhone(t *testing.T) {
 	for _, tc := range []normCase{
 		{"e164", "+12345678901", "+12345678901"},
 		{"formatted with plus", "+1 (234) 567-8901", "+12345678901"},
-		{"NANP style without plus", "1 (234) 567-8901", "+12345678901"},
 		{"dots and slashes", "+44 20.7946/0958", "+442079460958"},
 		{"00 international prefix", "0044 20 7946 0958", "+442079460958"},
-		{"bare digits with country code", "4915123456789", "+4915123456789"},
+		{"00 and a mobile number", "00 49 151 23456789", "+4915123456789"},
 		{"three digit country code", "+353 1 234 5678", "+35312345678"},
-		{"fifteen digits", "+123456789012345", "+123456789012345"},
+		{"fifteen digits", "+49 800 1234567890", "+498001234567890"},
 		{"seven digits (Niue)", "+683 4002", "+6834002"},
 		{"surrounding space", "  +33 1 23 45 67 89 ", "+33123456789"},
 	} {
@@ -123,11 +123,18 @@ func TestRejectPhone(t *testing.T) {
 	for _, tc := range []rejectCase{
 		{"empty", "", "empty"},
 		{"national with parens", "(234) 567-8901", "national number"},
-		{"national ten digits", "234 567 8901", "ambiguous"},
-		{"trunk prefix", "020 7946 0958", "trunk prefix"},
+		{"national ten digits", "234 567 8901", "use PhoneIn"},
+		{"trunk prefix", "020 7946 0958", "use PhoneIn"},
+		{"NANP style without plus", "1 (234) 567-8901", "national number"},
+		{"bare digits with country code", "4915123456789", "national number"},
 		{"plus then zero", "+0 123 456 789", "cannot start with 0"},
-		{"too many digits", "+1234567890123456", "more than 15"},
-		{"too few digits", "+1 234 56", "fewer than 7"},
+		{"too many digits", "+123456789012345678901", "more than 20"},
+		{"sixteen digits", "+1234567890123456", "not a valid number"},
+		{"fifteen digits, not a number", "+123456789012345", "not a valid number"},
+		{"unused area code", "+1 555 123 4567", "not a valid number"},
+		{"too few digits", "+1 234 56", "not a valid number"},
+		{"two digits", "+12", "not a phone number"},
+		{"three digits", "+123", "not a valid number"},
 		{"unassigned country code", "+999 123 456 789", "unassigned"},
 		{"unassigned two digit", "+28 123 456 789", "unassigned"},
 		{"letters", "+1 800 FLOWERS", "letters"},
@@ -210,11 +217,11 @@ func assertRejected(t *testing.T, id Identifier, reason string) {
 
 func TestKindsAreDomainSeparated(t *testing.T) {
 	for _, h := range testHashers(t) {
-		user, err := h.Pseudonym(UserID("15551234567"))
+		user, err := h.Pseudonym(UserID("12025550143"))
 		require.NoError(t, err)
-		phone, err := h.Pseudonym(Phone("+15551234567"))
+		phone, err := h.Pseudonym(Phone("+12025550143"))
 		require.NoError(t, err)
-		device, err := h.Pseudonym(DeviceID("15551234567"))
+		device, err := h.Pseudonym(DeviceID("12025550143"))
 		require.NoError(t, err)
 		assert.NotEqual(t, user, phone)
 		assert.NotEqual(t, user, device)
@@ -244,11 +251,19 @@ func TestIdentifierNeverPrints(t *testing.T) {
 }
 
 func TestNormalizeEmailLookalikeGmail(t *testing.T) {
-	// 'İ' (U+0130) lowercases to ASCII 'i': the domain becomes gmail.com
-	// and gmail's rules must apply, or the result would not be a fixed point.
+	// 'İ' (U+0130) is mapped by IDNA (UTS #46) to "i̇", 'i' and a combining
+	// dot above, not to ASCII 'i' as unicode.ToLower would: the domain is
+	// not gmail.com, and gmail's rules do not apply.
 	got, err := Email("Jane.Doe+x@GMAİL.COM").Normalize()
 	require.NoError(t, err)
-	assert.Equal(t, "janedoe@gmail.com", got)
+	assert.Equal(t, "jane.doe+x@xn--gmail-bgd.com", got)
+	again, err := Email(got).Normalize()
+	require.NoError(t, err)
+	assert.Equal(t, got, again)
+	// In the local part, lowercasing is unicode.ToLower's, as before.
+	got, err = Email("JANE.DOE.İ@example.com").Normalize()
+	require.NoError(t, err)
+	assert.Equal(t, "jane.doe.i@example.com", got)
 }
 
 // Identifiers hold their text as a pointer and a length, so that fmt's

@@ -20,6 +20,12 @@ func TestWarehouse(t *testing.T) {
 	assert.Contains(t, got, "loaded weekend-shoppers  1500 members")
 	// customer0042 is divisible by 7 and by 2, not by 5.
 	assert.Contains(t, got, "segments: [high-value weekend-shoppers]")
+	// 334 customers have a phone: each a second pseudonym of one person
+	// (1,971 customers are in a segment; the 115 with a phone and none
+	// are stored by the link, holding nothing yet).
+	assert.Contains(t, got, "linked 334 phone numbers: 2086 people under 2420 pseudonyms")
+	assert.Equal(t, 2, strings.Count(got, "segments: [high-value weekend-shoppers]"), "by phone as by email")
+	assert.NotContains(t, got, "7946", "the phone number never prints")
 	assert.NotContains(t, got, "customer0042", "the email never prints")
 	assert.NotContains(t, got, keyHex[:16], "nor the key")
 }
