@@ -145,8 +145,17 @@ func (e *Engine) applyLink(o *op) (opResult, error) {
 	}
 	defer e.mu.Unlock()
 	cur := e.keyring().Current()
+	inRing := map[anonymize.Fingerprint]bool{}
+	for _, k := range e.ringKeys() {
+		inRing[k.Fingerprint] = true
+	}
 	for _, g := range o.links {
 		for _, id := range g {
+			for _, kp := range id.kps {
+				if !inRing[kp.Key] {
+					return opResult{}, fmt.Errorf("%w: a link names a pseudonym under key %s, which is not in the keyring", ErrInvalidChange, kp.Key)
+				}
+			}
 			if !o.flag {
 				if err := e.checkKeyedLocked(o, id.kps, false); err != nil {
 					return opResult{}, err
@@ -159,7 +168,7 @@ func (e *Engine) applyLink(o *op) (opResult, error) {
 	}
 	linked, skipped := 0, 0
 	for i, g := range o.links {
-		err := e.linkLocked(g)
+		err := e.linkLocked(g, o.flag)
 		switch {
 		case err == nil:
 			linked++

@@ -50,15 +50,10 @@ func (e *Engine) deviceOnlyLocked(ord uint32, one LinkedPseudonym) bool {
 	return true
 }
 
-// slotKeyLocked returns the key of slot p of person ord: from kps (the
-// identifier's pseudonyms) where it is one of them, else from the links,
-// else from keyGen (a person with one slot is under one key).
-func (e *Engine) slotKeyLocked(ord uint32, p anonymize.Pseudonym, kps []anonymize.KeyedPseudonym) anonymize.Fingerprint {
-	for _, kp := range kps {
-		if kp.Pseudonym == p {
-			return kp.Key
-		}
-	}
+// slotKeyLocked returns the key of slot p of person ord, from the
+// engine's own state (never from a change, which could name any key): the
+// links, else keyGen (a person with one slot is under one key).
+func (e *Engine) slotKeyLocked(ord uint32, p anonymize.Pseudonym) anonymize.Fingerprint {
 	for _, s := range e.links[ord] {
 		if s.Pseudonym == p {
 			return s.Key
@@ -74,7 +69,7 @@ func (e *Engine) slotKeyLocked(ord uint32, p anonymize.Pseudonym, kps []anonymiz
 
 // linkLocked applies one person's link: it plans, checks the limit, and
 // only then changes anything. The rules are the package doc's.
-func (e *Engine) linkLocked(g []linkID) error {
+func (e *Engine) linkLocked(g []linkID, byPseudonym bool) error {
 	for _, id := range g {
 		if e.onDoNotReAddLocked(id.kps) {
 			return fmt.Errorf("%w: one of the identifiers (a %s) was forgotten with DoNotReAdd", ErrDoNotReAdd, id.kind)
@@ -84,11 +79,32 @@ func (e *Engine) linkLocked(g []linkID) error {
 		ord   uint32
 		slot  LinkedPseudonym
 		found bool
+		dup   bool // another identifier named found the same slot (a pseudonym and its alias)
 	}
 	refs := make([]ref, len(g))
+	cur := e.keyring().Current()
 	for i, id := range g {
-		if ord, p, ok := e.resolveExistingLocked(id.kps); ok { // re-keys an older key's entry
-			refs[i] = ref{ord, LinkedPseudonym{id.kind, p, e.slotKeyLocked(ord, p, id.kps)}, true}
+		ord, p, ok := e.findLocked(id.kps) // nothing changes before the plan is checked
+		if !ok {
+			continue
+		}
+		var key anonymize.Fingerprint
+		if byPseudonym {
+			// A pseudonym stored under an older key cannot be re-keyed
+			// without its identifier, and a slot recorded under the
+			// wrong key would outlive its key's destruction.
+			if key = e.slotKeyLocked(ord, p); key != cur {
+				return fmt.Errorf("%w: pseudonym %d of the link is stored under key %s, not the current key %s: link it by identifier (Link re-keys it) or give its pseudonym under the current key",
+					ErrKeyChanged, i, key, cur)
+			}
+		} else {
+			key = e.slotKeyLocked(ord, p)
+		}
+		refs[i] = ref{ord: ord, slot: LinkedPseudonym{id.kind, p, key}, found: true}
+		for j := range refs[:i] {
+			if refs[j].found && refs[j].slot.Pseudonym == p {
+				refs[i].dup = true
+			}
 		}
 	}
 	// The people joined: those of the emails, phones and user IDs named
@@ -121,6 +137,24 @@ func (e *Engine) linkLocked(g []linkID) error {
 	if n > MaxLinked {
 		return fmt.Errorf("%w: the link would give one person %d identifiers, at most %d (Unlink one first)", ErrTooManyLinked, n, MaxLinked)
 	}
+	// The plan holds: identifiers stored under an older key move to the
+	// current one (same ordinal, same slot count).
+	for i, id := range g {
+		if r := &refs[i]; r.found && !byPseudonym && r.slot.Key != cur {
+			_, p, _ := e.resolveExistingLocked(id.kps)
+			for j := range refs { // a pseudonym and its alias both named: one slot
+				if refs[j].found && refs[j].slot.Pseudonym == r.slot.Pseudonym && j != i {
+					refs[j].slot.Pseudonym, refs[j].slot.Key = p, cur
+				}
+			}
+			r.slot.Pseudonym, r.slot.Key = p, cur
+		}
+	}
+	for _, r := range refs {
+		if r.found && !r.dup && slices.Contains(persons, r.ord) {
+			known[r.ord] = r.slot // a slot of each person, as it is now
+		}
+	}
 
 	// The entry is rebuilt from the sets when people merge or a device
 	// brings restrictions; otherwise the new slots copy the person's.
@@ -140,7 +174,7 @@ func (e *Engine) linkLocked(g []linkID) error {
 	}
 	for i, id := range g {
 		if r := refs[i]; r.found {
-			if slices.Contains(persons, r.ord) { // the target's now (the entries are rewritten below)
+			if r.dup || slices.Contains(persons, r.ord) { // the target's now (the entries are rewritten below)
 				continue
 			}
 			ord := r.ord
@@ -155,6 +189,8 @@ func (e *Engine) linkLocked(g []linkID) error {
 			} else {
 				e.dropPersonLocked(r.slot.Pseudonym, ord)
 			}
+			e.addSlotLocked(target, r.slot) // the slot itself, not the alias it may have been found by
+			continue
 		}
 		e.addSlotLocked(target, LinkedPseudonym{id.kind, id.kps[0].Pseudonym, id.kps[0].Key})
 	}

@@ -105,5 +105,8 @@ func (e *Engine) releaseEmptyLocked() int {
 	holders = append(holders, e.suppressedAll)
 	empty := e.live.Clone()
 	empty.AndNot(segment.Or(holders...))
+	for ord := range e.links { // a link is held data: kept until Forget or Unlink
+		empty.Remove(ord)
+	}
 	return e.dropOrdinalsLocked(empty)
 }
