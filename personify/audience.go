@@ -23,6 +23,7 @@ type Audience struct {
 	Count int `json:"count"`
 
 	pseudonyms []anonymize.Pseudonym
+	ords       []uint32 // each pseudonym's ordinal then: a pseudonym that moved to someone else (a device) is skipped
 	e          *Engine
 	forgets    uint64 // e.forgets when the audience was built
 }
@@ -38,9 +39,9 @@ func (a Audience) NoisyCount(epsilon float64) int { return anonymize.NoisyCount(
 func (a Audience) Pseudonyms() iter.Seq[anonymize.Pseudonym] {
 	return func(yield func(anonymize.Pseudonym) bool) {
 		check := a.e != nil && a.e.forgets.Load() != a.forgets
-		for _, p := range a.pseudonyms {
+		for i, p := range a.pseudonyms {
 			if check {
-				if a.e.dir.Tab.Load().Slot(uint64(p)) == nil {
+				if en, ok := a.e.dir.Get(p); !ok || en.Ord() != a.ords[i] {
 					continue
 				}
 			}
@@ -127,9 +128,11 @@ func (e *Engine) audience(expr, purpose string) (Audience, int, error) {
 	}
 	// One scan of the directory finds the pseudonyms, in pseudonym order.
 	a.pseudonyms = make([]anonymize.Pseudonym, 0, a.Count)
+	a.ords = make([]uint32, 0, a.Count)
 	e.dir.Tab.Load().Each(func(p anonymize.Pseudonym, en index.Entry) {
 		if members.Contains(en.Ord()) && e.firstSlotLocked(p, en.Ord()) {
 			a.pseudonyms = append(a.pseudonyms, p)
+			a.ords = append(a.ords, en.Ord())
 		}
 	})
 	return a, k, nil

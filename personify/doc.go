@@ -71,7 +71,8 @@
 //   - Explain through any linked identifier lists every pseudonym with its
 //     kind; Forget through any erases all of them, under every key, lists
 //     each in the receipt (Receipt.Linked) and, with DoNotReAdd, keeps each
-//     off the segments for good. Unlink detaches one identifier (a mistaken
+//     off the segments (under the keys it was stored under: see
+//     ForgetOptions.DoNotReAdd for what a rotation does to that). Unlink detaches one identifier (a mistaken
 //     link, a phone number given up), which then holds nothing.
 //   - Limits: MaxLinked identifiers per person (ErrTooManyLinked). During a
 //     key rotation, a linked identifier moves to the new key when it is

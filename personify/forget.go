@@ -30,7 +30,13 @@ type ForgetOptions struct {
 	// identifier during a rotation's grace period; a bulk load by pseudonym
 	// under a key that was unknown at the erasure, of a person never seen
 	// by identifier since, is the one case it cannot recognize (give the
-	// next key in Options.UpcomingKeys before erasing, to close it).
+	// next key in Options.UpcomingKeys before erasing, to close it). The
+	// other identifiers of a linked person (Engine.Link) are listed under
+	// the keys they were stored under only: the engine holds their
+	// pseudonyms, not the identifiers, so it cannot compute them under an
+	// upcoming key; such an identifier joins the list under a new key when
+	// it is written by identifier during the grace period, and otherwise
+	// leaves it with the old key.
 	DoNotReAdd bool `json:"do_not_re_add"`
 	// RequestID is the caller's reference for the request (a ticket
 	// number), recorded in the signed receipt. It must not hold personal

@@ -223,8 +223,11 @@ func (o *op) validateLink() error {
 		return fmt.Errorf("%w: a link of no one", ErrInvalidChange)
 	}
 	for i, g := range o.links {
-		if len(g) < 2 || len(g) > MaxLinked {
-			return fmt.Errorf("%w: link %d names %d identifiers: a link joins 2 to %d", ErrInvalidChange, i, len(g), MaxLinked)
+		if len(g) > MaxLinked {
+			return fmt.Errorf("%w: %w: link %d names %d identifiers, at most %d", ErrInvalidChange, ErrTooManyLinked, i, len(g), MaxLinked)
+		}
+		if len(g) < 2 {
+			return fmt.Errorf("%w: link %d names %d identifier: a link joins 2 to %d", ErrInvalidChange, i, len(g), MaxLinked)
 		}
 		strong := false
 		people := make([][]anonymize.KeyedPseudonym, len(g))
