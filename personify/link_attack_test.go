@@ -215,18 +215,6 @@ func TestAttackLinkPseudonymsOldKeySlotOutlivesItsKey(t *testing.T) {
 	require.False(t, stillThere && len(r.Segments) == 0, "Forget(email) erased nothing: the old-key slot is still stored, in runners=%v", e.In(ph, "runners"))
 }
 
-// attackRotatedForget: person 1 and device 1 linked under the first key,
-// the key rotated (an hour's grace), then person 1 forgotten with
-// DoNotReAdd during the grace period.
-func attackRotatedForget(t *testing.T) *testEngine {
-	e := linkEngine(t)
-	require.NoError(t, e.Add("runners", person(1), person(2), person(3)))
-	require.NoError(t, e.Link(person(1), device(1)))
-	require.NoError(t, e.RotateKey(mustKey(t, fuzzKey2), time.Hour))
-	_, err := e.ForgetWith(person(1), ForgetOptions{DoNotReAdd: true})
-	require.NoError(t, err)
-	return e
-}
 
 // attackKeys are the keys random workloads rotate through, in order.
 func attackKeys(t testing.TB) []anonymize.Key {
