@@ -31,6 +31,9 @@ const (
 	opRotateKey      // key: the new key's fingerprint; grace
 	opLink           // links: identifiers of one person each; flag: by pseudonym (LinkPseudonyms)
 	opUnlink         // one identifier
+	opDefineCap      // cap
+	opDropCap        // name
+	opImpressions    // name: the cap; imps: impressions counted (batched)
 	opKindEnd        // one past the last kind
 	maxOpPurposeList = MaxPurposes
 	maxOpString      = 1 << 20
@@ -38,7 +41,8 @@ const (
 
 func (k opKind) String() string {
 	names := [...]string{"", "define-purpose", "define", "drop", "add", "add-pseudonyms", "remove",
-		"consent", "suppress", "forget", "expire", "rotate-key", "link", "unlink"}
+		"consent", "suppress", "forget", "expire", "rotate-key", "link", "unlink",
+		"define-cap", "drop-cap", "impressions"}
 	if k == 0 || k >= opKindEnd {
 		return fmt.Sprintf("op(%d)", uint8(k))
 	}
@@ -60,11 +64,14 @@ type op struct {
 	purgeBy time.Time                  // forget: the deadline its receipt promises for physical erasure (zero in memory)
 	also    []anonymize.KeyedPseudonym // forget with do-not-re-add: the person's pseudonyms under keys not in use yet (UpcomingKeys)
 	links   [][]linkID                 // link: per person, the identifiers joined
+	cap     Cap                        // define-cap
+	imps    []impression               // impressions
 
 	// Not logged.
 	next    anonymize.Key // rotate-key: the key itself, from the caller or Options
 	receipt string        // forget: the receipt's id, for the audit event
 	seq     uint64        // the op's position in the log or journal, set before it is applied (zero in memory)
+	self    bool          // impressions: this engine's own, counted already
 	version int           // the record format it was decoded from (recVersion for live changes)
 }
 
@@ -94,6 +101,7 @@ func (o *op) sizeBound() int {
 		}
 	}
 	n += 8 * len(o.ps)
+	n += 16*len(o.imps) + len(o.cap.Name) + len(o.cap.Purpose) + len(o.cap.Description) + len(o.cap.Window.TimeZone) + 4*varint
 	for _, name := range o.names {
 		n += varint + len(name)
 	}

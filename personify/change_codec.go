@@ -30,6 +30,9 @@ import (
 //	rotate-key      8-byte fingerprint, i64 grace
 //	link            u8 by-pseudonym, uvarint people, each: uvarint n, n x (u8 kind, keyed)
 //	unlink          keyed
+//	define-cap      str name, str purpose, str description, uvarint max, u8 window kind, i64 length, u8 period, str time zone
+//	drop-cap        str name
+//	impressions     str cap, uvarint n, n x (u64 pseudonym, i64 at, Unix ns)
 //
 // where str is uvarint length and bytes, keyed is uvarint n and n x
 // (u64 pseudonym, 8-byte key fingerprint), and people is uvarint n and n x
@@ -118,6 +121,25 @@ func appendChange(dst []byte, o *op) []byte {
 		}
 	case opUnlink:
 		dst = appendKeyed(dst, o.person())
+	case opDefineCap:
+		c := o.cap
+		dst = appendStr(dst, c.Name)
+		dst = appendStr(dst, c.Purpose)
+		dst = appendStr(dst, c.Description)
+		dst = binary.AppendUvarint(dst, uint64(max(c.Max, 0)))
+		dst = append(dst, byte(c.Window.Kind))
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(c.Window.Length))
+		dst = append(dst, byte(c.Window.Period))
+		dst = appendStr(dst, c.Window.TimeZone)
+	case opDropCap:
+		dst = appendStr(dst, o.name)
+	case opImpressions:
+		dst = appendStr(dst, o.name)
+		dst = binary.AppendUvarint(dst, uint64(len(o.imps)))
+		for _, im := range o.imps {
+			dst = binary.LittleEndian.AppendUint64(dst, uint64(im.p))
+			dst = binary.LittleEndian.AppendUint64(dst, uint64(im.at))
+		}
 	}
 	return dst
 }
@@ -254,6 +276,28 @@ func decodeChange(b []byte, version int) (o op, err error) {
 		}
 	case opUnlink:
 		o.people = [][]anonymize.KeyedPseudonym{d.keyed()}
+	case opDefineCap:
+		o.cap.Name = d.str()
+		o.cap.Purpose = d.str()
+		o.cap.Description = d.str()
+		n := d.uvarint()
+		if n > MaxCapCount {
+			d.fail("cap maximum %d out of range", n)
+		}
+		o.cap.Max = int(n)
+		o.cap.Window.Kind = WindowKind(d.u8())
+		o.cap.Window.Length = time.Duration(d.u64())
+		o.cap.Window.Period = Period(d.u8())
+		o.cap.Window.TimeZone = d.str()
+	case opDropCap:
+		o.name = d.str()
+	case opImpressions:
+		o.name = d.str()
+		n := d.count(16)
+		o.imps = make([]impression, n)
+		for i := range o.imps {
+			o.imps[i] = impression{p: anonymize.Pseudonym(d.u64()), at: int64(d.u64())}
+		}
 	default:
 		d.fail("unknown op kind %d", uint8(o.kind))
 	}

@@ -68,6 +68,12 @@ func (e *Engine) apply(o *op) (opResult, error) {
 		return e.applyLink(o)
 	case opUnlink:
 		return e.applyUnlink(o)
+	case opDefineCap:
+		return e.applyDefineCap(o)
+	case opDropCap:
+		return e.applyDropCap(o)
+	case opImpressions:
+		return e.applyImpressions(o)
 	}
 	return opResult{}, fmt.Errorf("personify: internal error: op kind %d", o.kind)
 }
@@ -121,6 +127,14 @@ func (e *Engine) check(o *op) error {
 	case opConsent:
 		_, err := e.purposeLocked(o.name)
 		return err
+	case opDefineCap:
+		if _, err := e.purposeLocked(o.cap.Purpose); err != nil {
+			return inContext(err, "cap %q", o.cap.Name)
+		}
+	case opDropCap:
+		if _, ok := e.caps[o.name]; !ok {
+			return e.unknownCapLocked(o.name)
+		}
 	case opSuppress:
 		for _, n := range o.names {
 			if _, err := e.purposeLocked(n); err != nil {

@@ -50,6 +50,7 @@ func (e *Engine) applyConsent(o *op) (opResult, error) {
 	} else {
 		ps.denied.Add(ord)
 		ps.granted.Remove(ord)
+		e.dropCountsLocked(ord, ps) // nothing counted or kept without consent
 	}
 	e.setStateLocked(p, func(s *privState) {
 		s.granted, s.denied = s.granted&^bit, s.denied&^bit

@@ -167,6 +167,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 		}
 	}
 	e.store = s
+	e.startCapFlusher(opts.CapFlush)
 	if s.interval > 0 {
 		go s.maintain(e)
 	} else {
@@ -381,6 +382,7 @@ func (e *Engine) Compact() error {
 	if e.store == nil {
 		return nil
 	}
+	defer e.lockFlush()()
 	if err := e.store.exclusive(func() error { return e.store.compactLocked(e) }); err != nil {
 		return storeErr(fmt.Errorf("personify: Compact: %w", err))
 	}

@@ -89,6 +89,7 @@ func stateDump(t testing.TB, e *Engine) string {
 	sort.Strings(al)
 	fmt.Fprintf(&b, "aliases %v\npeople %d\n", al, e.dir.Len())
 	b.WriteString(linksDump(t, e, byOrd))
+	b.WriteString(capsDump(e, byOrd))
 	// The by-ordinal index of aliases is derived from them.
 	of := indexAliases(e.aliases)
 	require.Len(t, e.aliasesOf, len(of), "aliasesOf")

@@ -76,6 +76,12 @@ type Options struct {
 	// Durable holds the settings of Open's storage and maintenance; New
 	// ignores them.
 	Durable DurableOptions
+
+	// CapFlush is how often a durable or fleet engine logs the impressions
+	// its frequency caps counted, in one batch (DefaultCapFlush if zero):
+	// the most counts a crash loses, and, in a fleet, how long the other
+	// replicas take to count them (see Allow).
+	CapFlush time.Duration `json:"cap_flush,omitempty"`
 }
 
 // keyState is the engine's keyring: the keys it holds data under, with
@@ -158,6 +164,8 @@ type Engine struct {
 	replaying  bool          // Open is replaying the log: no audit events
 	forgets    atomic.Uint64 // counts erasures, for Audience iterators
 	refused    atomic.Uint64 // changes from a log or journal refused as invalid
+	capsRead   atomic.Pointer[map[string]*capState] // the caps, for lock-free callers (caps.go)
+	capFlush   *capFlusher                          // durable and fleet engines: logs counted impressions in batches
 	// schedulePurge is told the time by which a compaction should run for
 	// an erasure that is not physically complete yet (durable and fleet
 	// engines); nil in memory.
@@ -174,6 +182,8 @@ type Engine struct {
 	aliases       map[anonymize.Pseudonym]alias                 // old-key pseudonyms of re-keyed people
 	aliasesOf     map[uint32][]anonymize.Pseudonym              // the aliases of each ordinal (derived from aliases)
 	links         map[uint32][]LinkedPseudonym                  // every pseudonym of each linked person (linkgraph.go)
+	caps          map[string]*capState                          // frequency caps (caps.go)
+	nextCapID     uint32
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states
 	pending       []pendingErasure                              // erasures not yet physically complete, by seq
@@ -232,6 +242,7 @@ func New(opts Options) (*Engine, error) {
 		aliases:       map[anonymize.Pseudonym]alias{},
 		aliasesOf:     map[uint32][]anonymize.Pseudonym{},
 		links:         map[uint32][]LinkedPseudonym{},
+		caps:          map[string]*capState{},
 		doNotReAdd:    map[anonymize.Pseudonym]anonymize.Fingerprint{},
 		suppressedAll: segment.New(),
 		keys:          map[anonymize.Fingerprint]anonymize.Key{key.Fingerprint(): key},
@@ -289,6 +300,7 @@ func New(opts Options) (*Engine, error) {
 // its directory; every write acknowledged before is on disk. Closing twice
 // is not an error.
 func (e *Engine) Close() error {
+	e.stopCapFlusher() // the last impressions reach the log or journal first
 	if e.store != nil {
 		var err error
 		e.closeOnce.Do(func() { err = e.store.close(e) })

@@ -26,6 +26,9 @@ type Report struct {
 	// Suppressed lists the purposes the person is suppressed for; "*" means
 	// every purpose.
 	Suppressed []string `json:"suppressed"`
+	// Caps lists the person's frequency counters: per cap, the impressions
+	// counted in the current window and when it ends.
+	Caps []CapReport `json:"caps"`
 	// DoNotReAdd is true if the person was forgotten and asked never to be
 	// added again: only their pseudonym is kept, to honour that.
 	DoNotReAdd bool `json:"do_not_re_add"`
@@ -89,7 +92,7 @@ func (e *Engine) Explain(id anonymize.Identifier) (Report, error) {
 	now := e.now()
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	r := Report{GeneratedAt: now, Segments: []SegmentReport{}, Consent: []ConsentReport{}, Suppressed: []string{}}
+	r := Report{GeneratedAt: now, Segments: []SegmentReport{}, Consent: []ConsentReport{}, Suppressed: []string{}, Caps: []CapReport{}}
 	var ords []uint32
 	for _, kp := range kps {
 		ord, _, ok := e.resolveLocked(kp.Pseudonym)
@@ -108,6 +111,7 @@ func (e *Engine) Explain(id anonymize.Identifier) (Report, error) {
 			}
 		}
 		e.explainOrdLocked(&r, ord, now)
+		e.explainCapsLocked(&r, ord, now)
 	}
 	slices.SortFunc(r.Segments, func(a, b SegmentReport) int { return strings.Compare(a.Name, b.Name) })
 	r.CollisionNote = collisionNote(e.dir.Len())

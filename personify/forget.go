@@ -141,7 +141,8 @@ func (e *Engine) ForgetContext(ctx context.Context, id anonymize.Identifier, opt
 	}
 	r := Receipt{Version: receiptVersion, ID: hex.EncodeToString(rid[:]), RequestID: opts.RequestID, Pseudonyms: kps,
 		Segments: []ErasedSegment{}, DoNotReAdd: opts.DoNotReAdd, Key: res.key, Seq: res.seq,
-		Consents: res.erased.consents, Suppressions: res.erased.suppressions, Linked: res.erased.linked}
+		Consents: res.erased.consents, Suppressions: res.erased.suppressions, Linked: res.erased.linked,
+		Counters: res.erased.counters}
 	counts := map[string]int{}
 	for _, s := range res.erased.segments {
 		counts[s]++
@@ -228,6 +229,7 @@ func (e *Engine) applyForget(o *op) (opResult, error) {
 		out.consents += gone.consents
 		out.suppressions += gone.suppressions
 		out.linked = append(out.linked, gone.linked...)
+		out.counters += gone.counters
 	}
 	listed := append(kps[:len(kps):len(kps)], o.also...)
 	for _, l := range out.linked { // every identifier of a linked person

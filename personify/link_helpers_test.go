@@ -55,6 +55,25 @@ func linksDump(t testing.TB, e *Engine, byOrd map[uint32]anonymize.Pseudonym) st
 	return strings.Join(lines, "\n") + "\n"
 }
 
+// capsDump describes the caps and every counter, by person. Caller holds
+// mu.
+func capsDump(e *Engine, byOrd map[uint32]anonymize.Pseudonym) string {
+	var lines []string
+	for name, c := range e.caps {
+		lines = append(lines, fmt.Sprintf("cap %s %+v id=%d", name, c.Cap, c.id))
+		for i := range c.counts.shards {
+			sh := &c.counts.shards[i]
+			sh.mu.Lock()
+			for ord, w := range sh.m {
+				lines = append(lines, fmt.Sprintf("  %s %s %x/%d", name, byOrd[ord], w.counts, w.last))
+			}
+			sh.mu.Unlock()
+		}
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n") + "\n"
+}
+
 func device(i int) anonymize.Identifier { return anonymize.DeviceID(fmt.Sprintf("device-%d", i)) }
 func userID(i int) anonymize.Identifier { return anonymize.UserID(fmt.Sprintf("user-%d", i)) }
 func phone(i int) anonymize.Identifier  { return anonymize.Phone(fmt.Sprintf("+4420794609%02d", i)) }

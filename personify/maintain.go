@@ -97,6 +97,8 @@ func (s *store) maintain(e *Engine) {
 }
 
 func (s *store) compactIfNeeded(e *Engine, asked bool) error {
+	unlock := e.lockFlush() // before the exclusive section: see lockFlush
+	defer unlock()
 	err := s.exclusive(func() error {
 		if e.closed.Load() {
 			return nil

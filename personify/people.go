@@ -170,6 +170,7 @@ func (e *Engine) keyGenSet(fp anonymize.Fingerprint) *segment.Set {
 // ordinal. It returns what it removed. Caller holds mu.
 func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	var out erased
+	out.counters = e.dropCountsLocked(ord, nil) // first: pending impressions resolve through the slots
 	if out.linked = e.linkedOfLocked(ord); out.linked != nil {
 		for _, s := range e.links[ord] {
 			if s.Pseudonym != p {
@@ -261,4 +262,5 @@ type erased struct {
 	consents     int
 	suppressions int
 	linked       []LinkedPseudonym // every pseudonym of a linked person, aliases included
+	counters     int               // frequency counters
 }

@@ -42,8 +42,10 @@ type Receipt struct {
 	Segments []ErasedSegment   `json:"segments"` // memberships removed, by segment
 	// Consents and Suppressions count the consent records and suppression
 	// entries removed.
-	Consents     int                   `json:"consents"`
-	Suppressions int                   `json:"suppressions"`
+	Consents     int `json:"consents"`
+	Suppressions int `json:"suppressions"`
+	// Counters counts the frequency counters removed (version 3).
+	Counters   int                   `json:"counters"`
 	DoNotReAdd   bool                  `json:"do_not_re_add"`
 	Key          anonymize.Fingerprint `json:"key"` // the current key when erased
 	// ErasedAt is when the person vanished from every lookup; DurableAt when
@@ -88,6 +90,7 @@ const receiptVersion = 3
 //	segments: <Go-quoted name>=<count> ... (space separated, by name)
 //	consents: <n>
 //	suppressions: <n>
+//	counters: <n>                        (version 3)
 //	do-not-re-add: <true|false>
 //	key: <fingerprint>
 //	erased-at: <RFC 3339, nanoseconds, UTC>
@@ -121,8 +124,12 @@ func (r Receipt) SignedMessage() []byte {
 		fmt.Fprintf(&b, " %s=%d", strconv.Quote(s.Name), s.Memberships)
 	}
 	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-	fmt.Fprintf(&b, "\nconsents: %d\nsuppressions: %d\ndo-not-re-add: %t\nkey: %s\nerased-at: %s\ndurable-at: %s\npurge-by: %s\n",
-		r.Consents, r.Suppressions, r.DoNotReAdd, r.Key, ts(r.ErasedAt), ts(r.DurableAt), ts(r.PurgeBy))
+	fmt.Fprintf(&b, "\nconsents: %d\nsuppressions: %d\n", r.Consents, r.Suppressions)
+	if v >= 3 {
+		fmt.Fprintf(&b, "counters: %d\n", r.Counters)
+	}
+	fmt.Fprintf(&b, "do-not-re-add: %t\nkey: %s\nerased-at: %s\ndurable-at: %s\npurge-by: %s\n",
+		r.DoNotReAdd, r.Key, ts(r.ErasedAt), ts(r.DurableAt), ts(r.PurgeBy))
 	if v >= 2 {
 		fmt.Fprintf(&b, "seq: %d\nsigning-key: %s\n", r.Seq, r.SigningKey)
 	}
@@ -141,7 +148,7 @@ func VerifyReceipt(r Receipt, pub ed25519.PublicKey) error {
 	if r.Version > receiptVersion {
 		return fmt.Errorf("%w: receipt %s has format version %d; this version of personify reads up to %d", ErrBadReceipt, r.ID, r.Version, receiptVersion)
 	}
-	if r.Version < 3 && len(r.Linked) > 0 {
+	if r.Version < 3 && (len(r.Linked) > 0 || r.Counters != 0) {
 		return fmt.Errorf("%w: receipt %s has format version %d, which cannot list linked pseudonyms", ErrBadReceipt, r.ID, r.Version)
 	}
 	if r.Version >= 2 && r.SigningKey != hex.EncodeToString(pub) {

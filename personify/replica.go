@@ -88,6 +88,7 @@ func newReplica(opts Options, j fleet.Journal, timeout time.Duration) (*Engine, 
 	if pg, ok := j.(fleet.Purger); ok {
 		e.schedulePurge = pg.SchedulePurge
 	}
+	e.startCapFlusher(opts.CapFlush)
 	return e, nil
 }
 
@@ -349,6 +350,7 @@ func (e *Engine) applyJournal(seq uint64, change []byte) error {
 		r.stalled.Store(&err)
 		return err
 	}
+	o.self = origin == r.id && o.kind == opImpressions // counted when they happened
 	res, aerr := e.apply(&o)
 	r.applied.Store(seq)
 	if origin == r.id {
@@ -375,6 +377,7 @@ func (e *Engine) replicaStatus() fleet.Status {
 // so that a replica starting from it reads the journal after that number.
 func (e *Engine) writeReplicaSnapshot(w io.Writer) (seq uint64, n int64, err error) {
 	r := e.replica
+	defer e.lockFlush()() // before applyMu: a flush in progress waits for the journal's reader
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	seq = r.applied.Load()

@@ -46,6 +46,7 @@ func (e *Engine) applyExpire(o *op) (opResult, error) {
 		}
 	}
 	e.dropIDsLocked(removed)
+	e.expireCountsLocked(now)
 	shredded := 0
 	gone := e.keyring().Prune(now)
 	if ks := e.kr.Load(); len(ks.missing) > 0 { // keys the engine never had: only their names to drop

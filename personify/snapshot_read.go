@@ -34,6 +34,7 @@ type state struct {
 	keyGen        map[anonymize.Fingerprint]*segment.Set
 	aliases       map[anonymize.Pseudonym]alias
 	links         map[uint32][]LinkedPseudonym
+	caps          map[string]*capState
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint
 	pending       []pendingErasure
 	receiptPubs   []ed25519.PublicKey
@@ -280,6 +281,9 @@ func (st *state) build(sets map[string]*segment.Section, slots []byte, chunks []
 	if err := st.buildLinks(d); err != nil {
 		return err
 	}
+	if err := st.buildCaps(sets); err != nil {
+		return err
+	}
 	st.dir = d
 	return nil
 }
@@ -327,6 +331,11 @@ func (e *Engine) installLocked(st *state) {
 	e.aliases = st.aliases
 	e.aliasesOf = indexAliases(st.aliases)
 	e.links = st.links
+	e.caps, e.nextCapID = st.caps, st.meta.NextCap
+	for _, c := range e.caps {
+		c.counts.log = e.capFlush != nil
+	}
+	e.publishCapsLocked()
 	e.doNotReAdd = st.doNotReAdd
 	e.pending = st.pending
 	e.receipt.merge(st.receiptPubs)

@@ -56,6 +56,8 @@ type snapMeta struct {
 	States   []snapState     `json:"states"`
 	Aliases  []snapAlias     `json:"aliases"`
 	Links    []snapLink      `json:"links,omitempty"` // linked people, by ordinal
+	Caps     []snapCap       `json:"caps,omitempty"`  // frequency caps, by name
+	NextCap  uint32          `json:"next_cap_id,omitempty"`
 	NoReAdd  []snapKeyed     `json:"do_not_re_add"`
 	Dir      index.Meta      `json:"directory"`
 	Arena    index.ArenaMeta `json:"arena"`
@@ -133,6 +135,7 @@ var ErrCorrupt = errors.New("personify: stored data is corrupt")
 func (e *Engine) WriteSnapshot(w io.Writer) (int64, error) {
 	if e.store != nil {
 		var n int64
+		defer e.lockFlush()()
 		err := e.store.exclusive(func() error {
 			var err error
 			n, err = e.writeSnapshot(w, e.store.seq)
@@ -185,6 +188,7 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 		meta.Links = append(meta.Links, snapLink{ord, l})
 	}
 	slices.SortFunc(meta.Links, func(a, b snapLink) int { return cmp.Compare(a.Ord, b.Ord) })
+	e.capsMetaLocked(&meta)
 	purged := e.purgedThrough()
 	for _, p := range e.pending {
 		if p.seq > purged && p.seq <= seq { // (an engine without a log has none)
@@ -238,6 +242,9 @@ func (e *Engine) writeSnapshot(w io.Writer, seq uint64) (int64, error) {
 		if err != nil {
 			return cw.n, err
 		}
+	}
+	if err := e.writeCapsLocked(&meta, sw); err != nil {
+		return cw.n, err
 	}
 	if err := sw.Blob(snapSlotsName, int64(len(slots)/slotSize), slots); err != nil {
 		return cw.n, err

@@ -85,6 +85,14 @@ func (e *Engine) applySuppress(o *op) (opResult, error) {
 			l.Remove(ord)
 		}
 	}
+	if on { // suppression wins: no counter kept
+		if len(purposes) == 0 {
+			e.dropCountsLocked(ord, nil)
+		}
+		for _, name := range purposes {
+			e.dropCountsLocked(ord, e.purposes[name])
+		}
+	}
 	e.setStateLocked(p, func(s *privState) {
 		switch {
 		case len(purposes) == 0:

@@ -185,6 +185,20 @@ func (o *op) validate() error {
 		}
 	case opLink:
 		return o.validateLink()
+	case opDefineCap:
+		_, err := checkCap(o.cap)
+		return err
+	case opDropCap:
+		return validName("cap", o.name)
+	case opImpressions:
+		if err := validName("cap", o.name); err != nil {
+			return err
+		}
+		for i, im := range o.imps {
+			if err := checkTime(fmt.Sprintf("impression %d's time", i), time.Unix(0, im.at)); err != nil {
+				return err
+			}
+		}
 	case opUnlink:
 		return checkPeople(o.people, false)
 	case opRotateKey:

@@ -1,0 +1,222 @@
+package personify
+
+import (
+	"sync"
+	"time"
+
+	"github.com/personify-go/personify/anonymize"
+)
+
+// The counters of one cap: per person (by ordinal) one capWord, in shards
+// so that concurrent callers for different people rarely share a lock,
+// and one caller's whole critical section is a map lookup and a store.
+// Only people who were counted hold a word; Expire drops the words whose
+// window has passed.
+
+const (
+	capShards     = 64
+	capSubWindows = 8 // a rolling window's sub-windows
+)
+
+// capWord is one person's count. Rolling: counts holds the impressions of
+// the eight sub-windows (one byte each, by sub-window index mod 8) and
+// last is the newest sub-window's index. Calendar: counts is the count of
+// period last. Lifetime: counts is the count.
+type capWord struct {
+	counts uint64
+	last   uint32
+}
+
+// impression is one counted impression not yet logged (durable and fleet
+// engines batch them, see capflush.go).
+type impression struct {
+	p  anonymize.Pseudonym
+	at int64 // Unix ns
+}
+
+type capShard struct {
+	mu      sync.Mutex
+	m       map[uint32]capWord
+	pending []impression
+	_       [40]byte // a cache line each
+}
+
+type capTable struct {
+	shards [capShards]capShard
+	log    bool // keep pending impressions (durable or fleet); set before the table is published
+}
+
+func newCapTable(log bool) *capTable {
+	t := &capTable{log: log}
+	for i := range t.shards {
+		t.shards[i].m = map[uint32]capWord{}
+	}
+	return t
+}
+
+// count applies mode to person ord's word at time now (Unix ns) and
+// reports the answer. p is what the caller asked by, for the log.
+func (e *Engine) count(c *capState, ord uint32, p anonymize.Pseudonym, now time.Time, mode capMode) bool {
+	at := now.UnixNano()
+	sh := &c.counts.shards[ord%capShards]
+	sh.mu.Lock()
+	w, had := sh.m[ord]
+	w = c.advance(w, at)
+	ok := true
+	if mode != capRecord {
+		ok = c.total(w) < c.Max
+	}
+	if ok && mode != capCheck {
+		w = c.add(w, at)
+		sh.m[ord] = w
+		if c.counts.log {
+			sh.pending = append(sh.pending, impression{p, at})
+		}
+	} else if had && w.counts == 0 {
+		delete(sh.m, ord) // an expired word goes as soon as it is seen
+	}
+	sh.mu.Unlock()
+	return ok
+}
+
+// period returns the index of the window at (Unix ns) falls in: the
+// rolling sub-window, the calendar period in the cap's time zone (days
+// since 1970-01-01 there, weeks since the Monday 1969-12-29, months since
+// January 1970), or 0 for lifetime.
+func (c *capState) period(at int64) uint32 {
+	switch c.Window.Kind {
+	case Rolling:
+		q := at / c.sub
+		if at < 0 && at%c.sub != 0 {
+			q--
+		}
+		return uint32(q)
+	case Calendar:
+		t := time.Unix(0, at).In(c.loc)
+		y, m, d := t.Date()
+		days := civilDays(y, m, d)
+		switch c.Window.Period {
+		case Week:
+			return uint32((days + 3) / 7) // 1970-01-01 was a Thursday
+		case Month:
+			return uint32((y-1970)*12 + int(m) - 1)
+		}
+		return uint32(days)
+	}
+	return 0
+}
+
+// civilDays is the number of days from 1970-01-01 to y-m-d in the
+// proleptic Gregorian calendar (Howard Hinnant's days_from_civil).
+func civilDays(y int, m time.Month, d int) int64 {
+	yy := int64(y)
+	if m <= 2 {
+		yy--
+	}
+	era := yy / 400
+	if yy < 0 && yy%400 != 0 {
+		era--
+	}
+	yoe := yy - era*400
+	mp := (int64(m) + 9) % 12
+	doy := (153*mp+2)/5 + int64(d) - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146097 + doe - 719468
+}
+
+// advance brings w up to time at: a rolling window's sub-windows that have
+// left it are emptied, a calendar period that ended restarts.
+func (c *capState) advance(w capWord, at int64) capWord {
+	switch c.Window.Kind {
+	case Rolling:
+		cur := c.period(at)
+		age := int32(cur - w.last)
+		switch {
+		case age <= 0:
+		case age >= capSubWindows:
+			w.counts = 0
+		default:
+			for k := w.last + 1; k != cur+1; k++ {
+				w.counts &^= 0xff << (8 * (k % capSubWindows))
+			}
+		}
+		if age > 0 {
+			w.last = cur
+		}
+	case Calendar:
+		if cur := c.period(at); cur != w.last {
+			if int32(cur-w.last) > 0 {
+				w.counts, w.last = 0, cur
+			}
+		}
+	}
+	return w
+}
+
+// total is the count in the window w was advanced to.
+func (c *capState) total(w capWord) int {
+	if c.Window.Kind != Rolling {
+		return int(w.counts)
+	}
+	n := 0
+	for x := w.counts; x != 0; x >>= 8 {
+		n += int(x & 0xff)
+	}
+	return n
+}
+
+// add counts one impression at time at (w advanced to at or later: an
+// impression replayed from the log or another replica may be older than
+// the word's newest, and counts where it fell, if still in the window).
+func (c *capState) add(w capWord, at int64) capWord {
+	switch c.Window.Kind {
+	case Rolling:
+		k := c.period(at)
+		if age := int32(w.last - k); age < 0 || age >= capSubWindows {
+			return w // outside the window
+		}
+		shift := 8 * (k % capSubWindows)
+		if b := w.counts >> shift & 0xff; b < 0xff {
+			w.counts += 1 << shift
+		}
+	case Calendar:
+		if c.period(at) != w.last {
+			return w // another period
+		}
+		if w.counts < 1<<32 {
+			w.counts++
+		}
+	default:
+		if w.counts < 1<<32 {
+			w.counts++
+		}
+	}
+	return w
+}
+
+// windowEnd is when the count of w stops holding its newest impression:
+// the end of the rolling window from its newest sub-window, the end of
+// the calendar period, zero for lifetime.
+func (c *capState) windowEnd(w capWord) time.Time {
+	switch c.Window.Kind {
+	case Rolling:
+		return time.Unix(0, (int64(w.last)+1)*c.sub+int64(c.Window.Length)).UTC()
+	case Calendar:
+		var start time.Time
+		switch c.Window.Period {
+		case Day:
+			start = civilDate(int64(w.last), c.loc).AddDate(0, 0, 1)
+		case Week:
+			start = civilDate(int64(w.last)*7-3, c.loc).AddDate(0, 0, 7)
+		case Month:
+			start = time.Date(1970+int(w.last)/12, time.Month(int(w.last)%12+1), 1, 0, 0, 0, 0, c.loc).AddDate(0, 1, 0)
+		}
+		return start.UTC()
+	}
+	return time.Time{}
+}
+
+// civilDate is midnight, in loc, of the day days after 1970-01-01.
+func civilDate(days int64, loc *time.Location) time.Time {
+	return time.Date(1970, 1, 1+int(days), 0, 0, 0, 0, loc)
+}

@@ -1,0 +1,233 @@
+package personify
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Counts are exact within one engine at once; they reach the log (durable
+// mode) or the journal (a fleet) in batches, every Options.CapFlush, as
+// one impressions change per cap. So a crash loses at most the last
+// CapFlush of counts (plus the fsync in flight), and in a fleet every
+// replica counts the others' impressions within CapFlush plus the
+// journal's delivery: a cap can be exceeded by at most what the whole
+// fleet shows one person within that time. Replay and the other replicas
+// count a batch's impressions at their own times, so the windows agree.
+
+// DefaultCapFlush is Options.CapFlush's default.
+const DefaultCapFlush = time.Second
+
+// capFlusher logs the counted impressions of a durable or fleet engine.
+type capFlusher struct {
+	every time.Duration
+	stop  chan struct{}
+	done  sync.WaitGroup
+	mu    sync.Mutex // one flush at a time
+}
+
+// startCapFlusher starts the batching of impressions (durable and fleet
+// engines); every <= 0 takes the default.
+func (e *Engine) startCapFlusher(every time.Duration) {
+	if every <= 0 {
+		every = DefaultCapFlush
+	}
+	f := &capFlusher{every: every, stop: make(chan struct{})}
+	e.mu.Lock()
+	e.capFlush = f
+	for _, c := range e.caps { // defined by the replay: their impressions are logged from now on
+		c.counts.log = true
+	}
+	e.publishCapsLocked()
+	e.mu.Unlock()
+	f.done.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-f.stop:
+				return
+			case <-t.C:
+				_ = e.FlushCounts(context.Background())
+			}
+		}
+	})
+}
+
+// stopCapFlusher stops the batching and logs what is left, before Close
+// closes the log or journal.
+func (e *Engine) stopCapFlusher() {
+	if f := e.capFlush; f != nil {
+		select {
+		case <-f.stop:
+			return
+		default:
+		}
+		close(f.stop)
+		f.done.Wait()
+		_ = e.FlushCounts(context.Background())
+	}
+}
+
+// FlushCounts logs the impressions counted since the last flush now (a
+// durable or fleet engine does it every Options.CapFlush by itself, and
+// on Close); in memory it does nothing. Counts that cannot be logged stay
+// exact in this engine until it stops.
+func (e *Engine) FlushCounts(ctx context.Context) error {
+	f := e.capFlush
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range e.capList() {
+		var imps []impression
+		for i := range c.counts.shards {
+			sh := &c.counts.shards[i]
+			sh.mu.Lock()
+			imps = append(imps, sh.pending...)
+			sh.pending = sh.pending[:0]
+			sh.mu.Unlock()
+		}
+		for len(imps) > 0 {
+			n := min(len(imps), maxImpressionsPerChange)
+			if _, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: imps[:n], self: true}); err != nil {
+				return err
+			}
+			imps = imps[n:]
+		}
+	}
+	return nil
+}
+
+// maxImpressionsPerChange keeps one batch well inside a change's size.
+const maxImpressionsPerChange = 1 << 16
+
+// capList returns the defined caps, by name.
+func (e *Engine) capList() []*capState {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]*capState, 0, len(e.caps))
+	for _, c := range e.caps {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *capState) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// applyImpressions counts a batch read back from the log or from another
+// replica (this engine's own batches were counted when they happened).
+// An impression of someone no longer stored, or whom the purpose may no
+// longer use, is not counted.
+func (e *Engine) applyImpressions(o *op) (opResult, error) {
+	if o.self {
+		return opResult{}, nil
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	c := e.caps[o.name]
+	if c == nil {
+		return opResult{}, nil // dropped since: nothing to count
+	}
+	n := 0
+	for _, im := range o.imps {
+		ord, _, ok := e.resolveLocked(im.p)
+		if !ok || !e.allowsLocked(c.purpose, ord, false) {
+			continue
+		}
+		sh := &c.counts.shards[ord%capShards]
+		sh.mu.Lock()
+		w := sh.m[ord]
+		if c.Window.Kind != Lifetime {
+			w = c.advance(w, im.at)
+		}
+		sh.m[ord] = c.add(w, im.at)
+		sh.mu.Unlock()
+		n++
+	}
+	return opResult{n: n}, nil
+}
+
+// dropCountsLocked erases person ord's counters (of every cap, or of the
+// caps of purpose ps) and their impressions not yet logged. It returns how
+// many counters it erased. Caller holds mu.
+func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
+	n := 0
+	for _, c := range e.caps {
+		if ps != nil && c.purpose != ps {
+			continue
+		}
+		sh := &c.counts.shards[ord%capShards]
+		sh.mu.Lock()
+		if _, ok := sh.m[ord]; ok {
+			delete(sh.m, ord)
+			n++
+		}
+		sh.mu.Unlock()
+		for i := range c.counts.shards { // pending impressions are by pseudonym: any shard
+			s := &c.counts.shards[i]
+			s.mu.Lock()
+			s.pending = slices.DeleteFunc(s.pending, func(im impression) bool {
+				o, _, ok := e.resolveLocked(im.p)
+				return ok && o == ord
+			})
+			s.mu.Unlock()
+		}
+	}
+	return n
+}
+
+// expireCountsLocked drops the counters whose window has passed. Caller
+// holds mu.
+func (e *Engine) expireCountsLocked(now time.Time) int {
+	at, n := now.UnixNano(), 0
+	for _, c := range e.caps {
+		if c.Window.Kind == Lifetime {
+			continue
+		}
+		for i := range c.counts.shards {
+			sh := &c.counts.shards[i]
+			sh.mu.Lock()
+			for ord, w := range sh.m {
+				if c.advance(w, at).counts == 0 {
+					delete(sh.m, ord)
+					n++
+				}
+			}
+			sh.mu.Unlock()
+		}
+	}
+	return n
+}
+
+// CapReport is one of a person's counters in a Report.
+//
+// A CapReport is a plain value, safe to share between goroutines; its
+// zero value is an empty entry.
+type CapReport struct {
+	Cap       string    `json:"cap"`
+	Purpose   string    `json:"purpose"`
+	Count     int       `json:"count"`                // impressions counted in the current window
+	Max       int       `json:"max"`                  // the cap's limit
+	WindowEnd time.Time `json:"window_end,omitzero"` // when the newest impression stops counting; zero for a lifetime cap
+}
+
+// explainCapsLocked adds person ord's counters to r. Caller holds mu.
+func (e *Engine) explainCapsLocked(r *Report, ord uint32, now time.Time) {
+	for _, c := range e.caps {
+		sh := &c.counts.shards[ord%capShards]
+		sh.mu.Lock()
+		w, ok := sh.m[ord]
+		sh.mu.Unlock()
+		if !ok {
+			continue
+		}
+		w = c.advance(w, now.UnixNano())
+		if n := c.total(w); n > 0 {
+			r.Caps = append(r.Caps, CapReport{Cap: c.Name, Purpose: c.Purpose, Count: n, Max: c.Max, WindowEnd: c.windowEnd(w)})
+		}
+	}
+	slices.SortFunc(r.Caps, func(a, b CapReport) int { return strings.Compare(a.Cap, b.Cap) })
+}
