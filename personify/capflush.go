@@ -209,8 +209,8 @@ func (e *Engine) expireCountsLocked(now time.Time) int {
 type CapReport struct {
 	Cap       string    `json:"cap"`
 	Purpose   string    `json:"purpose"`
-	Count     int       `json:"count"`                // impressions counted in the current window
-	Max       int       `json:"max"`                  // the cap's limit
+	Count     int       `json:"count"`               // impressions counted in the current window
+	Max       int       `json:"max"`                 // the cap's limit
 	WindowEnd time.Time `json:"window_end,omitzero"` // when the newest impression stops counting; zero for a lifetime cap
 }
 

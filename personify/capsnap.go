@@ -151,4 +151,3 @@ func (st *state) buildCaps(sets map[string]*segment.Section) error {
 	}
 	return nil
 }
-

@@ -161,9 +161,9 @@ type Engine struct {
 	keys       map[anonymize.Fingerprint]anonymize.Key // every key given in Options or to RotateKey
 	closeOnce  sync.Once
 	hasher     func(anonymize.Key) anonymize.Hasher
-	replaying  bool          // Open is replaying the log: no audit events
-	forgets    atomic.Uint64 // counts erasures, for Audience iterators
-	refused    atomic.Uint64 // changes from a log or journal refused as invalid
+	replaying  bool                                 // Open is replaying the log: no audit events
+	forgets    atomic.Uint64                        // counts erasures, for Audience iterators
+	refused    atomic.Uint64                        // changes from a log or journal refused as invalid
 	capsRead   atomic.Pointer[map[string]*capState] // the caps, for lock-free callers (caps.go)
 	capFlush   *capFlusher                          // durable and fleet engines: logs counted impressions in batches
 	// schedulePurge is told the time by which a compaction should run for
@@ -176,13 +176,13 @@ type Engine struct {
 	nextSegID     uint32
 	purposes      map[string]*purposeState
 	purposeByBit  []*purposeState
-	suppressedAll *segment.Set                                  // ordinals suppressed for every purpose
-	live          *segment.Set                                  // ordinals with a directory entry
-	keyGen        map[anonymize.Fingerprint]*segment.Set        // ordinals stored under each key
-	aliases       map[anonymize.Pseudonym]alias                 // old-key pseudonyms of re-keyed people
-	aliasesOf     map[uint32][]anonymize.Pseudonym              // the aliases of each ordinal (derived from aliases)
-	links         map[uint32][]LinkedPseudonym                  // every pseudonym of each linked person (linkgraph.go)
-	caps          map[string]*capState                          // frequency caps (caps.go)
+	suppressedAll *segment.Set                           // ordinals suppressed for every purpose
+	live          *segment.Set                           // ordinals with a directory entry
+	keyGen        map[anonymize.Fingerprint]*segment.Set // ordinals stored under each key
+	aliases       map[anonymize.Pseudonym]alias          // old-key pseudonyms of re-keyed people
+	aliasesOf     map[uint32][]anonymize.Pseudonym       // the aliases of each ordinal (derived from aliases)
+	links         map[uint32][]LinkedPseudonym           // every pseudonym of each linked person (linkgraph.go)
+	caps          map[string]*capState                   // frequency caps (caps.go)
 	nextCapID     uint32
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states

@@ -215,7 +215,6 @@ func TestAttackLinkPseudonymsOldKeySlotOutlivesItsKey(t *testing.T) {
 	require.False(t, stillThere && len(r.Segments) == 0, "Forget(email) erased nothing: the old-key slot is still stored, in runners=%v", e.In(ph, "runners"))
 }
 
-
 // attackKeys are the keys random workloads rotate through, in order.
 func attackKeys(t testing.TB) []anonymize.Key {
 	var ks []anonymize.Key

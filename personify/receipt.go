@@ -46,8 +46,8 @@ type Receipt struct {
 	Suppressions int `json:"suppressions"`
 	// Counters counts the frequency counters removed (version 3).
 	Counters   int                   `json:"counters"`
-	DoNotReAdd   bool                  `json:"do_not_re_add"`
-	Key          anonymize.Fingerprint `json:"key"` // the current key when erased
+	DoNotReAdd bool                  `json:"do_not_re_add"`
+	Key        anonymize.Fingerprint `json:"key"` // the current key when erased
 	// ErasedAt is when the person vanished from every lookup; DurableAt when
 	// the erasure was recorded durably; PurgeBy the deadline by which no
 	// file or row holds the person any more (Engine.Purged says whether
