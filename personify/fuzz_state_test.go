@@ -2,6 +2,7 @@ package personify
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,6 +64,20 @@ func fuzzPopulate(t testing.TB, e *Engine, do func(func() error) error) {
 		func() error { return e.Link(person(7), person(8)) }, // two people merge
 		func() error { return e.Link(person(9), device(6)) }, // the device moves
 		func() error { return e.Unlink(userID(6)) },
+		func() error {
+			return e.DefineCap(Cap{Name: "daily", Purpose: "ads", Max: 3, Window: Window{Kind: Calendar, Period: Day, TimeZone: "Europe/Berlin"}})
+		},
+		func() error {
+			return e.DefineCap(Cap{Name: "hourly", Purpose: "ads", Max: 2, Window: Window{Kind: Rolling, Length: time.Hour}})
+		},
+		func() error {
+			for i := range 12 {
+				p, _ := e.Pseudonym(person(i))
+				e.Allow(p, "daily")
+				e.Allow(p, "hourly")
+			}
+			return e.FlushCounts(context.Background())
+		},
 		func() error { return e.RotateKey(mustKey(t, fuzzKey2), 24*time.Hour) },
 		func() error { return e.Add("runners", people(35, 45)...) }, // some re-keyed, some new under the new key
 	} {
