@@ -44,6 +44,7 @@ func BenchmarkIn(b *testing.B) { theSuite(b).In(b) }
 // In/linked and Segments/linked.
 func BenchmarkInLinked(b *testing.B)       { theSuite(b).InLinked(b) }
 func BenchmarkSegmentsLinked(b *testing.B) { theSuite(b).SegmentsLinked(b) }
+func BenchmarkAllow(b *testing.B)          { theSuite(b).Allow(b) }
 func BenchmarkSegments(b *testing.B)       { theSuite(b).Segments(b) }
 func BenchmarkMapUint64(b *testing.B)      { theSuite(b).MapUint64(b) }
 func BenchmarkRoaringLoop(b *testing.B)    { theSuite(b).RoaringLoop(b) }
@@ -75,6 +76,8 @@ func BenchmarkRedis(b *testing.B) {
 	s := theSuite(b)
 	b.Run("SISMEMBER", s.RedisSIsMember)
 	b.Run("SISMEMBER-pipelined=16", s.RedisPipelined)
+	b.Run("INCR+EXPIRE", s.RedisIncrExpire)
+	b.Run("INCR+EXPIRE-pipelined=16", s.RedisIncrExpirePipelined)
 }
 
 // TestMain stops the Redis server the benchmarks may have started.

@@ -34,6 +34,11 @@ type Suite struct {
 	writerOnce sync.Once
 	writerErr  error
 
+	capOnce, redisCapOnce sync.Once
+	capMem                CapMemory
+	capErr                error
+	redisCap              [][]byte
+
 	linkOnce sync.Once
 	linked   []anonymize.Pseudonym
 	linkErr  error

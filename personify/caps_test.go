@@ -163,6 +163,8 @@ func TestCapConcurrentCallersNeverExceedIt(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, int64(50), ok.Load())
+	assert.False(t, e.AllowAt(p, "c", e.clock.Now()))
+	assert.True(t, e.AllowAt(p, "c", e.clock.Now().Add(2*time.Hour)), "AllowAt counts at the time given")
 	assert.Zero(t, testing.AllocsPerRun(200, func() { e.Allow(p, "c") }))
 }
 

@@ -214,6 +214,9 @@ func benchmarks(s *bench.Suite) []benchmark {
 		{"RoaringLoop", s.RoaringLoop},
 		{"Redis/SISMEMBER", s.RedisSIsMember},
 		{"Redis/SISMEMBER-pipelined=16", s.RedisPipelined},
+		{"Allow", s.Allow},
+		{"Redis/INCR+EXPIRE", s.RedisIncrExpire},
+		{"Redis/INCR+EXPIRE-pipelined=16", s.RedisIncrExpirePipelined},
 		{"Pseudonym/engine", s.Pseudonym},
 		{"Pseudonym/hasher=siphash", s.Hasher(anonymize.SipHash)},
 		{"Pseudonym/hasher=xxhash", s.Hasher(anonymize.XXHash)},
@@ -235,6 +238,8 @@ type memory struct {
 	engineHeap, engineStats, mapHeap, emailHeap, roaringHeap uint64
 	redis                                                    int64
 	engineBuild                                              time.Duration
+	capPairs                                                 int
+	capHeap                                                  uint64
 }
 
 // buildAll builds the components the selected benchmarks need, one at a
@@ -248,6 +253,14 @@ func buildAll(s *bench.Suite, filter *regexp.Regexp) memory {
 		fail(err)
 	}
 	m.engineHeap, m.engineStats, m.engineBuild = e.HeapBytes, e.Value.Stats().MemoryBytes, e.Took
+	if want("Allow") {
+		fmt.Print(", a frequency cap (one impression for each probed person)")
+		c, err := s.Capped()
+		if err != nil {
+			fail(err)
+		}
+		m.capPairs, m.capHeap = c.Pairs, c.HeapBytes
+	}
 	if want("In/linked") || want("Segments/linked") {
 		fmt.Print(", links (a device ID for each probed person)")
 		if _, err := s.Linked(); err != nil {

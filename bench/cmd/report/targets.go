@@ -56,6 +56,12 @@ func targets(w *bench.Workload, m memory, r map[string]*result) []target {
 			allocs("In/linked"), allocs("Segments/linked")),
 		inL/in <= 1.2 && segL/seg <= 1.2 && allocs("In/linked") == 0 && allocs("Segments/linked") == 0,
 		has("In", "In/linked", "Segments", "Segments/linked")})
+	al, ri, rp := ns("Allow"), ns("Redis/INCR+EXPIRE"), ns("Redis/INCR+EXPIRE-pipelined=16")
+	perPair := float64(m.capHeap) / float64(max(m.capPairs, 1))
+	add(target{"frequency cap Allow(p, cap), counting", "<= 2x map lookup, 0 allocs; faster than Redis INCR+EXPIRE",
+		fmt.Sprintf("%.2fx map (%s), %d allocs; Redis INCR+EXPIRE %.0fx slower (%s), pipelined %.0fx (%s); %.1f B per counted (person, cap) over %d",
+			al/mp, formatNs(al), allocs("Allow"), ri/al, formatNs(ri), rp/al, formatNs(rp), perPair, m.capPairs),
+		al/mp <= 2 && allocs("Allow") == 0 && ri > al && rp > al, has("Allow", "MapUint64", "Redis/INCR+EXPIRE", "Redis/INCR+EXPIRE-pipelined=16")})
 	ps := ns("Pseudonym/engine")
 	add(target{"Pseudonym(Email), default hasher", "<= 60 ns including normalization, 0 allocs",
 		fmt.Sprintf("%s, %d allocs", formatNs(ps), allocs("Pseudonym/engine")), ps <= 60 && allocs("Pseudonym/engine") == 0,

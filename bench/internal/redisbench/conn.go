@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 )
 
@@ -224,4 +225,71 @@ func (c *Conn) simple(cmd []byte, name, want string) error {
 		return c.fail(fmt.Errorf("redisbench: %s: reply %q, want %q", name, truncate(got), want))
 	}
 	return nil
+}
+
+var (
+	cmdIncr   = []byte("*2\r\n$4\r\nINCR\r\n")
+	cmdExpire = []byte("*3\r\n$6\r\nEXPIRE\r\n")
+)
+
+// IncrExpire is the usual server-side frequency counter: INCR key, then
+// EXPIRE key seconds (the counter's window), both sent in one write, the
+// two replies read; it returns the count after the increment.
+func (c *Conn) IncrExpire(key []byte, seconds int) (int64, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.writeIncrExpire(key, seconds)
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
+	return c.readIncrExpire()
+}
+
+// IncrExpirePipelined sends IncrExpire for every key in one write and
+// stores the counts in out. It panics if keys and out differ in length.
+func (c *Conn) IncrExpirePipelined(keys [][]byte, seconds int, out []int64) error {
+	if len(keys) != len(out) {
+		panic(fmt.Sprintf("redisbench: IncrExpirePipelined: %d keys and %d results", len(keys), len(out)))
+	}
+	if c.err != nil {
+		return c.err
+	}
+	for _, k := range keys {
+		c.writeIncrExpire(k, seconds)
+	}
+	if err := c.flush(); err != nil {
+		return err
+	}
+	var first error
+	for i := range out {
+		n, err := c.readIncrExpire()
+		if err != nil {
+			if c.err != nil {
+				return err
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		out[i] = n
+	}
+	return first
+}
+
+func (c *Conn) writeIncrExpire(key []byte, seconds int) {
+	c.w.Write(cmdIncr)
+	c.writeBulk(key)
+	c.w.Write(cmdExpire)
+	c.writeBulk(key)
+	var num [20]byte // not c.num: writeBulk writes the length there
+	c.writeBulk(strconv.AppendInt(num[:0], int64(seconds), 10))
+}
+
+func (c *Conn) readIncrExpire() (int64, error) {
+	n, err := c.readInt("INCR")
+	if _, eerr := c.readInt("EXPIRE"); err == nil {
+		err = eerr
+	}
+	return n, err
 }

@@ -202,3 +202,17 @@ func TestDialRefused(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "redisbench: dial: ")
 }
+
+func TestIncrExpire(t *testing.T) {
+	c := testConn(t)
+	key, other := testKey(t, "cap-p"), testKey(t, "cap-q")
+	for want := int64(1); want <= 3; want++ {
+		n, err := c.IncrExpire(key, 86400)
+		require.NoError(t, err)
+		require.Equal(t, want, n)
+	}
+	out := make([]int64, 3)
+	require.NoError(t, c.IncrExpirePipelined([][]byte{key, other, key}, 60, out))
+	require.Equal(t, []int64{4, 1, 5}, out)
+	assert.Equal(t, ":60\r\n", do(t, c, "TTL", string(key)))
+}
