@@ -32,11 +32,16 @@ func (s *Suite) Close() error {
 	if s.snapDir != "" {
 		os.RemoveAll(s.snapDir)
 	}
+	var err error
+	if s.redisCtr != nil {
+		s.redisCtr.Close()
+		err = s.redisCtrSrv.Close()
+	}
 	if s.redis != nil {
 		s.redis.Conn.Close()
-		return s.redis.Server.Close()
+		err = errors.Join(err, s.redis.Server.Close())
 	}
-	return nil
+	return err
 }
 
 func startRedis(w *Workload) (*RedisBaseline, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/bench/internal/redisbench"
 	"github.com/personify-go/personify/personify"
 )
 
@@ -34,10 +35,13 @@ type Suite struct {
 	writerOnce sync.Once
 	writerErr  error
 
-	capOnce, redisCapOnce sync.Once
-	capMem                CapMemory
-	capErr                error
-	redisCap              [][]byte
+	capOnce, redisCapOnce, redisCtrOnce sync.Once
+	redisCtrSrv                         *redisbench.Server
+	redisCtr                            *redisbench.Conn
+	redisCtrErr                         error
+	capMem                              CapMemory
+	capErr                              error
+	redisCap                            [][]byte
 
 	linkOnce sync.Once
 	linked   []anonymize.Pseudonym
