@@ -15,8 +15,16 @@ import (
 
 const (
 	capShards     = 64
-	capSubWindows = 8 // a rolling window's sub-windows
+	capSubWindows = 8 // a rolling window's counts: the current sub-window and the 7 before it
+	// calendarBias keeps a calendar period's index positive for any time
+	// a change can carry (a day before 1970-01-01 in a zone west of UTC).
+	calendarBias = 16
 )
+
+// rollingSub is the sub-window of a rolling window of length d: d/7, so
+// that the seven full sub-windows before the current one span the window,
+// and an impression counts for between d and 8/7 d.
+func rollingSub(d time.Duration) int64 { return int64(d+capSubWindows-2) / (capSubWindows - 1) }
 
 // capWord is one person's count. Rolling: counts holds the impressions of
 // the eight sub-windows (one byte each, by sub-window index mod 8) and
@@ -97,13 +105,21 @@ func (c *capState) period(at int64) uint32 {
 		days := civilDays(y, m, d)
 		switch c.Window.Period {
 		case Week:
-			return uint32((days + 3) / 7) // 1970-01-01 was a Thursday
+			return uint32(floorDiv(days+3, 7) + calendarBias) // 1970-01-01 was a Thursday
 		case Month:
-			return uint32((y-1970)*12 + int(m) - 1)
+			return uint32(int64((y-1970)*12+int(m)-1) + calendarBias)
 		}
-		return uint32(days)
+		return uint32(days + calendarBias)
 	}
 	return 0
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
 }
 
 // civilDays is the number of days from 1970-01-01 to y-m-d in the
@@ -129,20 +145,7 @@ func civilDays(y int, m time.Month, d int) int64 {
 func (c *capState) advance(w capWord, at int64) capWord {
 	switch c.Window.Kind {
 	case Rolling:
-		cur := c.period(at)
-		age := int32(cur - w.last)
-		switch {
-		case age <= 0:
-		case age >= capSubWindows:
-			w.counts = 0
-		default:
-			for k := w.last + 1; k != cur+1; k++ {
-				w.counts &^= 0xff << (8 * (k % capSubWindows))
-			}
-		}
-		if age > 0 {
-			w.last = cur
-		}
+		w = shiftTo(w, c.period(at))
 	case Calendar:
 		if cur := c.period(at); cur != w.last {
 			if int32(cur-w.last) > 0 {
@@ -151,6 +154,52 @@ func (c *capState) advance(w capWord, at int64) capWord {
 		}
 	}
 	return w
+}
+
+// shiftTo moves a rolling word's newest sub-window forward to cur,
+// emptying the sub-windows that leave the count.
+func shiftTo(w capWord, cur uint32) capWord {
+	age := int32(cur - w.last)
+	switch {
+	case age <= 0:
+		return w
+	case age >= capSubWindows:
+		w.counts = 0
+	default:
+		for k := w.last + 1; k != cur+1; k++ {
+			w.counts &^= 0xff << (8 * (k % capSubWindows))
+		}
+	}
+	w.last = cur
+	return w
+}
+
+// combine is the word of a person made of two (Link merged them): the
+// impressions of both, in one window.
+func (c *capState) combine(a, b capWord) capWord {
+	switch c.Window.Kind {
+	case Rolling:
+		last := a.last
+		if int32(b.last-a.last) > 0 {
+			last = b.last
+		}
+		a, b = shiftTo(a, last), shiftTo(b, last)
+		for k := range capSubWindows {
+			shift := 8 * uint(k)
+			n := min(a.counts>>shift&0xff+b.counts>>shift&0xff, 0xff)
+			a.counts = a.counts&^(0xff<<shift) | n<<shift
+		}
+		return a
+	case Calendar:
+		switch d := int32(b.last - a.last); {
+		case d > 0:
+			return b
+		case d < 0:
+			return a
+		}
+	}
+	a.counts = min(a.counts+b.counts, 1<<32-1)
+	return a
 }
 
 // total is the count in the window w was advanced to.
@@ -200,16 +249,17 @@ func (c *capState) add(w capWord, at int64) capWord {
 func (c *capState) windowEnd(w capWord) time.Time {
 	switch c.Window.Kind {
 	case Rolling:
-		return time.Unix(0, (int64(w.last)+1)*c.sub+int64(c.Window.Length)).UTC()
-	case Calendar:
+		return time.Unix(0, (int64(w.last)+capSubWindows)*c.sub).UTC() // when the newest sub-window leaves the count
+	case Calendar: // the start of the next period, computed as a date (a missing local midnight is Go's to resolve)
+		next := int64(w.last) - calendarBias + 1
 		var start time.Time
 		switch c.Window.Period {
 		case Day:
-			start = civilDate(int64(w.last), c.loc).AddDate(0, 0, 1)
+			start = civilDate(next, c.loc)
 		case Week:
-			start = civilDate(int64(w.last)*7-3, c.loc).AddDate(0, 0, 7)
+			start = civilDate(next*7-3, c.loc)
 		case Month:
-			start = time.Date(1970+int(w.last)/12, time.Month(int(w.last)%12+1), 1, 0, 0, 0, 0, c.loc).AddDate(0, 1, 0)
+			start = time.Date(1970+int(floorDiv(next, 12)), time.Month(next-12*floorDiv(next, 12)+1), 1, 0, 0, 0, 0, c.loc)
 		}
 		return start.UTC()
 	}

@@ -20,6 +20,16 @@ import (
 // DefaultCapFlush is Options.CapFlush's default.
 const DefaultCapFlush = time.Second
 
+// capFlight is a batch on its way to the log or journal, guarded by the
+// engine's mu. An erasure, a withdrawal or a suppression that drops a
+// person's counters while their impressions are in flight moves those to
+// redo: when the batch comes back as this engine's own, they are counted
+// by the rule every other replica (and a replay) applies to them, so that
+// all agree.
+type capFlight struct {
+	imps, redo []impression
+}
+
 // capFlusher logs the counted impressions of a durable or fleet engine.
 type capFlusher struct {
 	every time.Duration
@@ -93,7 +103,14 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 		}
 		for len(imps) > 0 {
 			n := min(len(imps), maxImpressionsPerChange)
-			if _, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: imps[:n], self: true}); err != nil {
+			e.mu.Lock()
+			c.flight.imps, c.flight.redo = slices.Clone(imps[:n]), nil
+			e.mu.Unlock()
+			_, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: imps[:n], self: true})
+			e.mu.Lock()
+			c.flight.imps, c.flight.redo = nil, nil
+			e.mu.Unlock()
+			if err != nil {
 				return err
 			}
 			imps = imps[n:]
@@ -122,17 +139,18 @@ func (e *Engine) capList() []*capState {
 // An impression of someone no longer stored, or whom the purpose may no
 // longer use, is not counted.
 func (e *Engine) applyImpressions(o *op) (opResult, error) {
-	if o.self {
-		return opResult{}, nil
-	}
-	e.mu.RLock()
-	defer e.mu.RUnlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	c := e.caps[o.name]
 	if c == nil {
 		return opResult{}, nil // dropped since: nothing to count
 	}
+	imps := o.imps
+	if o.self { // counted when they happened, but for those dropped in flight
+		imps, c.flight.imps, c.flight.redo = c.flight.redo, nil, nil
+	}
 	n := 0
-	for _, im := range o.imps {
+	for _, im := range imps {
 		ord, _, ok := e.resolveLocked(im.p)
 		if !ok || !e.allowsLocked(c.purpose, ord, false) {
 			continue
@@ -166,6 +184,13 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
 			n++
 		}
 		sh.mu.Unlock()
+		c.flight.imps = slices.DeleteFunc(c.flight.imps, func(im impression) bool {
+			if o, _, ok := e.resolveLocked(im.p); ok && o == ord {
+				c.flight.redo = append(c.flight.redo, im)
+				return true
+			}
+			return false
+		})
 		for i := range c.counts.shards { // pending impressions are by pseudonym: any shard
 			s := &c.counts.shards[i]
 			s.mu.Lock()
@@ -177,6 +202,29 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
 		}
 	}
 	return n
+}
+
+// mergeCountsLocked folds person src's counters into person dst's (Link
+// joined them). Caller holds mu.
+func (e *Engine) mergeCountsLocked(dst, src uint32) {
+	for _, c := range e.caps {
+		a, b := &c.counts.shards[dst%capShards], &c.counts.shards[src%capShards]
+		a.mu.Lock()
+		if b != a {
+			b.mu.Lock()
+		}
+		if ws, ok := b.m[src]; ok {
+			if wd, ok := a.m[dst]; ok {
+				ws = c.combine(wd, ws)
+			}
+			delete(b.m, src)
+			a.m[dst] = ws
+		}
+		if b != a {
+			b.mu.Unlock()
+		}
+		a.mu.Unlock()
+	}
 }
 
 // expireCountsLocked drops the counters whose window has passed. Caller

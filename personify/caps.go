@@ -111,11 +111,15 @@ type Cap struct {
 // TimeZone (an IANA name such as "Europe/Berlin"; empty: UTC), or
 // Lifetime.
 //
-// A rolling window is counted in eight sub-windows of Length/8, and an
-// impression counts until the end of its sub-window plus Length: for
-// between Length and 9/8 Length. So a cap is never exceeded within any
-// window of Length, and it lets the person see the next impression at most
-// Length/8 later than an exact sliding log would.
+// A rolling window is counted in sub-windows of Length/7, and an
+// impression counts until seven full sub-windows after its own have
+// passed: for between Length and 8/7 Length. So a cap is never exceeded
+// within any window of Length, and it lets the person see the next
+// impression at most Length/7 later than an exact sliding log would.
+// TimeZone names an IANA zone as Area/Location ("Europe/Berlin") or "UTC";
+// it loads from the machine's time-zone database, or from the copy
+// embedded in the library where the machine has none (replicas of a fleet
+// should run with the same database).
 //
 // The zero Window is not valid. A Window is a plain value, safe for
 // concurrent reads.
@@ -134,6 +138,7 @@ type capState struct {
 	loc     *time.Location // calendar
 	sub     int64          // rolling: sub-window length, ns
 	counts  *capTable      // shared by the copies lock-free callers read
+	flight  *capFlight     // the batch being logged (FlushCounts), shared by the copies
 
 	// Set on the copies publishCapsLocked makes for lock-free callers.
 	bit   uint8
@@ -166,7 +171,7 @@ func checkCap(c Cap) (*time.Location, error) {
 			return nil, fmt.Errorf("%w: cap %q: a calendar window needs a Period (Day, Week or Month), and no Length", ErrInvalidDefinition, c.Name)
 		}
 		loc, err := time.LoadLocation(w.TimeZone)
-		if err != nil || w.TimeZone == "Local" {
+		if err != nil || !ianaZoneName(w.TimeZone) {
 			return nil, fmt.Errorf("%w: cap %q: TimeZone is not an IANA time zone name (such as \"Europe/Berlin\")", ErrInvalidDefinition, c.Name)
 		}
 		return loc, nil
@@ -178,6 +183,25 @@ func checkCap(c Cap) (*time.Location, error) {
 		return nil, fmt.Errorf("%w: cap %q: Window.Kind must be Rolling, Calendar or Lifetime", ErrInvalidDefinition, c.Name)
 	}
 	return nil, nil
+}
+
+// ianaZoneName reports whether name is a time zone every machine knows
+// alike: empty or "UTC", or Area/Location in one of the IANA database's
+// areas (not "Local", "localtime", "posixrules", "posix/..." or
+// "right/...", which depend on the machine's files).
+func ianaZoneName(name string) bool {
+	if name == "" || name == "UTC" {
+		return true
+	}
+	area, _, ok := strings.Cut(name, "/")
+	if !ok {
+		return false
+	}
+	switch area {
+	case "Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", "Australia", "Europe", "Indian", "Pacific", "Etc":
+		return true
+	}
+	return false
 }
 
 // DefineCap defines a frequency cap, or redefines one: a redefinition
@@ -232,9 +256,9 @@ func (e *Engine) applyDefineCap(o *op) (opResult, error) {
 	if old == nil && len(e.caps) >= MaxCaps {
 		return opResult{}, fmt.Errorf("%w: cap %q: an engine holds at most %d caps", ErrInvalidDefinition, c.Name, MaxCaps)
 	}
-	st := &capState{Cap: c, purpose: ps, loc: loc, counts: newCapTable(e.capFlush != nil)}
+	st := &capState{Cap: c, purpose: ps, loc: loc, counts: newCapTable(e.capFlush != nil), flight: &capFlight{}}
 	if c.Window.Kind == Rolling {
-		st.sub = int64(c.Window.Length / capSubWindows)
+		st.sub = rollingSub(c.Window.Length)
 	}
 	if old != nil {
 		st.id = old.id

@@ -36,18 +36,18 @@ func allowN(e *Engine, p anonymize.Pseudonym, cap string, n int) int {
 
 func TestCapRollingWindowAtItsEdges(t *testing.T) {
 	e := capEngine(t)
-	require.NoError(t, e.DefineCap(Cap{Name: "promo", Purpose: "ads", Max: 3, Window: Window{Kind: Rolling, Length: 8 * time.Hour}}))
+	require.NoError(t, e.DefineCap(Cap{Name: "promo", Purpose: "ads", Max: 3, Window: Window{Kind: Rolling, Length: 7 * time.Hour}}))
 	p := e.mustPseudonym(t, person(1))
 	assert.True(t, e.CanShow(p, "promo"))
 	assert.Equal(t, 3, allowN(e.Engine, p, "promo", 5), "at most Max per window")
 	assert.False(t, e.CanShow(p, "promo"))
 	assert.True(t, e.Allow(e.mustPseudonym(t, person(2)), "promo"), "per person")
 
-	// 8 hours after: not yet (the impressions count until the end of their
-	// one-hour sub-window plus the window), never early.
-	e.clock.Advance(8*time.Hour - time.Nanosecond)
-	assert.False(t, e.Allow(p, "promo"), "never exceeded within any 8 hours")
-	e.clock.Advance(time.Hour + time.Nanosecond) // past 9/8 of the window
+	// 7 hours after: not yet (an impression counts until seven full
+	// one-hour sub-windows after its own have passed), never early.
+	e.clock.Advance(7*time.Hour - time.Nanosecond)
+	assert.False(t, e.Allow(p, "promo"), "never exceeded within any 7 hours")
+	e.clock.Advance(time.Hour + time.Nanosecond) // 8/7 of the window
 	assert.Equal(t, 3, allowN(e.Engine, p, "promo", 4))
 
 	// A sliding window: impressions spread out leave one by one.
@@ -57,7 +57,7 @@ func TestCapRollingWindowAtItsEdges(t *testing.T) {
 		e.clock.Advance(2 * time.Hour)
 	}
 	assert.False(t, e.Allow(q, "promo"))
-	e.clock.Advance(3 * time.Hour) // the first is 11 hours old
+	e.clock.Advance(3 * time.Hour) // the first is 9 hours old, the others 7 and 5
 	assert.True(t, e.Allow(q, "promo"))
 	assert.False(t, e.Allow(q, "promo"))
 
@@ -69,7 +69,7 @@ func TestCapRollingWindowAtItsEdges(t *testing.T) {
 	rep, err := e.Explain(person(4))
 	require.NoError(t, err)
 	require.Len(t, rep.Caps, 1)
-	assert.Equal(t, CapReport{Cap: "promo", Purpose: "ads", Count: 5, Max: 3, WindowEnd: e.clock.Now().Truncate(time.Hour).Add(9 * time.Hour)}, rep.Caps[0])
+	assert.Equal(t, CapReport{Cap: "promo", Purpose: "ads", Count: 5, Max: 3, WindowEnd: e.clock.Now().Truncate(time.Hour).Add(8 * time.Hour)}, rep.Caps[0])
 }
 
 func TestCapCalendarDayAcrossDST(t *testing.T) {

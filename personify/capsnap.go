@@ -125,9 +125,9 @@ func (st *state) buildCaps(sets map[string]*segment.Section) error {
 			return fmt.Errorf("cap %d is not valid", i)
 		}
 		ids[sc.ID] = true
-		c := &capState{Cap: sc.Cap, id: sc.ID, purpose: ps, loc: loc, counts: newCapTable(false)}
+		c := &capState{Cap: sc.Cap, id: sc.ID, purpose: ps, loc: loc, counts: newCapTable(false), flight: &capFlight{}}
 		if c.Window.Kind == Rolling {
-			c.sub = int64(c.Window.Length / capSubWindows)
+			c.sub = rollingSub(c.Window.Length)
 		}
 		sec, ok := sets["caps/"+strconv.FormatUint(uint64(sc.ID), 10)]
 		if !ok {

@@ -301,6 +301,7 @@ func (e *Engine) mergeLocked(dst, src uint32, one LinkedPseudonym) {
 		e.links[dst] = insertLinked(e.links[dst], s)
 	}
 	delete(e.links, src)
+	e.mergeCountsLocked(dst, src)
 	e.live.Remove(src)
 	e.dir.Release(src) // its slots stay, as dst's, until rebuilt
 	e.forgets.Add(1)   // audiences built before list src's pseudonym

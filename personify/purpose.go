@@ -104,6 +104,7 @@ func (e *Engine) applyDefinePurpose(o *op) (opResult, error) {
 		e.purposeByBit = append(e.purposeByBit, ps)
 	}
 	e.publishLocked()
+	e.publishCapsLocked() // the caps' copies of the consent model
 	e.event("define_purpose", slog.String("purpose", p.Name), slog.String("model", p.Model.String()))
 	return opResult{}, nil
 }

@@ -1,0 +1,296 @@
+package personify
+
+import (
+	"bytes"
+	"context"
+	"github.com/personify-go/personify/anonymize"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A rolling cap must never let more than Max through within any window of
+// Length (README: "the cap is never exceeded within any window of that
+// length"). An impression at the end of its sub-window is dropped when the
+// clock enters the sub-window 8 later, only 7/8 Length + epsilon later.
+func TestCapAttackRollingExceededWithinWindow(t *testing.T) {
+	e := capEngine(t)
+	require.NoError(t, e.DefineCap(Cap{Name: "promo", Purpose: "ads", Max: 1, Window: Window{Kind: Rolling, Length: 8 * time.Hour}}))
+	p := e.mustPseudonym(t, person(1))
+	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // a sub-window (1 h) start
+	first := base.Add(59 * time.Minute)
+	require.True(t, e.AllowAt(p, "promo", first))
+	second := base.Add(8*time.Hour + time.Minute) // 7h02m after the first
+	require.Less(t, second.Sub(first), 8*time.Hour)
+	assert.False(t, e.AllowAt(p, "promo", second), "two impressions within %v of an 8h window", second.Sub(first))
+
+	// windowEnd claims the impression counts until sub end + Length = 9h after base.
+	q := e.mustPseudonym(t, person(2))
+	require.True(t, e.AllowAt(q, "promo", first))
+	e.clock.t = first
+	rep, err := e.Explain(person(2))
+	require.NoError(t, err)
+	require.Len(t, rep.Caps, 1)
+	end := rep.Caps[0].WindowEnd
+	// Just before the reported end, the cap must still hold.
+	assert.False(t, e.AllowAt(q, "promo", end.Add(-time.Minute)), "Explain says the impression counts until %v", end)
+}
+
+// Merging two stored people (Link of two emails each stored on its own)
+// releases the source ordinal but leaves its counters: the merged person
+// loses them (cap exceeded) and the next new person given that ordinal
+// inherits them.
+func TestCapAttackLinkMergeLeaksCounters(t *testing.T) {
+	e := capEngine(t)
+	require.NoError(t, e.DefineCap(Cap{Name: "once", Purpose: "ads", Max: 1, Window: Window{Kind: Lifetime}}))
+	p1, p2 := e.mustPseudonym(t, person(1)), e.mustPseudonym(t, person(2))
+	require.True(t, e.Allow(p1, "once"))
+	require.True(t, e.Allow(p2, "once"))
+	require.NoError(t, e.Link(person(1), person(2)))
+	assert.Equal(t, 1, capWords(e.Engine, "once"), "one person now: one counter")
+	// a new person, who was never shown anything
+	require.NoError(t, e.Add("runners", person(100)))
+	p100 := e.mustPseudonym(t, person(100))
+	assert.True(t, e.Allow(p100, "once"), "a new person inherits the counter of a merged-away ordinal")
+}
+
+// A calendar day cap in a zone west of UTC at the earliest time AllowAt
+// takes (the Unix epoch, 1969-12-31 there): the period index wraps to
+// 2^32-1, the fresh word's last 0 is "newer", and add counts nothing:
+// Allow says yes forever.
+func TestCapAttackCalendarBeforeLocalEpoch(t *testing.T) {
+	e := capEngine(t)
+	require.NoError(t, e.DefineCap(Cap{Name: "daily", Purpose: "ads", Max: 1, Window: Window{Kind: Calendar, Period: Day, TimeZone: "America/New_York"}}))
+	p := e.mustPseudonym(t, person(1))
+	at := time.Unix(3600, 0)
+	n := 0
+	for range 5 {
+		if e.AllowAt(p, "daily", at) {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n, "Max 1 per day")
+}
+
+// A day whose midnight does not exist (America/Havana springs forward at
+// 00:00): windowEnd is computed from the normalized 01:00 start plus a day,
+// one hour past the day's real end.
+func TestCapAttackCalendarWindowEndMissingMidnight(t *testing.T) {
+	e := capEngine(t)
+	require.NoError(t, e.DefineCap(Cap{Name: "daily", Purpose: "ads", Max: 1, Window: Window{Kind: Calendar, Period: Day, TimeZone: "America/Havana"}}))
+	loc, err := time.LoadLocation("America/Havana")
+	require.NoError(t, err)
+	at := time.Date(2024, 3, 10, 12, 0, 0, 0, loc) // DST began 2024-03-10 00:00 -> 01:00
+	e.clock.t = at
+	p := e.mustPseudonym(t, person(1))
+	require.True(t, e.Allow(p, "daily"))
+	rep, err := e.Explain(person(1))
+	require.NoError(t, err)
+	require.Len(t, rep.Caps, 1)
+	want := time.Date(2024, 3, 11, 0, 0, 0, 0, loc)
+	assert.True(t, want.Equal(rep.Caps[0].WindowEnd), "window end %v, want %v", rep.Caps[0].WindowEnd.In(loc), want)
+	// and the cap itself: at 00:30 on the 11th it's a new day
+	assert.True(t, e.AllowAt(p, "daily", time.Date(2024, 3, 11, 0, 30, 0, 0, loc)))
+}
+
+// After a merge the released ordinal's counter is still in the table; a
+// snapshot writes it and buildCaps refuses counters of an ordinal that is
+// not live: the engine's own snapshot does not load.
+func TestCapAttackLinkMergeSnapshotUnloadable(t *testing.T) {
+	e := capEngine(t)
+	require.NoError(t, e.DefineCap(Cap{Name: "once", Purpose: "ads", Max: 1, Window: Window{Kind: Lifetime}}))
+	require.True(t, e.Allow(e.mustPseudonym(t, person(1)), "once"))
+	require.True(t, e.Allow(e.mustPseudonym(t, person(2)), "once"))
+	require.NoError(t, e.Link(person(1), person(2)))
+	var buf bytes.Buffer
+	_, err := e.WriteSnapshot(&buf)
+	require.NoError(t, err)
+	f := newTestEngine(t)
+	require.NoError(t, f.LoadSnapshot(bytes.NewReader(buf.Bytes())), "an engine's own snapshot must load")
+}
+
+// Durable: the same merge, then Compact and reopen.
+func TestCapAttackLinkMergeDurableReopen(t *testing.T) {
+	d := newDurableEnv(t)
+	d.opts.CapFlush = time.Hour
+	e := d.open(t)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	require.NoError(t, e.Add("runners", people(1, 4)...))
+	require.NoError(t, e.DefineCap(Cap{Name: "once", Purpose: "ads", Max: 1, Window: Window{Kind: Lifetime}}))
+	require.True(t, e.Allow(e.mustPseudonym(t, person(1)), "once"))
+	require.True(t, e.Allow(e.mustPseudonym(t, person(2)), "once"))
+	require.NoError(t, e.FlushCounts(context.Background()))
+	require.NoError(t, e.Link(person(1), person(2)))
+	require.NoError(t, e.Compact())
+	require.NoError(t, e.Close())
+	e2, err := Open(d.dir, durable(d.opts, DurableOptions{MaintenanceInterval: -1}))
+	require.NoError(t, err, "reopen after a merge and Compact")
+	e2.Close()
+}
+
+// gatedFollow is memJournal.follow that delivers only up to *limit.
+func gatedFollow(t *testing.T, j *memJournal, e *Engine, limit *atomic.Uint64, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		j.mu.Lock()
+		n := uint64(len(j.log))
+		j.mu.Unlock()
+		if n <= e.Applied() || e.Applied() >= limit.Load() {
+			time.Sleep(100 * time.Microsecond)
+			continue
+		}
+		next := e.Applied() + 1
+		j.mu.Lock()
+		change := j.log[next-1]
+		j.mu.Unlock()
+		if err := e.Apply(next, change); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+// Replica a counts p, b forgets p and re-adds them, and a's batch (taken
+// before a read the Forget) lands after both: b counts a pre-Forget
+// impression for the re-added person, a does not. The forgotten person's
+// impression resurrects, and the replicas diverge.
+func TestCapAttackReplicaForgetThenReaddResurrects(t *testing.T) {
+	j := newMemJournal()
+	clock := &fakeClock{t: t0}
+	stop := make(chan struct{})
+	var done sync.WaitGroup
+	var limit atomic.Uint64
+	limit.Store(1 << 62)
+	a, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now, CapFlush: time.Hour}, j, ReplicaOptions{})
+	require.NoError(t, err)
+	b, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now, CapFlush: time.Hour}, j, ReplicaOptions{})
+	require.NoError(t, err)
+	done.Go(func() { gatedFollow(t, j, a, &limit, stop) })
+	done.Go(func() { j.follow(t, b, stop) })
+	defer func() { close(stop); done.Wait() }()
+	require.NoError(t, a.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, a.Define(Segment{Name: "runners", Purpose: "ads"}))
+	require.NoError(t, a.Add("runners", people(1, 4)...))
+	require.NoError(t, a.DefineCap(Cap{Name: "once", Purpose: "ads", Max: 1, Window: Window{Kind: Lifetime}}))
+	caughtUp := func() {
+		last := uint64(len(j.log))
+		require.Eventually(t, func() bool { return a.Applied() == last && b.Applied() == last }, 5*time.Second, time.Millisecond)
+	}
+	caughtUp()
+	p := a.mustPseudonym(t, person(1))
+	require.True(t, a.Allow(p, "once"))
+	limit.Store(a.Applied()) // a reads nothing more for now
+	_, err = b.Forget(person(1))
+	require.NoError(t, err)
+	require.NoError(t, b.Add("runners", person(1)))
+	flushed := make(chan error, 1)
+	go func() { flushed <- a.FlushCounts(context.Background()) }()
+	require.Eventually(t, func() bool { j.mu.Lock(); defer j.mu.Unlock(); return len(j.log) == int(a.Applied())+3 }, 5*time.Second, time.Millisecond)
+	limit.Store(1 << 62)
+	require.NoError(t, <-flushed)
+	caughtUp()
+	assert.Equal(t, a.CanShow(p, "once"), b.CanShow(p, "once"), "replicas disagree on the re-added person's counter")
+	// The documented limit (README, "Frequency caps"): an impression in
+	// flight across a Forget can count for a person re-added within one
+	// CapFlush; what matters here is that every replica agrees.
+	assert.Equal(t, stateDump(t, a), stateDump(t, b))
+}
+
+// A purpose redefined from opt-out to opt-in: the lock-free callers' cap
+// copies keep optIn false (publishCapsLocked runs on DefineCap, not on
+// DefinePurpose), so Allow counts a person who never consented.
+func TestCapAttackPurposeRedefinedToOptInNotRepublished(t *testing.T) {
+	e := capEngine(t)
+	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 3, Window: Window{Kind: Lifetime}}))
+	p := e.mustPseudonym(t, person(1))
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptIn, Description: "now opt-in"}))
+	assert.False(t, e.Allow(p, "c"), "opt-in without consent: nothing shown, nothing counted")
+	assert.Zero(t, capWords(e.Engine, "c"))
+}
+
+// TimeZone "localtime" is not "Local" but is the machine's zone
+// (/usr/share/zoneinfo/localtime -> /etc/localtime on Debian): replicas on
+// machines in different zones count different days; on a machine without
+// the file (embedded tzdata only) the change is refused.
+func TestCapAttackMachineDependentTimeZone(t *testing.T) {
+	for _, tz := range []string{"localtime", "posixrules"} {
+		if _, err := time.LoadLocation(tz); err != nil {
+			continue
+		}
+		_, err := checkCap(Cap{Name: "c", Purpose: "ads", Max: 1, Window: Window{Kind: Calendar, Period: Day, TimeZone: tz}})
+		assert.Error(t, err, "TimeZone %q depends on the machine", tz)
+	}
+}
+
+// Allow from many goroutines while the caps, the people and the files
+// change underneath (run with -race); then a restart must agree with the
+// live engine.
+func TestCapAttackConcurrentChurnDurable(t *testing.T) {
+	d := newDurableEnv(t)
+	d.opts.CapFlush = 5 * time.Millisecond
+	e := d.open(t)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	require.NoError(t, e.Add("runners", people(1, 40)...))
+	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 5, Window: Window{Kind: Rolling, Length: time.Hour}}))
+	require.NoError(t, e.DefineCap(Cap{Name: "d", Purpose: "ads", Max: 5, Window: Window{Kind: Calendar, Period: Week, TimeZone: "Asia/Kathmandu"}}))
+	ps := make([]anonymize.Pseudonym, 40)
+	for i := range ps {
+		ps[i] = e.mustPseudonym(t, person(i))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				e.Allow(ps[(i*7+g)%40], []string{"c", "d"}[i%2])
+				e.CanShow(ps[i%40], "d")
+			}
+		})
+	}
+	for i := range 30 {
+		switch i % 6 {
+		case 0:
+			require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 3 + i%3, Window: Window{Kind: Rolling, Length: time.Hour}}))
+		case 1:
+			_, err := e.Forget(person(i % 40))
+			require.NoError(t, err)
+			require.NoError(t, e.Add("runners", person(i%40)))
+		case 2:
+			require.NoError(t, e.SetConsent(person(i%40), "ads", i%4 == 0))
+		case 3:
+			require.NoError(t, e.Compact())
+		case 4:
+			require.NoError(t, e.FlushCounts(context.Background()))
+		case 5:
+			var buf bytes.Buffer
+			_, err := e.WriteSnapshot(&buf)
+			require.NoError(t, err)
+			require.NoError(t, e.DropCap("d"))
+			require.NoError(t, e.DefineCap(Cap{Name: "d", Purpose: "ads", Max: 5, Window: Window{Kind: Calendar, Period: Week, TimeZone: "Asia/Kathmandu"}}))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	require.NoError(t, e.FlushCounts(context.Background()))
+	want := stateDump(t, e)
+	require.NoError(t, e.Close())
+	e2 := d.open(t)
+	defer e2.Close()
+	assert.Equal(t, want, stateDump(t, e2), "a restart counts what the live engine counted")
+}
