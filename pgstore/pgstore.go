@@ -277,6 +277,13 @@ func (r *Replica) Status() Status {
 // Close stops following the journal and closes the engine and the
 // connections. Writes acknowledged before are in the database.
 func (r *Replica) Close() error {
+	if !r.closed.Load() {
+		// The impressions the frequency caps counted here reach the
+		// journal while it still takes appends.
+		ctx, cancel := context.WithTimeout(context.Background(), r.opts.WriteTimeout)
+		_ = r.replicaAPI.FlushCounts(ctx)
+		cancel()
+	}
 	r.amu.Lock() // Append checks closed under amu: no batch starts after this
 	already := r.closed.Swap(true)
 	r.amu.Unlock()
