@@ -41,7 +41,15 @@ func (a Audience) Pseudonyms() iter.Seq[anonymize.Pseudonym] {
 		check := a.e != nil && a.e.forgets.Load() != a.forgets
 		for i, p := range a.pseudonyms {
 			if check {
-				if en, ok := a.e.dir.Get(p); !ok || en.Ord() != a.ords[i] {
+				// The reader protocol (no lock); a slot mid-update is read
+				// again under the lock.
+				en, ok, stuck := a.e.dir.Tab.Load().Read(uint64(p))
+				if stuck {
+					a.e.mu.RLock()
+					en, ok = a.e.dir.Get(p)
+					a.e.mu.RUnlock()
+				}
+				if !ok || en.Ord() != a.ords[i] {
 					continue
 				}
 			}
