@@ -2,6 +2,7 @@ package personify
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
@@ -50,12 +51,12 @@ type capShard struct {
 }
 
 type capTable struct {
-	shards [capShards]capShard
-	log    bool // keep pending impressions (durable or fleet); set before the table is published
+	shards  [capShards]capShard
+	pending atomic.Int64 // impressions in the shards' pending lists, so that an erasure skips them when there are none
 }
 
-func newCapTable(log bool) *capTable {
-	t := &capTable{log: log}
+func newCapTable() *capTable {
+	t := &capTable{}
 	for i := range t.shards {
 		t.shards[i].m = map[uint32]capWord{}
 	}
@@ -77,8 +78,9 @@ func (e *Engine) count(c *capState, ord uint32, p anonymize.Pseudonym, now time.
 	if ok && mode != capCheck {
 		w = c.add(w, at)
 		sh.m[ord] = w
-		if c.counts.log {
+		if e.capFlush != nil { // durable or fleet: the impression is logged in the next batch
 			sh.pending = append(sh.pending, impression{p, at})
+			c.counts.pending.Add(1)
 		}
 	} else if had && w.counts == 0 {
 		delete(sh.m, ord) // an expired word goes as soon as it is seen
@@ -102,7 +104,9 @@ func (c *capState) period(at int64) uint32 {
 	case Calendar:
 		t := time.Unix(0, at).In(c.loc)
 		y, m, d := t.Date()
-		days := civilDays(y, m, d)
+		// The local date's day number, by the time package: noon UTC of
+		// that date, in whole days since 1970 (never negative here).
+		days := floorDiv(time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Unix(), 24*60*60)
 		switch c.Window.Period {
 		case Week:
 			return uint32(floorDiv(days+3, 7) + calendarBias) // 1970-01-01 was a Thursday
@@ -120,24 +124,6 @@ func floorDiv(a, b int64) int64 {
 		q--
 	}
 	return q
-}
-
-// civilDays is the number of days from 1970-01-01 to y-m-d in the
-// proleptic Gregorian calendar (Howard Hinnant's days_from_civil).
-func civilDays(y int, m time.Month, d int) int64 {
-	yy := int64(y)
-	if m <= 2 {
-		yy--
-	}
-	era := yy / 400
-	if yy < 0 && yy%400 != 0 {
-		era--
-	}
-	yoe := yy - era*400
-	mp := (int64(m) + 9) % 12
-	doy := (153*mp+2)/5 + int64(d) - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	return era*146097 + doe - 719468
 }
 
 // advance brings w up to time at: a rolling window's sub-windows that have
@@ -259,7 +245,7 @@ func (c *capState) windowEnd(w capWord) time.Time {
 		case Week:
 			start = civilDate(next*7-3, c.loc)
 		case Month:
-			start = time.Date(1970+int(floorDiv(next, 12)), time.Month(next-12*floorDiv(next, 12)+1), 1, 0, 0, 0, 0, c.loc)
+			start = time.Date(1970, time.Month(next+1), 1, 0, 0, 0, 0, c.loc) // Date normalizes the month
 		}
 		return start.UTC()
 	}

@@ -45,13 +45,7 @@ func (e *Engine) startCapFlusher(every time.Duration) {
 		every = DefaultCapFlush
 	}
 	f := &capFlusher{every: every, stop: make(chan struct{})}
-	e.mu.Lock()
-	e.capFlush = f
-	for _, c := range e.caps { // defined by the replay: their impressions are logged from now on
-		c.counts.log = true
-	}
-	e.publishCapsLocked()
-	e.mu.Unlock()
+	e.capFlush = f // before the engine is handed out: no caller counts yet
 	f.done.Go(func() {
 		t := time.NewTicker(every)
 		defer t.Stop()
@@ -98,6 +92,7 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 			sh := &c.counts.shards[i]
 			sh.mu.Lock()
 			imps = append(imps, sh.pending...)
+			c.counts.pending.Add(-int64(len(sh.pending)))
 			sh.pending = sh.pending[:0]
 			sh.mu.Unlock()
 		}
@@ -191,13 +186,18 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
 			}
 			return false
 		})
+		if c.counts.pending.Load() == 0 {
+			continue // nothing waits to be logged (always so in memory): no shard to scan
+		}
 		for i := range c.counts.shards { // pending impressions are by pseudonym: any shard
 			s := &c.counts.shards[i]
 			s.mu.Lock()
+			n := len(s.pending)
 			s.pending = slices.DeleteFunc(s.pending, func(im impression) bool {
 				o, _, ok := e.resolveLocked(im.p)
 				return ok && o == ord
 			})
+			c.counts.pending.Add(int64(len(s.pending) - n))
 			s.mu.Unlock()
 		}
 	}

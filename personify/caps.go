@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 	_ "time/tzdata" // calendar caps' time zones, the same on every machine of a fleet
@@ -228,13 +227,11 @@ func (e *Engine) DropCapContext(ctx context.Context, name string) error {
 
 // Caps returns the defined caps, by name.
 func (e *Engine) Caps() []Cap {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	out := make([]Cap, 0, len(e.caps))
-	for _, c := range e.caps {
-		out = append(out, c.Cap)
+	caps := e.capList()
+	out := make([]Cap, len(caps))
+	for i, c := range caps {
+		out[i] = c.Cap
 	}
-	slices.SortFunc(out, func(a, b Cap) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -256,7 +253,7 @@ func (e *Engine) applyDefineCap(o *op) (opResult, error) {
 	if old == nil && len(e.caps) >= MaxCaps {
 		return opResult{}, fmt.Errorf("%w: cap %q: an engine holds at most %d caps", ErrInvalidDefinition, c.Name, MaxCaps)
 	}
-	st := &capState{Cap: c, purpose: ps, loc: loc, counts: newCapTable(e.capFlush != nil), flight: &capFlight{}}
+	st := &capState{Cap: c, purpose: ps, loc: loc, counts: newCapTable(), flight: &capFlight{}}
 	if c.Window.Kind == Rolling {
 		st.sub = rollingSub(c.Window.Length)
 	}
@@ -364,11 +361,12 @@ func (e *Engine) capCall(p anonymize.Pseudonym, capName string, mode capMode, at
 	if !ok || !at.IsZero() && (at.Before(minChangeTime) || !at.Before(maxChangeTime)) {
 		return false // a time no change can carry (see checkTime) counts nothing
 	}
-	en, ok, stuck := e.dir.Tab.Load().Read(uint64(p))
+	t := e.dir.Tab.Load()
+	en, ok, stuck := t.Read(uint64(p))
 	if stuck || (!ok && e.hasAliases.Load()) {
 		return e.capCallLocked(p, c, mode, at)
 	}
-	if !ok || !e.allowsEntry(en, c) {
+	if !ok || !e.allowsEntry(t, en, c) {
 		return false
 	}
 	if e.gen.Load() != g {
@@ -393,11 +391,12 @@ func (e *Engine) capCallLocked(p anonymize.Pseudonym, c *capState, mode capMode,
 }
 
 // allowsEntry is the consent rule on an index entry's privacy state, for
-// the cap's purpose.
-func (e *Engine) allowsEntry(en index.Entry, c *capState) bool {
+// the cap's purpose. t is the table the entry was read from: its record
+// is in t's arena (a compaction meanwhile publishes another).
+func (e *Engine) allowsEntry(t *index.Table, en index.Entry, c *capState) bool {
 	state := en.State()
 	if en.Overflow() {
-		state = index.ViewRecord(e.dir.Tab.Load().Arena.Record(en.Ref())).State
+		state = index.ViewRecord(t.Arena.Record(en.Ref())).State
 	}
 	bit := uint64(1) << c.bit
 	optIn := c.optIn

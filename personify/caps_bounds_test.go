@@ -91,16 +91,7 @@ func TestCapsReplicaSeesImpressionsWithinTheBound(t *testing.T) {
 	}
 	const flush = 200 * time.Millisecond
 	j := newMemJournal()
-	stop := make(chan struct{})
-	var done sync.WaitGroup
-	var rs []*Engine
-	for range 2 {
-		e, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 1, CapFlush: flush}, j, ReplicaOptions{})
-		require.NoError(t, err)
-		rs = append(rs, e)
-		done.Go(func() { j.follow(t, e, stop) })
-	}
-	defer func() { close(stop); done.Wait() }()
+	rs := followedReplicas(t, j, 2, Options{Key: mustKey(t, testKeyHex), K: 1, CapFlush: flush})
 	a, b := rs[0], rs[1]
 	require.NoError(t, a.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
 	require.NoError(t, a.Define(Segment{Name: "all", Purpose: "ads"}))

@@ -307,16 +307,7 @@ func copyDir(t *testing.T, from, to string) {
 func TestCapsReplicasConvergeWithinTheFlushBound(t *testing.T) {
 	j := newMemJournal()
 	clock := &fakeClock{t: t0}
-	stop := make(chan struct{})
-	var done sync.WaitGroup
-	var rs []*Engine
-	for range 2 {
-		e, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now, CapFlush: time.Hour}, j, ReplicaOptions{})
-		require.NoError(t, err)
-		rs = append(rs, e)
-		done.Go(func() { j.follow(t, e, stop) })
-	}
-	defer func() { close(stop); done.Wait() }()
+	rs := followedReplicas(t, j, 2, Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now, CapFlush: time.Hour})
 	a, b := rs[0], rs[1]
 	require.NoError(t, a.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
 	require.NoError(t, a.Define(Segment{Name: "runners", Purpose: "ads"}))
@@ -345,4 +336,49 @@ func TestCapsReplicasConvergeWithinTheFlushBound(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, ra.Caps, rb.Caps)
 	assert.Equal(t, 3, ra.Caps[0].Count)
+}
+
+// Counters are the person's: a rotation that re-keys the person keeps
+// them (the ordinal stays), across a restart too; a person the old key's
+// end shreds takes their counters along, and nothing of them is left in
+// the snapshot.
+func TestCapsAcrossKeyRotationAndRestart(t *testing.T) {
+	d := newDurableEnv(t)
+	e := d.open(t)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	require.NoError(t, e.Add("runners", person(1), person(2)))
+	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 5, Window: Window{Kind: Lifetime}}))
+	require.Equal(t, 2, allowN(e, e.mustPseudonym(t, person(1)), "c", 2))
+	require.Equal(t, 1, allowN(e, e.mustPseudonym(t, person(2)), "c", 1))
+	require.NoError(t, e.RotateKey(mustKey(t, fuzzKey2), time.Hour))
+	require.NoError(t, e.Add("runners", person(1))) // re-keyed: same ordinal, same counters
+	p1 := e.mustPseudonym(t, person(1))
+	require.True(t, e.Allow(p1, "c"))
+	require.NoError(t, e.Close()) // the batch is logged on Close
+	d.opts.PreviousKeys = []PreviousKey{{Key: mustKey(t, testKeyHex), Until: d.clock.Now().Add(time.Hour)}}
+	d.opts.Key = mustKey(t, fuzzKey2)
+	e = d.open(t)
+	count := func(id anonymize.Identifier) int {
+		r, err := e.Explain(id)
+		require.NoError(t, err)
+		if len(r.Caps) == 0 {
+			return 0
+		}
+		return r.Caps[0].Count
+	}
+	assert.Equal(t, 3, count(person(1)), "the re-keyed person's counters survive the rotation and the restart")
+	assert.Equal(t, 1, count(person(2)))
+	d.clock.Advance(2 * time.Hour)
+	_, err := e.Expire(d.clock.Now()) // person 2 was never re-keyed: shredded with the old key
+	require.NoError(t, err)
+	assert.Equal(t, 1, capWords(e, "c"), "the shredded person's counter went with them")
+	assert.Equal(t, 3, count(person(1)))
+	require.NoError(t, e.Compact())
+	require.NoError(t, e.Close())
+	d.opts.PreviousKeys = nil
+	e = d.open(t)
+	assert.Equal(t, 3, count(person(1)))
+	assert.Equal(t, 1, capWords(e, "c"))
+	require.NoError(t, e.Close())
 }

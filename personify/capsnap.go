@@ -125,7 +125,7 @@ func (st *state) buildCaps(sets map[string]*segment.Section) error {
 			return fmt.Errorf("cap %d is not valid", i)
 		}
 		ids[sc.ID] = true
-		c := &capState{Cap: sc.Cap, id: sc.ID, purpose: ps, loc: loc, counts: newCapTable(false), flight: &capFlight{}}
+		c := &capState{Cap: sc.Cap, id: sc.ID, purpose: ps, loc: loc, counts: newCapTable(), flight: &capFlight{}}
 		if c.Window.Kind == Rolling {
 			c.sub = rollingSub(c.Window.Length)
 		}

@@ -276,8 +276,8 @@ func (e *Engine) checkKeyedLocked(o *op, kps []anonymize.KeyedPseudonym, all boo
 	if o.version < 2 || len(kps) == 0 || kps[0].Key.IsZero() {
 		return nil
 	}
-	if cur := e.keyring().Current(); kps[0].Key != cur {
-		return fmt.Errorf("%w: the change was computed under key %s, but the current key is %s: retry it", ErrKeyChanged, kps[0].Key, cur)
+	if err := e.checkKeysLocked(kps); err != nil {
+		return err
 	}
 	for _, k := range e.ringKeys() {
 		if !all && !k.Current && !o.at.Before(k.Until) {
@@ -285,6 +285,23 @@ func (e *Engine) checkKeyedLocked(o *op, kps []anonymize.KeyedPseudonym, all boo
 		}
 		if !slices.ContainsFunc(kps, func(kp anonymize.KeyedPseudonym) bool { return kp.Key == k.Fingerprint }) {
 			return fmt.Errorf("%w: the change was computed without key %s, which the engine holds data under: retry it", ErrKeyChanged, k.Fingerprint)
+		}
+	}
+	return nil
+}
+
+// checkKeysLocked checks that kps starts with the current key's pseudonym
+// and names keys of the keyring only: a change naming another key was
+// computed before a key left the keyring (or was forged), and would leave
+// entries under a key that never expires.
+func (e *Engine) checkKeysLocked(kps []anonymize.KeyedPseudonym) error {
+	if cur := e.keyring().Current(); kps[0].Key != cur {
+		return fmt.Errorf("%w: the change was computed under key %s, but the current key is %s: retry it", ErrKeyChanged, kps[0].Key, cur)
+	}
+	ring := e.ringKeys()
+	for _, kp := range kps[1:] {
+		if !slices.ContainsFunc(ring, func(k anonymize.KeyInfo) bool { return k.Fingerprint == kp.Key }) {
+			return fmt.Errorf("%w: the change was computed under key %s, which is not in the keyring: retry it", ErrKeyChanged, kp.Key)
 		}
 	}
 	return nil

@@ -144,25 +144,14 @@ func (e *Engine) applyLink(o *op) (opResult, error) {
 		return opResult{}, err
 	}
 	defer e.mu.Unlock()
-	cur := e.keyring().Current()
-	inRing := map[anonymize.Fingerprint]bool{}
-	for _, k := range e.ringKeys() {
-		inRing[k.Fingerprint] = true
-	}
 	for _, g := range o.links {
 		for _, id := range g {
-			for _, kp := range id.kps {
-				if !inRing[kp.Key] {
-					return opResult{}, fmt.Errorf("%w: a link names a pseudonym under key %s, which is not in the keyring", ErrInvalidChange, kp.Key)
-				}
-			}
+			check := e.checkKeysLocked // by pseudonym: one, under the current key
 			if !o.flag {
-				if err := e.checkKeyedLocked(o, id.kps, false); err != nil {
-					return opResult{}, err
-				}
-			} else if id.kps[0].Key != cur {
-				return opResult{}, fmt.Errorf("%w: the change was computed under key %s, but the current key is %s: retry it",
-					ErrKeyChanged, id.kps[0].Key, cur)
+				check = func(kps []anonymize.KeyedPseudonym) error { return e.checkKeyedLocked(o, kps, false) }
+			}
+			if err := check(id.kps); err != nil {
+				return opResult{}, err
 			}
 		}
 	}

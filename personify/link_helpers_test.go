@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/personify-go/personify/anonymize"
@@ -72,6 +73,23 @@ func capsDump(e *Engine, byOrd map[uint32]anonymize.Pseudonym) string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// followedReplicas starts n replicas of j with opts, each with its own
+// journal reader, which stops when the test ends.
+func followedReplicas(t *testing.T, j *memJournal, n int, opts Options) []*Engine {
+	t.Helper()
+	stop := make(chan struct{})
+	var done sync.WaitGroup
+	t.Cleanup(func() { close(stop); done.Wait() })
+	rs := make([]*Engine, n)
+	for i := range rs {
+		e, err := NewReplica(opts, j, ReplicaOptions{})
+		require.NoError(t, err)
+		rs[i] = e
+		done.Go(func() { j.follow(t, e, stop) })
+	}
+	return rs
 }
 
 func device(i int) anonymize.Identifier { return anonymize.DeviceID(fmt.Sprintf("device-%d", i)) }

@@ -344,23 +344,7 @@ func TestLinkPseudonymsFromAWarehouse(t *testing.T) {
 func TestReplicasConvergeOnLinks(t *testing.T) {
 	j := newMemJournal()
 	clock := &fakeClock{t: t0}
-	stop := make(chan struct{})
-	var readers []chan struct{}
-	var replicas []*Engine
-	for range 2 {
-		e, err := NewReplica(Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now}, j, ReplicaOptions{})
-		require.NoError(t, err)
-		replicas = append(replicas, e)
-		done := make(chan struct{})
-		readers = append(readers, done)
-		go func() { defer close(done); j.follow(t, e, stop) }()
-	}
-	defer func() {
-		close(stop)
-		for _, d := range readers {
-			<-d
-		}
-	}()
+	replicas := followedReplicas(t, j, 2, Options{Key: mustKey(t, testKeyHex), K: 3, Now: clock.Now})
 	a, b := replicas[0], replicas[1]
 	require.NoError(t, a.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
 	require.NoError(t, a.Define(Segment{Name: "runners", Purpose: "ads"}))
@@ -386,4 +370,28 @@ func TestReplicasConvergeOnLinks(t *testing.T) {
 	_, err = a.applyRead(&decoded, "journal")
 	require.ErrorIs(t, err, ErrInvalidChange)
 	assert.True(t, strings.Contains(err.Error(), "only device IDs"))
+}
+
+// A change by identifier that names a key outside the keyring (forged, or
+// computed before that key left it) is refused, whatever its kind: it
+// would leave an entry under a key that never expires.
+func TestKeyedChangesNameKeysOfTheRingOnly(t *testing.T) {
+	e := linkEngine(t)
+	cur := e.keyring().Current()
+	foreign := anonymize.Fingerprint{7}
+	kps := []anonymize.KeyedPseudonym{{Pseudonym: 11, Key: cur}, {Pseudonym: 12, Key: foreign}}
+	for _, o := range []*op{
+		{kind: opAdd, name: "runners", people: [][]anonymize.KeyedPseudonym{kps}},
+		{kind: opConsent, name: "ads", people: [][]anonymize.KeyedPseudonym{kps}},
+		{kind: opRemove, name: "runners", people: [][]anonymize.KeyedPseudonym{kps}},
+		{kind: opLink, links: [][]linkID{{{kind: anonymize.KindEmail, kps: kps}, {kind: anonymize.KindDeviceID, kps: []anonymize.KeyedPseudonym{{Pseudonym: 13, Key: cur}}}}}},
+	} {
+		o.at, o.version = e.clock.Now(), recVersion
+		_, err := e.applyRead(o, "journal")
+		require.ErrorIs(t, err, ErrKeyChanged, "%s", o.kind)
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	assert.Nil(t, e.keyGen[foreign], "no entry under the foreign key")
+	assert.Zero(t, e.dir.Len())
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/personify/internal/index"
+	"github.com/personify-go/personify/segment"
 )
 
 // A linked person has one ordinal and one directory slot per pseudonym,
@@ -413,9 +414,7 @@ func (e *Engine) writeEntryLocked(ord, state uint32, ids []uint32, skip anonymiz
 		if sl == nil {
 			continue
 		}
-		if old := sl.Entry(); old.Overflow() {
-			t.Arena.Garbage += int64(index.RecordLen(t.Arena.Record(old.Ref())))
-		}
+		e.forgetRecordLocked(s.Pseudonym) // the record it replaces is garbage
 		var en index.Entry
 		en, e.recBuf = index.MakeEntry(t.Arena, e.recBuf, ord, state, ids)
 		index.SetSlot(sl, en)
@@ -426,10 +425,7 @@ func (e *Engine) writeEntryLocked(ord, state uint32, ids []uint32, skip anonymiz
 // under destroyed key fp), the slots computed with fp, and takes out of
 // ords those who keep a slot under another key: only the others are
 // dropped.
-func (e *Engine) expireKeyLocked(fp anonymize.Fingerprint, ords interface {
-	Contains(uint32) bool
-	Remove(uint32) bool
-}) {
+func (e *Engine) expireKeyLocked(fp anonymize.Fingerprint, ords *segment.Set) {
 	var linked []uint32
 	for ord := range e.links {
 		if ords.Contains(ord) {

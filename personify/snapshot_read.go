@@ -332,9 +332,6 @@ func (e *Engine) installLocked(st *state) {
 	e.aliasesOf = indexAliases(st.aliases)
 	e.links = st.links
 	e.caps, e.nextCapID = st.caps, st.meta.NextCap
-	for _, c := range e.caps {
-		c.counts.log = e.capFlush != nil
-	}
 	e.publishCapsLocked()
 	e.doNotReAdd = st.doNotReAdd
 	e.pending = st.pending

@@ -178,7 +178,7 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 		if s := t.Slot(uint64(p)); s != nil {
 			ord := s.Entry().Ord()
 			ords = append(ords, ord)
-			if _, linked := e.links[ord]; linked && len(e.links) > 0 {
+			if len(e.links) > 0 && e.links[ord] != nil {
 				e.addIDLocked(p, st.id) // every slot of the person
 			} else {
 				e.changeSlotLocked(s, p, st.id, index.NoID, nil)
