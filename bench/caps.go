@@ -2,6 +2,7 @@ package bench
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -39,14 +40,7 @@ func (s *Suite) Capped() (CapMemory, error) {
 			Window: personify.Window{Kind: personify.Rolling, Length: capWindow}}); s.capErr != nil {
 			return
 		}
-		seen := map[uint32]bool{}
-		var firsts []anonymize.Pseudonym
-		for _, pr := range s.W.Probes {
-			if !seen[pr.Person] {
-				seen[pr.Person] = true
-				firsts = append(firsts, pr.P)
-			}
-		}
+		firsts := s.probedPeople() // built apart, so that its scratch is garbage before the heap is measured
 		b, _ := measure(func() (int, error) {
 			n := 0
 			for _, p := range firsts {
@@ -56,9 +50,23 @@ func (s *Suite) Capped() (CapMemory, error) {
 			}
 			return n, nil
 		})
+		runtime.KeepAlive(firsts) // live through both measurements: the growth is the counters'
 		s.capMem = CapMemory{Pairs: b.Value, HeapBytes: b.HeapBytes}
 	})
 	return s.capMem, s.capErr
+}
+
+// probedPeople is one pseudonym of each person the probes name.
+func (s *Suite) probedPeople() []anonymize.Pseudonym {
+	seen := make([]bool, s.W.People)
+	var firsts []anonymize.Pseudonym
+	for _, pr := range s.W.Probes {
+		if !seen[pr.Person] {
+			seen[pr.Person] = true
+			firsts = append(firsts, pr.P)
+		}
+	}
+	return firsts
 }
 
 // Allow measures Engine.Allow(p, cap) on the probes: the counting call of

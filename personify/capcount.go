@@ -1,8 +1,6 @@
 package personify
 
 import (
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
@@ -15,7 +13,6 @@ import (
 // window has passed.
 
 const (
-	capShards     = 64
 	capSubWindows = 8 // a rolling window's counts: the current sub-window and the 7 before it
 	// calendarBias keeps a calendar period's index positive for any time
 	// a change can carry (a day before 1970-01-01 in a zone west of UTC).
@@ -30,7 +27,8 @@ func rollingSub(d time.Duration) int64 { return int64(d+capSubWindows-2) / (capS
 // capWord is one person's count. Rolling: counts holds the impressions of
 // the eight sub-windows (one byte each, by sub-window index mod 8) and
 // last is the newest sub-window's index. Calendar: counts is the count of
-// period last. Lifetime: counts is the count.
+// period last. Lifetime: counts is the count. (The table stores it
+// smaller, see captable.go.)
 type capWord struct {
 	counts uint64
 	last   uint32
@@ -43,49 +41,37 @@ type impression struct {
 	at int64 // Unix ns
 }
 
-type capShard struct {
-	mu      sync.Mutex
-	m       map[uint32]capWord
-	pending []impression
-	_       [40]byte // a cache line each
-}
-
-type capTable struct {
-	shards  [capShards]capShard
-	pending atomic.Int64 // impressions in the shards' pending lists, so that an erasure skips them when there are none
-}
-
-func newCapTable() *capTable {
-	t := &capTable{}
-	for i := range t.shards {
-		t.shards[i].m = map[uint32]capWord{}
-	}
-	return t
-}
-
 // count applies mode to person ord's word at time now (Unix ns) and
 // reports the answer. p is what the caller asked by, for the log.
 func (e *Engine) count(c *capState, ord uint32, p anonymize.Pseudonym, now time.Time, mode capMode) bool {
-	at := now.UnixNano()
-	sh := &c.counts.shards[ord%capShards]
+	sh := c.counts.shard(ord)
 	sh.mu.Lock()
-	w, had := sh.m[ord]
+	ok := e.countLocked(c, sh, ord, p, now, mode)
+	sh.mu.Unlock()
+	return ok
+}
+
+// countLocked is count with ord's shard (sh) locked.
+func (e *Engine) countLocked(c *capState, sh *capShard, ord uint32, p anonymize.Pseudonym, now time.Time, mode capMode) bool {
+	at := now.UnixNano()
+	t := c.counts
+	w, had := t.get(c, ord)
 	w = c.advance(w, at)
 	ok := true
 	if mode != capRecord {
 		ok = c.total(w) < c.Max
 	}
 	if ok && mode != capCheck {
-		w = c.add(w, at)
-		sh.m[ord] = w
+		if w2 := c.add(w, at); w2 != w || !had {
+			t.put(c, ord, w2)
+		}
 		if e.capFlush != nil { // durable or fleet: the impression is logged in the next batch
 			sh.pending = append(sh.pending, impression{p, at})
-			c.counts.pending.Add(1)
+			t.pending.Add(1)
 		}
 	} else if had && w.counts == 0 {
-		delete(sh.m, ord) // an expired word goes as soon as it is seen
+		t.del(ord) // an expired word goes as soon as it is seen
 	}
-	sh.mu.Unlock()
 	return ok
 }
 
@@ -137,6 +123,19 @@ func (c *capState) advance(w capWord, at int64) capWord {
 			if int32(cur-w.last) > 0 {
 				w.counts, w.last = 0, cur
 			}
+		}
+	}
+	return w
+}
+
+// advanceTo brings w up to window index to (a page's, see captable.go).
+func (c *capState) advanceTo(w capWord, to uint32) capWord {
+	switch c.Window.Kind {
+	case Rolling:
+		return shiftTo(w, to)
+	case Calendar:
+		if int32(to-w.last) > 0 {
+			w.counts, w.last = 0, to
 		}
 	}
 	return w
@@ -218,11 +217,11 @@ func (c *capState) add(w capWord, at int64) capWord {
 		if c.period(at) != w.last {
 			return w // another period
 		}
-		if w.counts < 1<<32 {
+		if w.counts < 1<<32-1 {
 			w.counts++
 		}
 	default:
-		if w.counts < 1<<32 {
+		if w.counts < 1<<32-1 {
 			w.counts++
 		}
 	}

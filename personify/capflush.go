@@ -145,18 +145,21 @@ func (e *Engine) applyImpressions(o *op) (opResult, error) {
 		imps, c.flight.imps, c.flight.redo = c.flight.redo, nil, nil
 	}
 	n := 0
+	lead := o.at.UnixNano() + int64(CapClockLead)
 	for _, im := range imps {
+		if im.at > lead { // ahead of the clock that logged it: counted at that clock's time (as AllowAt would have)
+			im.at = o.at.UnixNano()
+		}
 		ord, _, ok := e.resolveLocked(im.p)
 		if !ok || !e.allowsLocked(c.purpose, ord, false) {
 			continue
 		}
-		sh := &c.counts.shards[ord%capShards]
+		t := c.counts
+		sh := t.shard(ord)
 		sh.mu.Lock()
-		w := sh.m[ord]
-		if c.Window.Kind != Lifetime {
-			w = c.advance(w, im.at)
-		}
-		sh.m[ord] = c.add(w, im.at)
+		w, _ := t.get(c, ord)
+		w = c.advance(w, im.at)
+		t.put(c, ord, c.add(w, im.at))
 		sh.mu.Unlock()
 		n++
 	}
@@ -172,10 +175,9 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
 		if ps != nil && c.purpose != ps {
 			continue
 		}
-		sh := &c.counts.shards[ord%capShards]
+		sh := c.counts.shard(ord)
 		sh.mu.Lock()
-		if _, ok := sh.m[ord]; ok {
-			delete(sh.m, ord)
+		if c.counts.del(ord) {
 			n++
 		}
 		sh.mu.Unlock()
@@ -208,17 +210,18 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
 // joined them). Caller holds mu.
 func (e *Engine) mergeCountsLocked(dst, src uint32) {
 	for _, c := range e.caps {
-		a, b := &c.counts.shards[dst%capShards], &c.counts.shards[src%capShards]
+		t := c.counts
+		a, b := t.shard(dst), t.shard(src)
 		a.mu.Lock()
 		if b != a {
 			b.mu.Lock()
 		}
-		if ws, ok := b.m[src]; ok {
-			if wd, ok := a.m[dst]; ok {
+		if ws, ok := t.get(c, src); ok {
+			if wd, ok := t.get(c, dst); ok {
 				ws = c.combine(wd, ws)
 			}
-			delete(b.m, src)
-			a.m[dst] = ws
+			t.del(src)
+			t.put(c, dst, ws)
 		}
 		if b != a {
 			b.mu.Unlock()
@@ -235,17 +238,20 @@ func (e *Engine) expireCountsLocked(now time.Time) int {
 		if c.Window.Kind == Lifetime {
 			continue
 		}
-		for i := range c.counts.shards {
-			sh := &c.counts.shards[i]
-			sh.mu.Lock()
-			for ord, w := range sh.m {
+		c.counts.each(func(pp *[]uint32, _ uint32) {
+			before := c.counts.words.Load()
+			last := (*pp)[pgLast]
+			// Drop the counts that are gone by at, leaving the page's
+			// window where it was (as a lookup would find it).
+			c.counts.rebuild(c, pp, func(v uint64) uint64 {
+				w := capWord{counts: v, last: last}
 				if c.advance(w, at).counts == 0 {
-					delete(sh.m, ord)
-					n++
+					return 0
 				}
-			}
-			sh.mu.Unlock()
-		}
+				return v
+			}, last, false)
+			n += int(before - c.counts.words.Load())
+		})
 	}
 	return n
 }
@@ -265,9 +271,9 @@ type CapReport struct {
 // explainCapsLocked adds person ord's counters to r. Caller holds mu.
 func (e *Engine) explainCapsLocked(r *Report, ord uint32, now time.Time) {
 	for _, c := range e.caps {
-		sh := &c.counts.shards[ord%capShards]
+		sh := c.counts.shard(ord)
 		sh.mu.Lock()
-		w, ok := sh.m[ord]
+		w, ok := c.counts.get(c, ord)
 		sh.mu.Unlock()
 		if !ok {
 			continue

@@ -323,9 +323,11 @@ func (e *Engine) Allow(p anonymize.Pseudonym, capName string) bool {
 
 // AllowAt is Allow at time at, for a caller that has the request's time
 // already (reading the clock is a good part of Allow's cost on some
-// machines) or replays impressions. Times far from the others of the same
-// person count where they fall: an impression older than the window
-// counts for nothing.
+// machines: AllowAt reads it about once a second) or replays impressions.
+// An old time counts where it falls (one whose window has passed counts
+// for nothing); a time more than CapClockLead ahead of the engine's
+// clock counts as the clock's time, so that a wrong clock or a unit
+// mistake cannot move anyone's window into the future.
 func (e *Engine) AllowAt(p anonymize.Pseudonym, capName string, at time.Time) bool {
 	return e.capCall(p, capName, capAllow, at)
 }
@@ -341,6 +343,29 @@ func (e *Engine) CanShow(p anonymize.Pseudonym, capName string) bool {
 // not use the person's data. It reports whether it counted.
 func (e *Engine) Record(p anonymize.Pseudonym, capName string) bool {
 	return e.capCall(p, capName, capRecord, time.Time{})
+}
+
+// CapClockLead is how far ahead of the engine's clock a time given to
+// AllowAt, or carried by another replica's impressions (ahead of the time
+// their batch was logged), may be and still count as itself.
+const CapClockLead = time.Second
+
+// capTime is the time an AllowAt counts at: at, or the clock's time where
+// at is more than CapClockLead ahead of it. It reads the clock only when
+// at is past the last reading by more than the lead.
+func (e *Engine) capTime(at time.Time) time.Time {
+	ns := at.UnixNano()
+	if ns <= e.capSeen.Load()+int64(CapClockLead) {
+		return at
+	}
+	now := e.now()
+	if n := now.UnixNano(); n > e.capSeen.Load() {
+		e.capSeen.Store(n)
+	}
+	if at.After(now.Add(CapClockLead)) {
+		return now
+	}
+	return at
 }
 
 type capMode uint8
@@ -366,16 +391,31 @@ func (e *Engine) capCall(p anonymize.Pseudonym, capName string, mode capMode, at
 	if stuck || (!ok && e.hasAliases.Load()) {
 		return e.capCallLocked(p, c, mode, at)
 	}
-	if !ok || !e.allowsEntry(t, en, c) {
+	if !ok {
+		return false
+	}
+	// The counter's page is fetched while the consent rule and the clock
+	// are read: its shard is locked first, so that its page is known.
+	ord := en.Ord()
+	sh := c.counts.shard(ord)
+	sh.mu.Lock()
+	c.counts.prefetch(ord)
+	if !e.allowsEntry(t, en, c) {
+		sh.mu.Unlock()
 		return false
 	}
 	if e.gen.Load() != g {
+		sh.mu.Unlock() // the locked path takes mu, which is taken before a shard's lock
 		return e.capCallLocked(p, c, mode, at)
 	}
 	if at.IsZero() {
 		at = e.now()
+	} else {
+		at = e.capTime(at)
 	}
-	return e.count(c, en.Ord(), p, at, mode)
+	ok = e.countLocked(c, sh, ord, p, at, mode)
+	sh.mu.Unlock()
+	return ok
 }
 
 // capCallLocked is capCall's path for aliases and snapshot loads.
@@ -386,6 +426,8 @@ func (e *Engine) capCallLocked(p anonymize.Pseudonym, c *capState, mode capMode,
 	e.mu.RUnlock()
 	if at.IsZero() {
 		at = e.now()
+	} else {
+		at = e.capTime(at)
 	}
 	return allowed && e.count(c, ord, p, at, mode)
 }

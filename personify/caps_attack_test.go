@@ -3,12 +3,12 @@ package personify
 import (
 	"bytes"
 	"context"
-	"github.com/personify-go/personify/anonymize"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/personify-go/personify/anonymize"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -23,8 +23,9 @@ func TestCapAttackRollingExceededWithinWindow(t *testing.T) {
 	p := e.mustPseudonym(t, person(1))
 	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // a sub-window (1 h) start
 	first := base.Add(59 * time.Minute)
-	require.True(t, e.AllowAt(p, "promo", first))
 	second := base.Add(8*time.Hour + time.Minute) // 7h02m after the first
+	e.clock.t = second                            // AllowAt's times are not ahead of the clock
+	require.True(t, e.AllowAt(p, "promo", first))
 	require.Less(t, second.Sub(first), 8*time.Hour)
 	assert.False(t, e.AllowAt(p, "promo", second), "two impressions within %v of an 8h window", second.Sub(first))
 
@@ -37,7 +38,11 @@ func TestCapAttackRollingExceededWithinWindow(t *testing.T) {
 	require.Len(t, rep.Caps, 1)
 	end := rep.Caps[0].WindowEnd
 	// Just before the reported end, the cap must still hold.
+	e.clock.t = end.Add(-time.Minute)
 	assert.False(t, e.AllowAt(q, "promo", end.Add(-time.Minute)), "Explain says the impression counts until %v", end)
+	// and just after it, it lets the next one through
+	e.clock.t = end.Add(time.Minute)
+	assert.True(t, e.AllowAt(q, "promo", end.Add(time.Minute)), "Explain says the impression counts until %v", end)
 }
 
 // Merging two stored people (Link of two emails each stored on its own)
@@ -94,7 +99,8 @@ func TestCapAttackCalendarWindowEndMissingMidnight(t *testing.T) {
 	want := time.Date(2024, 3, 11, 0, 0, 0, 0, loc)
 	assert.True(t, want.Equal(rep.Caps[0].WindowEnd), "window end %v, want %v", rep.Caps[0].WindowEnd.In(loc), want)
 	// and the cap itself: at 00:30 on the 11th it's a new day
-	assert.True(t, e.AllowAt(p, "daily", time.Date(2024, 3, 11, 0, 30, 0, 0, loc)))
+	e.clock.t = time.Date(2024, 3, 11, 0, 30, 0, 0, loc)
+	assert.True(t, e.AllowAt(p, "daily", e.clock.t))
 }
 
 // After a merge the released ordinal's counter is still in the table; a
@@ -293,4 +299,34 @@ func TestCapAttackConcurrentChurnDurable(t *testing.T) {
 	e2 := d.open(t)
 	defer e2.Close()
 	assert.Equal(t, want, stateDump(t, e2), "a restart counts what the live engine counted")
+}
+
+// The people stored next to one another share their counters' page, and
+// its window: a time far ahead of the clock (a unit mistake, a wrong
+// clock on a client) must neither empty the neighbours' counts nor make
+// their later impressions count for nothing, locally or from another
+// replica's batch. Such a time counts as the clock's.
+func TestCapAttackFutureTimeCannotResetNeighbours(t *testing.T) {
+	for _, w := range []Window{{Kind: Rolling, Length: time.Hour}, {Kind: Calendar, Period: Day, TimeZone: "Europe/Berlin"}} {
+		t.Run(w.Kind.String(), func(t *testing.T) {
+			e := capEngine(t)
+			require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 2, Window: w}))
+			p1, p2, p3 := e.mustPseudonym(t, person(1)), e.mustPseudonym(t, person(2)), e.mustPseudonym(t, person(3))
+			require.Equal(t, 2, allowN(e.Engine, p1, "c", 5))
+			future := e.clock.Now().AddDate(150, 0, 0) // a client's clock gone wrong
+			assert.True(t, e.AllowAt(p2, "c", future), "counted, at the clock's time")
+			assert.False(t, e.Allow(p1, "c"), "the neighbour's counts are where they were")
+			assert.Equal(t, 1, allowN(e.Engine, p2, "c", 5), "the far-future impression counted as now: one left")
+			assert.Equal(t, 2, allowN(e.Engine, p3, "c", 5), "a neighbour's later impressions count")
+
+			// Another replica's batch carrying such a time (ahead of the
+			// time it was logged at) counts it at that time.
+			o := &op{kind: opImpressions, at: e.clock.Now(), name: "c", imps: []impression{{p: e.mustPseudonym(t, person(4)), at: future.UnixNano()}}}
+			_, err := e.applyImpressions(o)
+			require.NoError(t, err)
+			assert.Equal(t, 1, allowN(e.Engine, e.mustPseudonym(t, person(4)), "c", 5))
+			assert.False(t, e.Allow(p1, "c"))
+			assert.False(t, e.Allow(p3, "c"))
+		})
+	}
 }

@@ -3,6 +3,7 @@ package personify
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -164,7 +165,9 @@ func TestCapConcurrentCallersNeverExceedIt(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, int64(50), ok.Load())
 	assert.False(t, e.AllowAt(p, "c", e.clock.Now()))
-	assert.True(t, e.AllowAt(p, "c", e.clock.Now().Add(2*time.Hour)), "AllowAt counts at the time given")
+	assert.False(t, e.AllowAt(p, "c", e.clock.Now().Add(2*time.Hour)), "a time ahead of the clock counts as the clock's")
+	e.clock.Advance(3 * time.Hour)
+	assert.True(t, e.AllowAt(p, "c", e.clock.Now().Add(-30*time.Minute)), "AllowAt counts at the time given")
 	assert.Zero(t, testing.AllocsPerRun(200, func() { e.Allow(p, "c") }))
 }
 
@@ -220,21 +223,25 @@ func TestCapCountersExpireWithTheirWindow(t *testing.T) {
 		require.True(t, e.Allow(e.mustPseudonym(t, person(i)), "c"))
 	}
 	assert.Equal(t, 5, capWords(e.Engine, "c"))
+	before := e.Stats()
+	assert.Equal(t, 5, before.CapCounters, "Stats counts the counters")
 	e.clock.Advance(2 * time.Hour)
 	_, err := e.Expire(e.clock.Now())
 	require.NoError(t, err)
 	assert.Zero(t, capWords(e.Engine, "c"), "no trace after the window")
+	after := e.Stats()
+	assert.Zero(t, after.CapCounters)
+	assert.Less(t, after.MemoryBytes, before.MemoryBytes, "the counters' pages are given back")
 }
 
 func capWords(e *Engine, name string) int {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	c := e.caps[name]
 	n := 0
-	for i := range e.caps[name].counts.shards {
-		sh := &e.caps[name].counts.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
+	c.counts.eachWord(c, func(uint32, capWord) { n++ })
+	if int64(n) != c.counts.words.Load() {
+		panic(fmt.Sprintf("cap %q: %d words in the pages, %d counted", name, n, c.counts.words.Load()))
 	}
 	return n
 }

@@ -52,12 +52,10 @@ func (e *Engine) writeCapsLocked(meta *snapMeta, sw *segment.Writer) error {
 		c := e.caps[sc.Name]
 		words := map[uint32]capWord{}
 		var pending []impression
+		c.counts.eachWord(c, func(ord uint32, w capWord) { words[ord] = w })
 		for i := range c.counts.shards {
 			sh := &c.counts.shards[i]
 			sh.mu.Lock()
-			for ord, w := range sh.m {
-				words[ord] = w
-			}
 			pending = append(pending, sh.pending...)
 			sh.mu.Unlock()
 		}
@@ -145,7 +143,7 @@ func (st *state) buildCaps(sets map[string]*segment.Section) error {
 				return fmt.Errorf("counters of cap %q are not valid", sc.Name)
 			}
 			prev = int64(ord)
-			c.counts.shards[ord%capShards].m[ord] = w
+			c.counts.put(c, ord, w) // not shared yet: no lock
 		}
 		st.caps[sc.Name] = c
 	}

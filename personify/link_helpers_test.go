@@ -62,14 +62,9 @@ func capsDump(e *Engine, byOrd map[uint32]anonymize.Pseudonym) string {
 	var lines []string
 	for name, c := range e.caps {
 		lines = append(lines, fmt.Sprintf("cap %s %+v id=%d", name, c.Cap, c.id))
-		for i := range c.counts.shards {
-			sh := &c.counts.shards[i]
-			sh.mu.Lock()
-			for ord, w := range sh.m {
-				lines = append(lines, fmt.Sprintf("  %s %s %x/%d", name, byOrd[ord], w.counts, w.last))
-			}
-			sh.mu.Unlock()
-		}
+		c.counts.eachWord(c, func(ord uint32, w capWord) {
+			lines = append(lines, fmt.Sprintf("  %s %s %x/%d", name, byOrd[ord], w.counts, w.last))
+		})
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n") + "\n"

@@ -11,7 +11,8 @@ type Stats struct {
 	Pseudonyms  int    `json:"pseudonyms"`   // pseudonyms people are stored under (linked identifiers each count)
 	Segments    int    `json:"segments"`     // segments defined
 	Memberships int    `json:"memberships"`  // memberships stored, expired ones Expire has not dropped included
-	MemoryBytes uint64 `json:"memory_bytes"` // estimated memory of the stored data
+	MemoryBytes uint64 `json:"memory_bytes"` // estimated memory of the stored data, the frequency counters included
+	CapCounters int    `json:"cap_counters"` // (person, cap) pairs holding a frequency count
 	// PendingErasures counts erasures that are durable but not physically
 	// complete yet (a file or journal row may still hold the person);
 	// OldestPendingErasure is when the oldest of them was asked for.
@@ -55,6 +56,10 @@ func (e *Engine) Stats() Stats {
 	}
 	for _, ks := range e.keyGen {
 		s.MemoryBytes += ks.SizeBytes()
+	}
+	for _, c := range e.caps {
+		s.CapCounters += int(c.counts.words.Load())
+		s.MemoryBytes += uint64(c.counts.bytes())
 	}
 	return s
 }
