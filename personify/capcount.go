@@ -51,25 +51,30 @@ func (e *Engine) count(c *capState, ord uint32, p anonymize.Pseudonym, now time.
 	return ok
 }
 
-// countLocked is count with ord's shard (sh) locked.
+// countLocked is count with ord's shard (sh) locked. Allow answers true
+// only when it counted: a time outside the person's window (older than
+// their newest impression's window, or a count that can grow no more)
+// answers false, so that a late or wrong time never lets anyone through
+// uncounted; CanShow answers whether Allow would.
 func (e *Engine) countLocked(c *capState, sh *capShard, ord uint32, p anonymize.Pseudonym, now time.Time, mode capMode) bool {
 	at := now.UnixNano()
 	t := c.counts
 	w, had := t.get(c, ord)
 	w = c.advance(w, at)
-	ok := true
-	if mode != capRecord {
-		ok = c.total(w) < c.Max
+	ok := mode == capRecord || c.total(w) < c.Max
+	var w2 capWord
+	if ok {
+		w2 = c.add(w, at)
+		ok = w2 != w // counted
 	}
-	if ok && mode != capCheck {
-		if w2 := c.add(w, at); w2 != w || !had {
-			t.put(c, ord, w2)
-		}
+	switch {
+	case ok && mode != capCheck:
+		t.put(c, ord, w2)
 		if e.capFlush != nil { // durable or fleet: the impression is logged in the next batch
 			sh.pending = append(sh.pending, impression{p, at})
 			t.pending.Add(1)
 		}
-	} else if had && w.counts == 0 {
+	case had && w.counts == 0:
 		t.del(ord) // an expired word goes as soon as it is seen
 	}
 	return ok
@@ -123,19 +128,6 @@ func (c *capState) advance(w capWord, at int64) capWord {
 			if int32(cur-w.last) > 0 {
 				w.counts, w.last = 0, cur
 			}
-		}
-	}
-	return w
-}
-
-// advanceTo brings w up to window index to (a page's, see captable.go).
-func (c *capState) advanceTo(w capWord, to uint32) capWord {
-	switch c.Window.Kind {
-	case Rolling:
-		return shiftTo(w, to)
-	case Calendar:
-		if int32(to-w.last) > 0 {
-			w.counts, w.last = 0, to
 		}
 	}
 	return w

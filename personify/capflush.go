@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/personify-go/personify/anonymize"
 )
 
 // Counts are exact within one engine at once; they reach the log (durable
@@ -145,10 +147,10 @@ func (e *Engine) applyImpressions(o *op) (opResult, error) {
 		imps, c.flight.imps, c.flight.redo = c.flight.redo, nil, nil
 	}
 	n := 0
-	lead := o.at.UnixNano() + int64(CapClockLead)
+	logged := o.at.UnixNano()
 	for _, im := range imps {
-		if im.at > lead { // ahead of the clock that logged it: counted at that clock's time (as AllowAt would have)
-			im.at = o.at.UnixNano()
+		if im.at > logged { // after the time its batch was logged (a damaged clock): counted at that time
+			im.at = logged
 		}
 		ord, _, ok := e.resolveLocked(im.p)
 		if !ok || !e.allowsLocked(c.purpose, ord, false) {
@@ -167,9 +169,21 @@ func (e *Engine) applyImpressions(o *op) (opResult, error) {
 }
 
 // dropCountsLocked erases person ord's counters (of every cap, or of the
-// caps of purpose ps) and their impressions not yet logged. It returns how
-// many counters it erased. Caller holds mu.
-func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
+// caps of purpose ps) and their impressions not yet logged, those whose
+// pseudonym mine says is the person's (nil: those that resolve to ord).
+// Writers call it after they have published the change that stops the
+// person's counting (an erasure, a withdrawal, a suppression): a
+// lock-free Allow reads the person's entry again under the shard lock
+// before it counts, so it either sees the change or counts before this
+// drop, which then takes it. It returns how many counters it erased.
+// Caller holds mu.
+func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState, mine func(anonymize.Pseudonym) bool) int {
+	if mine == nil {
+		mine = func(q anonymize.Pseudonym) bool {
+			o, _, ok := e.resolveLocked(q)
+			return ok && o == ord
+		}
+	}
 	n := 0
 	for _, c := range e.caps {
 		if ps != nil && c.purpose != ps {
@@ -182,7 +196,7 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
 		}
 		sh.mu.Unlock()
 		c.flight.imps = slices.DeleteFunc(c.flight.imps, func(im impression) bool {
-			if o, _, ok := e.resolveLocked(im.p); ok && o == ord {
+			if mine(im.p) {
 				c.flight.redo = append(c.flight.redo, im)
 				return true
 			}
@@ -191,15 +205,13 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState) int {
 		if c.counts.pending.Load() == 0 {
 			continue // nothing waits to be logged (always so in memory): no shard to scan
 		}
-		for i := range c.counts.shards { // pending impressions are by pseudonym: any shard
+		for i := range c.counts.shards { // a Link may have moved the person since: any shard
 			s := &c.counts.shards[i]
 			s.mu.Lock()
-			n := len(s.pending)
-			s.pending = slices.DeleteFunc(s.pending, func(im impression) bool {
-				o, _, ok := e.resolveLocked(im.p)
-				return ok && o == ord
-			})
-			c.counts.pending.Add(int64(len(s.pending) - n))
+			k := len(s.pending)
+			s.pending = slices.DeleteFunc(s.pending, func(im impression) bool { return mine(im.p) })
+			c.counts.pending.Add(int64(len(s.pending) - k))
+			clear(s.pending[len(s.pending):k])
 			s.mu.Unlock()
 		}
 	}
@@ -233,25 +245,11 @@ func (e *Engine) mergeCountsLocked(dst, src uint32) {
 // expireCountsLocked drops the counters whose window has passed. Caller
 // holds mu.
 func (e *Engine) expireCountsLocked(now time.Time) int {
-	at, n := now.UnixNano(), 0
+	n := 0
 	for _, c := range e.caps {
-		if c.Window.Kind == Lifetime {
-			continue
+		if c.Window.Kind != Lifetime {
+			n += c.counts.expire(c, now.UnixNano())
 		}
-		c.counts.each(func(pp *[]uint32, _ uint32) {
-			before := c.counts.words.Load()
-			last := (*pp)[pgLast]
-			// Drop the counts that are gone by at, leaving the page's
-			// window where it was (as a lookup would find it).
-			c.counts.rebuild(c, pp, func(v uint64) uint64 {
-				w := capWord{counts: v, last: last}
-				if c.advance(w, at).counts == 0 {
-					return 0
-				}
-				return v
-			}, last, false)
-			n += int(before - c.counts.words.Load())
-		})
 	}
 	return n
 }

@@ -323,11 +323,12 @@ func (e *Engine) Allow(p anonymize.Pseudonym, capName string) bool {
 
 // AllowAt is Allow at time at, for a caller that has the request's time
 // already (reading the clock is a good part of Allow's cost on some
-// machines: AllowAt reads it about once a second) or replays impressions.
-// An old time counts where it falls (one whose window has passed counts
-// for nothing); a time more than CapClockLead ahead of the engine's
-// clock counts as the clock's time, so that a wrong clock or a unit
-// mistake cannot move anyone's window into the future.
+// machines) or replays impressions. A time counts where it falls, in the
+// person's own window: one older than the window of their newest
+// impression counts nothing, and AllowAt answers false for it (a late
+// or wrong time never lets anyone through uncounted); a time far ahead
+// moves only that person's window (and holds them back until the clock
+// gets there).
 func (e *Engine) AllowAt(p anonymize.Pseudonym, capName string, at time.Time) bool {
 	return e.capCall(p, capName, capAllow, at)
 }
@@ -343,29 +344,6 @@ func (e *Engine) CanShow(p anonymize.Pseudonym, capName string) bool {
 // not use the person's data. It reports whether it counted.
 func (e *Engine) Record(p anonymize.Pseudonym, capName string) bool {
 	return e.capCall(p, capName, capRecord, time.Time{})
-}
-
-// CapClockLead is how far ahead of the engine's clock a time given to
-// AllowAt, or carried by another replica's impressions (ahead of the time
-// their batch was logged), may be and still count as itself.
-const CapClockLead = time.Second
-
-// capTime is the time an AllowAt counts at: at, or the clock's time where
-// at is more than CapClockLead ahead of it. It reads the clock only when
-// at is past the last reading by more than the lead.
-func (e *Engine) capTime(at time.Time) time.Time {
-	ns := at.UnixNano()
-	if ns <= e.capSeen.Load()+int64(CapClockLead) {
-		return at
-	}
-	now := e.now()
-	if n := now.UnixNano(); n > e.capSeen.Load() {
-		e.capSeen.Store(n)
-	}
-	if at.After(now.Add(CapClockLead)) {
-		return now
-	}
-	return at
 }
 
 type capMode uint8
@@ -400,36 +378,42 @@ func (e *Engine) capCall(p anonymize.Pseudonym, capName string, mode capMode, at
 	sh := c.counts.shard(ord)
 	sh.mu.Lock()
 	c.counts.prefetch(ord)
+	// The entry again, under the lock: a writer that erases the person,
+	// withdraws their consent or suppresses them publishes it before it
+	// drops their counters under this lock (dropCountsLocked), so what is
+	// counted here is either refused here or dropped there.
+	t = e.dir.Tab.Load()
+	en, ok, stuck = t.Read(uint64(p))
+	if stuck || !ok || en.Ord() != ord || e.gen.Load() != g {
+		sh.mu.Unlock() // the locked path takes mu, which is taken before a shard's lock
+		return e.capCallLocked(p, c, mode, at)
+	}
 	if !e.allowsEntry(t, en, c) {
 		sh.mu.Unlock()
 		return false
 	}
-	if e.gen.Load() != g {
-		sh.mu.Unlock() // the locked path takes mu, which is taken before a shard's lock
-		return e.capCallLocked(p, c, mode, at)
-	}
 	if at.IsZero() {
 		at = e.now()
-	} else {
-		at = e.capTime(at)
 	}
 	ok = e.countLocked(c, sh, ord, p, at, mode)
 	sh.mu.Unlock()
 	return ok
 }
 
-// capCallLocked is capCall's path for aliases and snapshot loads.
+// capCallLocked is capCall's path for aliases and snapshot loads. It
+// takes the shard's lock before it lets go of mu, so that no writer
+// changes the person in between.
 func (e *Engine) capCallLocked(p anonymize.Pseudonym, c *capState, mode capMode, at time.Time) bool {
 	e.mu.RLock()
+	defer e.mu.RUnlock()
 	ord, _, ok := e.resolveLocked(p)
-	allowed := ok && e.allowsLocked(c.purpose, ord, false)
-	e.mu.RUnlock()
+	if !ok || !e.allowsLocked(c.purpose, ord, false) {
+		return false
+	}
 	if at.IsZero() {
 		at = e.now()
-	} else {
-		at = e.capTime(at)
 	}
-	return allowed && e.count(c, ord, p, at, mode)
+	return e.count(c, ord, p, at, mode)
 }
 
 // allowsEntry is the consent rule on an index entry's privacy state, for
@@ -437,7 +421,7 @@ func (e *Engine) capCallLocked(p anonymize.Pseudonym, c *capState, mode capMode,
 // is in t's arena (a compaction meanwhile publishes another).
 func (e *Engine) allowsEntry(t *index.Table, en index.Entry, c *capState) bool {
 	state := en.State()
-	if en.Overflow() {
+	if en.Overflow() && state == index.StateOverflow { // a state id too large for the entry: in the record only
 		state = index.ViewRecord(t.Arena.Record(en.Ref())).State
 	}
 	bit := uint64(1) << c.bit

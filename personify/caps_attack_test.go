@@ -3,6 +3,7 @@ package personify
 import (
 	"bytes"
 	"context"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,32 +302,183 @@ func TestCapAttackConcurrentChurnDurable(t *testing.T) {
 	assert.Equal(t, want, stateDump(t, e2), "a restart counts what the live engine counted")
 }
 
-// The people stored next to one another share their counters' page, and
-// its window: a time far ahead of the clock (a unit mistake, a wrong
-// clock on a client) must neither empty the neighbours' counts nor make
-// their later impressions count for nothing, locally or from another
-// replica's batch. Such a time counts as the clock's.
-func TestCapAttackFutureTimeCannotResetNeighbours(t *testing.T) {
+// A far-future time (a client's clock gone wrong) moves that person's
+// window only: the people stored next to them keep their counts and go
+// on counting; the person is held back until the clock gets there. An
+// impression in another replica's batch later than the batch's own time
+// counts at that time.
+func TestCapAttackFutureTimeMovesOnlyThatPerson(t *testing.T) {
 	for _, w := range []Window{{Kind: Rolling, Length: time.Hour}, {Kind: Calendar, Period: Day, TimeZone: "Europe/Berlin"}} {
 		t.Run(w.Kind.String(), func(t *testing.T) {
 			e := capEngine(t)
 			require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 2, Window: w}))
 			p1, p2, p3 := e.mustPseudonym(t, person(1)), e.mustPseudonym(t, person(2)), e.mustPseudonym(t, person(3))
 			require.Equal(t, 2, allowN(e.Engine, p1, "c", 5))
-			future := e.clock.Now().AddDate(150, 0, 0) // a client's clock gone wrong
-			assert.True(t, e.AllowAt(p2, "c", future), "counted, at the clock's time")
+			future := e.clock.Now().AddDate(150, 0, 0)
+			assert.True(t, e.AllowAt(p2, "c", future))
 			assert.False(t, e.Allow(p1, "c"), "the neighbour's counts are where they were")
-			assert.Equal(t, 1, allowN(e.Engine, p2, "c", 5), "the far-future impression counted as now: one left")
-			assert.Equal(t, 2, allowN(e.Engine, p3, "c", 5), "a neighbour's later impressions count")
+			assert.Equal(t, 2, allowN(e.Engine, p3, "c", 5), "a neighbour's impressions count")
+			assert.Zero(t, allowN(e.Engine, p2, "c", 5), "held back, never let through uncounted")
 
-			// Another replica's batch carrying such a time (ahead of the
-			// time it was logged at) counts it at that time.
 			o := &op{kind: opImpressions, at: e.clock.Now(), name: "c", imps: []impression{{p: e.mustPseudonym(t, person(4)), at: future.UnixNano()}}}
 			_, err := e.applyImpressions(o)
 			require.NoError(t, err)
-			assert.Equal(t, 1, allowN(e.Engine, e.mustPseudonym(t, person(4)), "c", 5))
-			assert.False(t, e.Allow(p1, "c"))
-			assert.False(t, e.Allow(p3, "c"))
+			assert.Equal(t, 1, allowN(e.Engine, e.mustPseudonym(t, person(4)), "c", 5), "counted at its batch's time")
+		})
+	}
+}
+
+// A late time (a request's time older than the person's newest
+// impression's window; a zone whose local date goes back, as St. John's
+// did at 00:01 on 2010-11-07) must not let anyone through uncounted:
+// Allow answers true only when it counted.
+func TestCapAttackLateTimeNeverPassesUncounted(t *testing.T) {
+	loc, err := time.LoadLocation("America/St_Johns")
+	require.NoError(t, err)
+	for _, w := range []Window{{Kind: Rolling, Length: time.Hour}, {Kind: Calendar, Period: Day, TimeZone: "America/St_Johns"}} {
+		t.Run(w.Kind.String(), func(t *testing.T) {
+			e := capEngine(t)
+			require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 2, Window: w}))
+			p := e.mustPseudonym(t, person(1))
+			e.clock.t = time.Date(2010, 11, 7, 0, 0, 30, 0, loc)
+			require.True(t, e.Allow(p, "c"))
+			n := 0
+			for range 20 {
+				if e.AllowAt(p, "c", e.clock.t.Add(-3*time.Hour)) {
+					n++
+				}
+			}
+			assert.LessOrEqual(t, n, 1, "at most Max through, late times included")
+			assert.False(t, e.CanShow(p, "c") && n == 1, "and CanShow agrees")
+			e.clock.Advance(10 * time.Minute) // 23:10 on the 6th there
+			assert.LessOrEqual(t, allowN(e.Engine, p, "c", 10), 2-1-n)
+		})
+	}
+}
+
+// A count that does not fit four bits, for the first person of a page,
+// makes a wide page: in a snapshot, in a Link that empties a page first.
+func TestCapAttackWideWordIntoEmptyPage(t *testing.T) {
+	e := capEngine(t)
+	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 20, Window: Window{Kind: Rolling, Length: time.Hour}}))
+	require.Equal(t, 16, allowN(e.Engine, e.mustPseudonym(t, person(1)), "c", 16))
+	var buf bytes.Buffer
+	_, err := e.WriteSnapshot(&buf)
+	require.NoError(t, err)
+	f := newTestEngine(t)
+	require.NotPanics(t, func() { require.NoError(t, f.LoadSnapshot(bytes.NewReader(buf.Bytes()))) })
+	r, err := f.Explain(person(1))
+	require.NoError(t, err)
+	require.Len(t, r.Caps, 1)
+	assert.Equal(t, 16, r.Caps[0].Count)
+	require.NotPanics(t, func() { require.NoError(t, e.Link(person(2), person(1))) })
+	assert.Equal(t, 4, allowN(e.Engine, e.mustPseudonym(t, person(2)), "c", 10), "16 of 20 carried over")
+}
+
+// A snapshot taken while impressions are counted keeps every impression
+// once: it reads each shard's counters and its impressions not logged yet
+// at one moment.
+func TestCapAttackSnapshotWhileCounting(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Key: mustKey(t, testKeyHex), K: 1, CapFlush: time.Hour, Durable: DurableOptions{MaintenanceInterval: -1}}
+	e, err := Open(dir, opts)
+	require.NoError(t, err)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "all", Purpose: "ads"}))
+	const people = 4096
+	ps := make([]anonymize.Pseudonym, people)
+	for i := range people {
+		require.NoError(t, e.Add("all", person(i)))
+		ps[i] = e.mustPseudonym(t, person(i))
+	}
+	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
+	var counted atomic.Int64
+	for _, p := range ps { // logged: the snapshot's counts hold them, and then some not logged yet
+		require.True(t, e.Record(p, "c"))
+		counted.Add(1)
+	}
+	require.NoError(t, e.FlushCounts(context.Background()))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := g; ; i += 7 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if e.Record(ps[i%people], "c") {
+					counted.Add(1)
+				}
+			}
+		})
+	}
+	for range 3 {
+		_, err := e.WriteSnapshot(io.Discard)
+		require.NoError(t, err)
+		require.NoError(t, e.Compact())
+	}
+	close(stop)
+	wg.Wait()
+	require.NoError(t, e.Close())
+	f, err := Open(dir, opts)
+	require.NoError(t, err)
+	defer f.Close()
+	total := 0
+	f.mu.RLock()
+	c := f.caps["c"]
+	c.counts.eachWord(c, func(_ uint32, w capWord) { total += int(w.counts) })
+	f.mu.RUnlock()
+	assert.EqualValues(t, counted.Load(), total, "every impression once, after snapshots taken while counting")
+}
+
+// An Allow racing an erasure, a withdrawal or a suppression leaves no
+// counter: the writer publishes the change, then drops the counters
+// under the shard lock the Allow counts under, and the Allow reads the
+// person's entry again under it.
+func TestCapAttackAllowRacingErasure(t *testing.T) {
+	for _, how := range []string{"forget", "withdraw", "suppress"} {
+		t.Run(how, func(t *testing.T) {
+			e := capEngine(t)
+			require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
+			for round := range 200 {
+				id := person(1000 + round)
+				require.NoError(t, e.Add("runners", id))
+				p := e.mustPseudonym(t, id)
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+							e.Record(p, "c")
+						}
+					}
+				})
+				time.Sleep(20 * time.Microsecond)
+				switch how {
+				case "forget":
+					_, err := e.Forget(id)
+					require.NoError(t, err)
+				case "withdraw":
+					require.NoError(t, e.SetConsent(id, "ads", false))
+				case "suppress":
+					require.NoError(t, e.Suppress(id, "ads"))
+				}
+				time.Sleep(20 * time.Microsecond)
+				close(stop)
+				wg.Wait()
+				require.Zero(t, capWords(e.Engine, "c"), "round %d: a counter outlived the %s", round, how)
+				if how == "forget" {
+					var buf bytes.Buffer
+					_, err := e.WriteSnapshot(&buf)
+					require.NoError(t, err)
+					require.NoError(t, newTestEngine(t).LoadSnapshot(bytes.NewReader(buf.Bytes())))
+				}
+			}
 		})
 	}
 }

@@ -52,13 +52,10 @@ func (e *Engine) writeCapsLocked(meta *snapMeta, sw *segment.Writer) error {
 		c := e.caps[sc.Name]
 		words := map[uint32]capWord{}
 		var pending []impression
-		c.counts.eachWord(c, func(ord uint32, w capWord) { words[ord] = w })
-		for i := range c.counts.shards {
-			sh := &c.counts.shards[i]
-			sh.mu.Lock()
+		c.counts.eachShard(c, func(sh *capShard, each func(func(uint32, capWord))) { // a shard's words and pending at one moment
+			each(func(ord uint32, w capWord) { words[ord] = w })
 			pending = append(pending, sh.pending...)
-			sh.mu.Unlock()
-		}
+		})
 		for _, im := range pending { // not logged yet: replay counts them
 			if ord, _, ok := e.resolveLocked(im.p); ok {
 				if w, ok := words[ord]; ok {

@@ -10,30 +10,28 @@ import (
 )
 
 // The counters of one cap, by person ordinal, held in pages of 256
-// ordinals. A page exists once one of its people is counted and holds,
-// in one []uint32, the page's newest window index (a rolling cap's
-// sub-window, a calendar cap's period), a bitmap of the people it
-// counts, and their counts in rank order: four bits per rolling
-// sub-window while every count of the page fits them (one uint32 a
-// person), a byte per sub-window once one does not (two); a calendar or
-// lifetime count in one uint32. So a counted (person, cap) costs its
-// count, a bit of the bitmap per 8 ordinals around it and its share of a
-// 40-byte page header: about 6-7 bytes where one person in ten is
-// counted, against the 30-40 of a hash map of words. A lookup is the
-// page's slice header (a small directory, cache-resident) and one or two
-// lines of the page, fetched together.
+// ordinals. A page exists once one of its people is counted and holds, in
+// one []uint32, a flags word, a bitmap of the people it counts and their
+// words in rank order. A word is the person's own window index (a rolling
+// cap's newest sub-window, a calendar cap's period; none for lifetime)
+// and their count: four bits per rolling sub-window while every count of
+// the page fits them, a byte per sub-window once one does not ("wide");
+// a calendar or lifetime count in one uint32. So a counted (person, cap)
+// costs 4 to 12 bytes, a bit of the bitmap per 8 ordinals around it and
+// its share of a 36-byte page header: about 10 bytes for a rolling or
+// calendar cap and 6 for a lifetime one where one person in ten is
+// counted, against the ~43 of a Go map of words. Each person keeps their
+// own window, so what one person's times do (a clock gone wrong, a late
+// request) touches nobody else's count, exactly as a map of words would.
 //
-// The people of a page share its window index: a page is advanced to a
-// newer sub-window or period as a whole (the counts that leave the window
-// go, a person whose counts are all gone leaves the page), and a count
-// for a time older than the page's window counts for nothing. An
-// impression's sub-window is absolute time, so this changes nothing for
-// impressions that come in time order, and replicas and replays that
-// count the same impressions agree.
+// A lookup reads a pointer from a small directory (312 KB a cap at 10M
+// people, cache-resident) and one or two lines of the page, which the
+// request path prefetches while it checks consent.
 //
 // Pages are guarded by the lock of their shard (by page number), which
-// also holds the shard's impressions not logged yet; the directory of
-// pages grows under grow, and is read lock-free.
+// also holds the shard's impressions not logged yet; the directory grows
+// under grow, copy-on-write, and is read lock-free. The memory of a person
+// removed from a page is zeroed, so that an erased count stays nowhere.
 
 const (
 	capShards     = 64
@@ -42,16 +40,32 @@ const (
 	capChunkBits  = 8 // pages per directory chunk: 2^8 pages, 65,536 ordinals
 	capChunkPages = 1 << capChunkBits
 
-	pgLast  = 0          // the page's window index
-	pgFlags = 1          // pgWide
-	pgBits  = 2          // 8 words: the bitmap of the page's people
-	pgCells = pgBits + 8 // the counts, in rank order
+	pgFlags = 0          // pgWide
+	pgBits  = 1          // 8 words: the bitmap of the page's people
+	pgCells = pgBits + 8 // the words, in rank order
 	pgSlack = 4          // uint32s of room kept when a page grows, so that most inserts do not copy it
 
-	pgWide = 1 // a rolling page's counts are a byte per sub-window (two uint32s a person)
+	pgWide = 1 // a rolling page's counts are a byte per sub-window
 )
 
-type capChunk [capChunkPages][]uint32
+// capChunk is a part of the page directory: a pointer per page, to the
+// page's first uint32, with its length and capacity, so that the request
+// path finds where to prefetch without touching the page.
+type capChunk [capChunkPages]pageRef
+
+// pageRef is a page, or nil.
+type pageRef struct {
+	p        unsafe.Pointer
+	len, cap uint32
+}
+
+// get returns the page (nil if none).
+func (r *pageRef) get() []uint32 {
+	if r.p == nil {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(r.p), r.cap)[:r.len]
+}
 
 type capShard struct {
 	mu      sync.Mutex
@@ -77,7 +91,7 @@ func (t *capTable) shard(ord uint32) *capShard {
 
 // page returns ord's page, nil where the page's chunk does not exist yet
 // (create asks for it then). Caller holds ord's shard lock.
-func (t *capTable) page(ord uint32, create bool) *[]uint32 {
+func (t *capTable) page(ord uint32, create bool) *pageRef {
 	ci := int(ord >> (capPageBits + capChunkBits))
 	if d := t.dir.Load(); d != nil && ci < len(*d) {
 		if ch := (*d)[ci]; ch != nil {
@@ -104,16 +118,85 @@ func (t *capTable) page(ord uint32, create bool) *[]uint32 {
 	return &d[ci][ord>>capPageBits%capChunkPages]
 }
 
-// prefetch starts fetching the lines of ord's page that its count is
-// likely in (the header, and the line where the count would be were the
+// units is how many uint32s a word takes in a page of cap c.
+func (c *capState) units(wide bool) int {
+	switch {
+	case c.Window.Kind == Lifetime:
+		return 1
+	case wide:
+		return 3
+	}
+	return 2
+}
+
+// fitsNarrow reports whether w's counts fit a narrow page.
+func (c *capState) fitsNarrow(w capWord) bool {
+	return c.Window.Kind != Rolling || w.counts&0xf0f0f0f0f0f0f0f0 == 0
+}
+
+// pageRank is where ord's word is in page pg: whether the page counts
+// ord, and the index of its first uint32.
+func (c *capState) pageRank(pg []uint32, ord uint32) (int, bool) {
+	b := ord % capPageOrds
+	w := int(b >> 5)
+	r := 0
+	for i := range w {
+		r += bits.OnesCount32(pg[pgBits+i])
+	}
+	word := pg[pgBits+w]
+	r += bits.OnesCount32(word & (1<<(b&31) - 1))
+	return pgCells + r*c.units(pg[pgFlags]&pgWide != 0), word>>(b&31)&1 != 0
+}
+
+// wordAt reads the word at i of page pg.
+func (c *capState) wordAt(pg []uint32, i int) capWord {
+	if c.Window.Kind == Lifetime {
+		return capWord{counts: uint64(pg[i])}
+	}
+	w := capWord{last: pg[i], counts: uint64(pg[i+1])}
+	if c.Window.Kind == Rolling {
+		if pg[pgFlags]&pgWide != 0 {
+			w.counts |= uint64(pg[i+2]) << 32
+		} else { // eight nibbles to eight bytes
+			v := w.counts
+			v = (v | v<<16) & 0x0000ffff0000ffff
+			v = (v | v<<8) & 0x00ff00ff00ff00ff
+			w.counts = (v | v<<4) & 0x0f0f0f0f0f0f0f0f
+		}
+	}
+	return w
+}
+
+// setWordAt writes w at i of page pg (which it fits).
+func (c *capState) setWordAt(pg []uint32, i int, w capWord) {
+	if c.Window.Kind == Lifetime {
+		pg[i] = uint32(w.counts)
+		return
+	}
+	pg[i] = w.last
+	v := w.counts
+	if c.Window.Kind == Rolling {
+		if pg[pgFlags]&pgWide != 0 {
+			pg[i+2] = uint32(v >> 32)
+		} else { // eight bytes (each < 16) to eight nibbles
+			v = (v | v>>4) & 0x00ff00ff00ff00ff
+			v = (v | v>>8) & 0x0000ffff0000ffff
+			v = (v | v>>16) & 0x00000000ffffffff
+		}
+	}
+	pg[i+1] = uint32(v)
+}
+
+// prefetch starts fetching the lines of ord's page that its word is
+// likely in (the header, and the line where the word would be were the
 // page's people spread evenly, with its neighbours), so that the miss
 // overlaps other work. Caller holds ord's shard lock.
 func (t *capTable) prefetch(ord uint32) {
 	pp := t.page(ord, false)
-	if pp == nil || *pp == nil {
+	if pp == nil || pp.p == nil {
 		return
 	}
-	pg := *pp
+	pg := pp.get() // from the directory: the page itself is not read here
 	index.Prefetch(unsafe.Pointer(&pg[0]))
 	if n := len(pg) - pgCells; n > 8 {
 		est := pgCells + int(uint(ord%capPageOrds)*uint(n)>>capPageBits)
@@ -123,164 +206,101 @@ func (t *capTable) prefetch(ord uint32) {
 	}
 }
 
-// pageRank is where ord's count is in page pg: whether the page counts
-// ord, and the index of its first uint32.
-func pageRank(pg []uint32, ord uint32) (int, bool) {
-	b := ord % capPageOrds
-	w := int(b >> 5)
-	r := 0
-	for i := range w {
-		r += bits.OnesCount32(pg[pgBits+i])
-	}
-	word := pg[pgBits+w]
-	r += bits.OnesCount32(word & (1<<(b&31) - 1))
-	units := 1
-	if pg[pgFlags]&pgWide != 0 {
-		units = 2
-	}
-	return pgCells + r*units, word>>(b&31)&1 != 0
-}
-
-// cell reads the count at i of page pg.
-func cellAt(pg []uint32, i int) uint64 {
-	if pg[pgFlags]&pgWide != 0 {
-		return uint64(pg[i]) | uint64(pg[i+1])<<32
-	}
-	return uint64(pg[i])
-}
-
-// get returns ord's word: its count, at its page's window index. Caller
-// holds ord's shard lock.
+// get returns ord's word. Caller holds ord's shard lock.
 func (t *capTable) get(c *capState, ord uint32) (capWord, bool) {
 	pp := t.page(ord, false)
-	if pp == nil || *pp == nil {
+	if pp == nil || pp.p == nil {
 		return capWord{}, false
 	}
-	pg := *pp
-	i, ok := pageRank(pg, ord)
+	pg := pp.get()
+	i, ok := c.pageRank(pg, ord)
 	if !ok {
 		return capWord{}, false
 	}
-	return capWord{counts: c.unpack(pg, cellAt(pg, i)), last: pg[pgLast]}, true
+	return c.wordAt(pg, i), true
 }
 
-// unpack is a stored count as a word's counts (a rolling narrow page's
-// nibbles as bytes).
-func (c *capState) unpack(pg []uint32, v uint64) uint64 {
-	if c.Window.Kind != Rolling || pg[pgFlags]&pgWide != 0 {
-		return v
-	}
-	// Spread eight nibbles to eight bytes.
-	v = (v | v<<16) & 0x0000ffff0000ffff
-	v = (v | v<<8) & 0x00ff00ff00ff00ff
-	v = (v | v<<4) & 0x0f0f0f0f0f0f0f0f
-	return v
-}
-
-// narrow is counts as eight nibbles, and whether they fit.
-func narrow(v uint64) (uint64, bool) {
-	if v&0xf0f0f0f0f0f0f0f0 != 0 {
-		return 0, false
-	}
-	v = (v | v>>4) & 0x00ff00ff00ff00ff
-	v = (v | v>>8) & 0x0000ffff0000ffff
-	v = (v | v>>16) & 0x00000000ffffffff
-	return v, true
-}
-
-// put stores ord's word (a word of no count removes ord). A word newer
-// than its page advances the page; one older is advanced to the page's
-// window first. Caller holds ord's shard lock.
+// put stores ord's word (a word of no count removes ord). Caller holds
+// ord's shard lock.
 func (t *capTable) put(c *capState, ord uint32, w capWord) {
 	if c.Window.Kind == Lifetime {
 		w.last = 0
 	}
-	pp := t.page(ord, w.counts != 0)
-	if pp == nil {
-		return
-	}
-	if pg := *pp; pg != nil && pg[pgLast] != w.last {
-		if c.Window.Kind != Lifetime && int32(w.last-pg[pgLast]) > 0 {
-			t.rebuild(c, pp, func(v uint64) uint64 { return c.advanceTo(capWord{counts: v, last: pg[pgLast]}, w.last).counts }, w.last, false)
-		} else {
-			w = c.advanceTo(w, pg[pgLast])
-		}
-	}
 	if w.counts == 0 {
-		t.remove(pp, ord)
+		t.del(ord)
 		return
 	}
-	if *pp == nil {
-		pg := make([]uint32, pgCells, pgCells+pgSlack)
-		pg[pgLast] = w.last
+	pp := t.page(ord, true)
+	if pp.p == nil {
+		pg := make([]uint32, pgCells, pgCells+3+pgSlack)
+		if !c.fitsNarrow(w) {
+			pg[pgFlags] = pgWide
+		}
 		t.setPage(pp, pg)
+	} else if pp.get()[pgFlags]&pgWide == 0 && !c.fitsNarrow(w) {
+		t.rebuild(c, pp, true)
 	}
-	v := w.counts
-	wide := (*pp)[pgFlags]&pgWide != 0
-	if c.Window.Kind == Rolling && !wide {
-		n, ok := narrow(v)
-		if !ok {
-			t.rebuild(c, pp, func(v uint64) uint64 { return v }, (*pp)[pgLast], true)
-			wide = true
-		} else {
-			v = n
-		}
-	}
-	pg := *pp
-	i, ok := pageRank(pg, ord)
+	pg := pp.get()
+	i, ok := c.pageRank(pg, ord)
 	if !ok {
-		units := 1
-		if wide {
-			units = 2
-		}
-		pg = grow(pg, i, units)
+		units := c.units(pg[pgFlags]&pgWide != 0)
+		pg = t.open(pg, i, units)
 		b := ord % capPageOrds
 		pg[pgBits+int(b>>5)] |= 1 << (b & 31)
 		t.setPage(pp, pg)
 		t.words.Add(1)
 	}
-	pg[i] = uint32(v)
-	if wide {
-		pg[i+1] = uint32(v >> 32)
-	}
+	c.setWordAt(pg, i, w)
 }
 
-// grow opens units uint32s at i of pg.
-func grow(pg []uint32, i, units int) []uint32 {
+// open makes room for units uint32s at i of pg, zeroing what it leaves
+// behind when it moves the page.
+func (t *capTable) open(pg []uint32, i, units int) []uint32 {
 	n := len(pg)
 	if cap(pg) < n+units {
-		np := make([]uint32, n+units, n+units+pgSlack)
+		np := make([]uint32, n+units, n+units+pgSlack+n/8)
 		copy(np, pg[:i])
 		copy(np[i+units:], pg[i:])
-		return np
+		return np // setPage zeroes pg
 	}
 	pg = pg[:n+units]
 	copy(pg[i+units:], pg[i:n])
 	return pg
 }
 
-// remove drops ord from its page (a page left empty goes). Caller holds
-// ord's shard lock.
-func (t *capTable) remove(pp *[]uint32, ord uint32) bool {
-	pg := *pp
-	if pg == nil {
+// del drops ord's word, zeroing its memory (a page left empty goes).
+// Caller holds ord's shard lock.
+func (t *capTable) del(ord uint32) bool {
+	pp := t.page(ord, false)
+	if pp == nil || pp.p == nil {
 		return false
 	}
-	i, ok := pageRank(pg, ord)
-	if !ok {
-		return false
-	}
-	units := 1
-	if pg[pgFlags]&pgWide != 0 {
-		units = 2
-	}
+	pg := pp.get()
 	b := ord % capPageOrds
+	word := pg[pgBits+int(b>>5)]
+	if word>>(b&31)&1 == 0 {
+		return false
+	}
+	// The rank, as pageRank computes it, for any cap: the units are the
+	// page's length over its people.
+	r := 0
+	for i := range int(b >> 5) {
+		r += bits.OnesCount32(pg[pgBits+i])
+	}
+	r += bits.OnesCount32(word & (1<<(b&31) - 1))
+	people := 0
+	for i := range 8 {
+		people += bits.OnesCount32(pg[pgBits+i])
+	}
+	units := (len(pg) - pgCells) / people
+	i := pgCells + r*units
 	pg[pgBits+int(b>>5)] &^= 1 << (b & 31)
 	t.words.Add(-1)
 	n := copy(pg[i:], pg[i+units:])
+	clear(pg[i+n:])
 	pg = pg[:i+n]
 	switch {
-	case len(pg) == pgCells:
+	case people == 1:
 		pg = nil
 	case cap(pg) > 2*len(pg)+pgSlack: // give back what the page no longer needs
 		pg = append(make([]uint32, 0, len(pg)+pgSlack), pg...)
@@ -289,87 +309,45 @@ func (t *capTable) remove(pp *[]uint32, ord uint32) bool {
 	return true
 }
 
-// del drops ord's count. Caller holds ord's shard lock.
-func (t *capTable) del(ord uint32) bool {
-	pp := t.page(ord, false)
-	return pp != nil && t.remove(pp, ord)
-}
-
-// rebuild rewrites page *pp with each count mapped by f (a count mapped
-// to zero leaves the page) at window index last, in the narrowest form
-// that holds the counts (or wide, if asked).
-func (t *capTable) rebuild(c *capState, pp *[]uint32, f func(uint64) uint64, last uint32, wide bool) {
-	pg := *pp
-	if pg == nil {
+// rebuild rewrites page *pp narrow or wide.
+func (t *capTable) rebuild(c *capState, pp *pageRef, wide bool) {
+	pg := pp.get()
+	if pg == nil || (pg[pgFlags]&pgWide != 0) == wide || c.Window.Kind != Rolling {
 		return
 	}
-	type kv struct {
-		b uint32
-		v uint64
-	}
-	var buf [capPageOrds]kv
-	cells := buf[:0]
-	units := 1
-	if pg[pgFlags]&pgWide != 0 {
-		units = 2
-	}
-	i := pgCells
-	for w := range 8 {
-		for x := pg[pgBits+w]; x != 0; x &= x - 1 {
-			b := uint32(w*32 + bits.TrailingZeros32(x))
-			v := f(c.unpack(pg, cellAt(pg, i)))
-			i += units
-			if v == 0 {
-				continue
-			}
-			if c.Window.Kind == Rolling {
-				if _, ok := narrow(v); !ok {
-					wide = true
-				}
-			}
-			cells = append(cells, kv{b, v})
-		}
-	}
-	t.words.Add(int64(len(cells) - (i-pgCells)/units))
-	if len(cells) == 0 {
-		t.setPage(pp, nil)
-		return
-	}
-	units = 1
-	if wide {
-		units = 2
-	}
-	n := pgCells + units*len(cells)
+	from, to := c.units(!wide), c.units(wide)
+	people := (len(pg) - pgCells) / from
+	n := pgCells + to*people
 	np := make([]uint32, n, n+pgSlack)
-	np[pgLast] = last
+	copy(np[pgBits:pgCells], pg[pgBits:pgCells])
 	if wide {
 		np[pgFlags] = pgWide
 	}
-	i = pgCells
-	for _, e := range cells {
-		np[pgBits+int(e.b>>5)] |= 1 << (e.b & 31)
-		v := e.v
-		if c.Window.Kind == Rolling && !wide {
-			v, _ = narrow(v)
-		}
-		np[i] = uint32(v)
-		if wide {
-			np[i+1] = uint32(v >> 32)
-		}
-		i += units
+	for k := range people {
+		c.setWordAt(np, pgCells+k*to, c.wordAt(pg, pgCells+k*from))
 	}
 	t.setPage(pp, np)
 }
 
-// setPage replaces page *pp with pg, keeping count of the memory.
-func (t *capTable) setPage(pp *[]uint32, pg []uint32) {
-	t.mem.Add(int64(cap(pg)-cap(*pp)) * 4)
-	*pp = pg
+// setPage replaces page *pp with pg (or records pg's new length),
+// keeping count of the memory and zeroing a page it replaces, so that no
+// count outlives its place in the table.
+func (t *capTable) setPage(pp *pageRef, pg []uint32) {
+	old := pp.get()
+	t.mem.Add(int64(cap(pg)-cap(old)) * 4)
+	if old != nil && (pg == nil || &old[0] != &pg[0]) {
+		clear(old[:cap(old)])
+	}
+	if pg == nil {
+		*pp = pageRef{}
+		return
+	}
+	*pp = pageRef{unsafe.Pointer(&pg[0]), uint32(len(pg)), uint32(cap(pg))}
 }
 
-// each calls f for every page of the table, with its shard locked and the
-// first ordinal it holds; f may replace the page.
-func (t *capTable) each(f func(pp *[]uint32, base uint32)) {
+// shardPages calls f for every page of shard s (s locked by the caller),
+// with the first ordinal it holds.
+func (t *capTable) shardPages(s int, f func(pp *pageRef, base uint32)) {
 	d := t.dir.Load()
 	if d == nil {
 		return
@@ -378,36 +356,74 @@ func (t *capTable) each(f func(pp *[]uint32, base uint32)) {
 		if ch == nil {
 			continue
 		}
-		for pi := range ch {
-			base := uint32(ci)<<(capPageBits+capChunkBits) | uint32(pi)<<capPageBits
-			sh := t.shard(base)
-			sh.mu.Lock()
-			if ch[pi] != nil {
-				f(&ch[pi], base)
+		for pi := s; pi < capChunkPages; pi += capShards { // (page number) % capShards == s
+			if ch[pi].p != nil {
+				f(&ch[pi], uint32(ci)<<(capPageBits+capChunkBits)|uint32(pi)<<capPageBits)
 			}
-			sh.mu.Unlock()
 		}
 	}
 }
 
-// words calls f with every counted person's word, by ordinal, each page
-// under its shard's lock.
+// pageWords calls f with each word of page pg, whose first ordinal is
+// base.
+func (c *capState) pageWords(pg []uint32, base uint32, f func(ord uint32, w capWord)) {
+	units := c.units(pg[pgFlags]&pgWide != 0)
+	i := pgCells
+	for w := range 8 {
+		for x := pg[pgBits+w]; x != 0; x &= x - 1 {
+			f(base+uint32(w*32+bits.TrailingZeros32(x)), c.wordAt(pg, i))
+			i += units
+		}
+	}
+}
+
+// eachShard calls f with every shard locked in turn, and the words of
+// its pages; f sees a shard's words and pending impressions at one moment.
+func (t *capTable) eachShard(c *capState, f func(sh *capShard, words func(func(ord uint32, w capWord)))) {
+	for s := range t.shards {
+		sh := &t.shards[s]
+		sh.mu.Lock()
+		f(sh, func(g func(uint32, capWord)) {
+			t.shardPages(s, func(pp *pageRef, base uint32) { c.pageWords(pp.get(), base, g) })
+		})
+		sh.mu.Unlock()
+	}
+}
+
+// eachWord calls f with every counted person's word, a shard at a time.
 func (t *capTable) eachWord(c *capState, f func(ord uint32, w capWord)) {
-	t.each(func(pp *[]uint32, base uint32) {
-		pg := *pp
-		units := 1
-		if pg[pgFlags]&pgWide != 0 {
-			units = 2
-		}
-		i := pgCells
-		for w := range 8 {
-			for x := pg[pgBits+w]; x != 0; x &= x - 1 {
-				ord := base + uint32(w*32+bits.TrailingZeros32(x))
-				f(ord, capWord{counts: c.unpack(pg, cellAt(pg, i)), last: pg[pgLast]})
-				i += units
+	t.eachShard(c, func(_ *capShard, words func(func(uint32, capWord))) { words(f) })
+}
+
+// expire drops the words that hold no count at time at (Unix ns) and
+// narrows the pages whose counts fit again. It returns how many it
+// dropped.
+func (t *capTable) expire(c *capState, at int64) int {
+	n := 0
+	for s := range t.shards {
+		sh := &t.shards[s]
+		sh.mu.Lock()
+		t.shardPages(s, func(pp *pageRef, base uint32) {
+			var gone []uint32
+			narrow := true
+			c.pageWords(pp.get(), base, func(ord uint32, w capWord) {
+				if c.advance(w, at).counts == 0 {
+					gone = append(gone, ord)
+				} else if !c.fitsNarrow(w) {
+					narrow = false
+				}
+			})
+			for _, ord := range gone {
+				t.del(ord)
 			}
-		}
-	})
+			n += len(gone)
+			if narrow {
+				t.rebuild(c, pp, false)
+			}
+		})
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // bytes is the memory the counters hold.

@@ -50,7 +50,6 @@ func (e *Engine) applyConsent(o *op) (opResult, error) {
 	} else {
 		ps.denied.Add(ord)
 		ps.granted.Remove(ord)
-		e.dropCountsLocked(ord, ps) // nothing counted or kept without consent
 	}
 	e.setStateLocked(p, func(s *privState) {
 		s.granted, s.denied = s.granted&^bit, s.denied&^bit
@@ -60,6 +59,9 @@ func (e *Engine) applyConsent(o *op) (opResult, error) {
 			s.denied |= bit
 		}
 	})
+	if !granted {
+		e.dropCountsLocked(ord, ps, nil) // nothing counted or kept without consent (after the state is published)
+	}
 	e.maybeCompactLocked()
 	e.event("consent", pseudonymAttr(p), slog.String("purpose", o.name), slog.Bool("granted", granted))
 	return opResult{}, nil

@@ -166,7 +166,6 @@ type Engine struct {
 	refused    atomic.Uint64                        // changes from a log or journal refused as invalid
 	capsRead   atomic.Pointer[map[string]*capState] // the caps, for lock-free callers (caps.go)
 	capFlush   *capFlusher                          // durable and fleet engines: logs counted impressions in batches
-	capSeen    atomic.Int64                         // Unix ns: the clock as AllowAt last read it (caps.go, capTime)
 	// schedulePurge is told the time by which a compaction should run for
 	// an erasure that is not physically complete yet (durable and fleet
 	// engines); nil in memory.

@@ -203,6 +203,14 @@ func (e *Engine) linkLocked(g []linkID, byPseudonym bool) error {
 	} else {
 		e.copyEntryLocked(target, known[target].Pseudonym)
 	}
+	// The counters last, once every entry names the target: a lock-free
+	// Allow that counted under a merged ordinal before this is merged
+	// here, and one after finds the target (see dropCountsLocked).
+	if len(persons) > 1 {
+		for _, src := range persons[1:] {
+			e.mergeCountsLocked(target, src)
+		}
+	}
 	return nil
 }
 
@@ -302,8 +310,7 @@ func (e *Engine) mergeLocked(dst, src uint32, one LinkedPseudonym) {
 		e.links[dst] = insertLinked(e.links[dst], s)
 	}
 	delete(e.links, src)
-	e.mergeCountsLocked(dst, src)
-	e.live.Remove(src)
+	e.live.Remove(src) // its counters are merged once the entries are rewritten (linkLocked)
 	e.dir.Release(src) // its slots stay, as dst's, until rebuilt
 	e.forgets.Add(1)   // audiences built before list src's pseudonym
 }

@@ -170,7 +170,16 @@ func (e *Engine) keyGenSet(fp anonymize.Fingerprint) *segment.Set {
 // ordinal. It returns what it removed. Caller holds mu.
 func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	var out erased
-	out.counters = e.dropCountsLocked(ord, nil) // first: pending impressions resolve through the slots
+	// The person's pseudonyms, for their impressions not logged yet: the
+	// counters go last, once no lookup finds the person (see
+	// dropCountsLocked).
+	mine := map[anonymize.Pseudonym]bool{p: true}
+	for _, s := range e.links[ord] {
+		mine[s.Pseudonym] = true
+	}
+	for _, q := range e.aliasesOf[ord] {
+		mine[q] = true
+	}
 	if out.linked = e.linkedOfLocked(ord); out.linked != nil {
 		for _, s := range e.links[ord] {
 			if s.Pseudonym != p {
@@ -208,6 +217,7 @@ func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	e.forgetRecordLocked(p)
 	e.dir.Remove(p)
 	e.live.Remove(ord)
+	out.counters = e.dropCountsLocked(ord, nil, func(q anonymize.Pseudonym) bool { return mine[q] })
 	e.dir.Release(ord)
 	e.forgets.Add(1)
 	return out

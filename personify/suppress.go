@@ -85,14 +85,6 @@ func (e *Engine) applySuppress(o *op) (opResult, error) {
 			l.Remove(ord)
 		}
 	}
-	if on { // suppression wins: no counter kept
-		if len(purposes) == 0 {
-			e.dropCountsLocked(ord, nil)
-		}
-		for _, name := range purposes {
-			e.dropCountsLocked(ord, e.purposes[name])
-		}
-	}
 	e.setStateLocked(p, func(s *privState) {
 		switch {
 		case len(purposes) == 0:
@@ -103,6 +95,14 @@ func (e *Engine) applySuppress(o *op) (opResult, error) {
 			s.suppressed &^= bits
 		}
 	})
+	if on { // suppression wins: no counter kept (dropped after the state is published)
+		if len(purposes) == 0 {
+			e.dropCountsLocked(ord, nil, nil)
+		}
+		for _, name := range purposes {
+			e.dropCountsLocked(ord, e.purposes[name], nil)
+		}
+	}
 	e.maybeCompactLocked()
 	scope := "all"
 	if len(purposes) > 0 {

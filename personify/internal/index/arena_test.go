@@ -85,3 +85,29 @@ func TestOverflowRecordsRoundTrip(t *testing.T) {
 	require.Equal(t, uint32(3), state)
 	require.Equal(t, ids[:4], got)
 }
+
+// An overflow entry keeps its state id inline too where it fits (a consent
+// check then needs no second miss), and the record has it either way.
+func TestOverflowEntryKeepsItsStateInline(t *testing.T) {
+	a := NewArena()
+	ids := make([]uint32, 40)
+	for i := range ids {
+		ids[i] = uint32(i * 7)
+	}
+	for _, state := range []uint32{0, 5, StateOverflow - 1, StateOverflow, 300} {
+		en, _ := MakeEntry(a, nil, 9, state, ids)
+		if !en.Overflow() {
+			t.Fatalf("40 ids inline")
+		}
+		want := state
+		if state >= StateOverflow {
+			want = StateOverflow
+		}
+		if en.State() != want {
+			t.Errorf("state %d: the entry says %d, want %d", state, en.State(), want)
+		}
+		if r := ViewRecord(a.Record(en.Ref())); r.State != state {
+			t.Errorf("state %d: the record says %d", state, r.State)
+		}
+	}
+}

@@ -57,7 +57,8 @@ type Slot struct {
 // Entry is a consistent snapshot of a slot's meta, lo and hi words.
 //
 // meta: bits 0-31 ordinal; 32-47 sequence (odd while the entry changes);
-// 48-55 privacy state id (StateOverflow: in the overflow record); 56-59
+// 48-55 privacy state id (StateOverflow: in the overflow record only; an
+// overflow entry whose state id fits holds it here and in the record); 56-59
 // number of inline segment ids; 60-62 lane code; 63 overflow.
 //
 // Inline, lo and hi hold the sorted segment ids as fixed-width lanes (the

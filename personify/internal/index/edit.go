@@ -43,7 +43,14 @@ func MakeEntryFilter(a *Arena, buf []byte, ord, state uint32, ids []uint32, know
 		}
 	}
 	ref := a.Add(buf)
-	return Entry{MakeMeta(ord, StateOverflow, 0) | OverflowBit, uint64(ref) | uint64(f.A)<<32, f.B}, buf
+	// The state id stays in the entry too where it fits, so that a
+	// consent check (a frequency cap's) needs no second miss for the
+	// record; the record has it either way.
+	inline := uint32(StateOverflow)
+	if state < StateOverflow {
+		inline = state
+	}
+	return Entry{MakeMeta(ord, inline, 0) | OverflowBit, uint64(ref) | uint64(f.A)<<32, f.B}, buf
 }
 
 // NoID stands for "no segment id" in changeLocked.

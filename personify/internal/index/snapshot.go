@@ -171,6 +171,9 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 			if state, ids, ok = safeRecord(chunks[c][ref&ChunkMask:], ids); !ok {
 				return fmt.Errorf("index overflow record at %d is malformed", ref)
 			}
+			if s := en.State(); s != StateOverflow && s != state {
+				return fmt.Errorf("index entry's state %d is not its record's %d", s, state)
+			}
 		} else {
 			state = en.State()
 			if en.Code() >= LaneCodes || en.Count() > 2*LanesPer[en.Code()] {
