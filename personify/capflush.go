@@ -95,6 +95,7 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 			sh.mu.Lock()
 			imps = append(imps, sh.pending...)
 			c.counts.pending.Add(-int64(len(sh.pending)))
+			clear(sh.pending) // no pseudonym stays behind in the spare capacity
 			sh.pending = sh.pending[:0]
 			sh.mu.Unlock()
 		}
@@ -147,11 +148,7 @@ func (e *Engine) applyImpressions(o *op) (opResult, error) {
 		imps, c.flight.imps, c.flight.redo = c.flight.redo, nil, nil
 	}
 	n := 0
-	logged := o.at.UnixNano()
 	for _, im := range imps {
-		if im.at > logged { // after the time its batch was logged (a damaged clock): counted at that time
-			im.at = logged
-		}
 		ord, _, ok := e.resolveLocked(im.p)
 		if !ok || !e.allowsLocked(c.purpose, ord, false) {
 			continue
@@ -210,12 +207,33 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState, mine func(anonym
 			s.mu.Lock()
 			k := len(s.pending)
 			s.pending = slices.DeleteFunc(s.pending, func(im impression) bool { return mine(im.p) })
-			c.counts.pending.Add(int64(len(s.pending) - k))
-			clear(s.pending[len(s.pending):k])
+			c.counts.pending.Add(int64(len(s.pending) - k)) // (DeleteFunc zeroes what it removed)
 			s.mu.Unlock()
 		}
 	}
 	return n
+}
+
+// reattributeLocked gives pseudonym to the impressions of pseudonym from
+// not logged yet (from leaves the person: Unlink, a device moving, an
+// alias dropped), so that replay and the other replicas count them for
+// the person they were counted for. Caller holds mu.
+func (e *Engine) reattributeLocked(from, to anonymize.Pseudonym) {
+	for _, c := range e.caps {
+		if c.counts.pending.Load() == 0 {
+			continue
+		}
+		for i := range c.counts.shards {
+			s := &c.counts.shards[i]
+			s.mu.Lock()
+			for k := range s.pending {
+				if s.pending[k].p == from {
+					s.pending[k].p = to
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
 }
 
 // mergeCountsLocked folds person src's counters into person dst's (Link

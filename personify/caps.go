@@ -406,6 +406,9 @@ func (e *Engine) capCall(p anonymize.Pseudonym, capName string, mode capMode, at
 func (e *Engine) capCallLocked(p anonymize.Pseudonym, c *capState, mode capMode, at time.Time) bool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	if c = e.caps[c.Name]; c == nil { // the cap as it is now (a snapshot may have replaced it)
+		return false
+	}
 	ord, _, ok := e.resolveLocked(p)
 	if !ok || !e.allowsLocked(c.purpose, ord, false) {
 		return false

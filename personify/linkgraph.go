@@ -211,6 +211,12 @@ func (e *Engine) linkLocked(g []linkID, byPseudonym bool) error {
 			e.mergeCountsLocked(target, src)
 		}
 	}
+	// and none the merged or carried restrictions forbid now
+	for _, c := range e.caps {
+		if !e.allowsLocked(c.purpose, target, false) {
+			e.dropCountsLocked(target, c.purpose, nil)
+		}
+	}
 	return nil
 }
 
@@ -250,7 +256,18 @@ func insertLinked(l []LinkedPseudonym, s LinkedPseudonym) []LinkedPseudonym {
 // addSlotLocked gives person ord the new pseudonym s (absent from the
 // directory); rebuildLocked fills its entry.
 func (e *Engine) addSlotLocked(ord uint32, s LinkedPseudonym) {
-	e.dir.Insert(s.Pseudonym, index.EmptyEntry(ord))
+	// The slot starts as a copy of the person's entry (their privacy state
+	// and segments), not an empty one: lock-free readers may find it
+	// before rebuildLocked rewrites it, and an empty entry would say "no
+	// restriction" for a person who is suppressed.
+	en := index.EmptyEntry(ord)
+	for _, o := range e.links[ord] {
+		if cur, ok := e.dir.Get(o.Pseudonym); ok && cur.Ord() == ord {
+			en = cur.WithSeq(0)
+			break
+		}
+	}
+	e.dir.Insert(s.Pseudonym, en)
 	e.links[ord] = insertLinked(e.links[ord], s)
 	e.keyGenSet(s.Key).Add(ord)
 }
@@ -358,6 +375,9 @@ func (e *Engine) detachSlotLocked(ord uint32, p anonymize.Pseudonym) {
 	}
 	e.hasAliases.Store(len(e.aliases) > 0)
 	l := slices.DeleteFunc(slices.Clone(e.links[ord]), func(s LinkedPseudonym) bool { return s.Pseudonym == p })
+	if len(l) > 0 { // its impressions not logged yet stay the person's (a batch already being logged cannot change)
+		e.reattributeLocked(p, l[0].Pseudonym)
+	}
 	if len(l) < 2 {
 		delete(e.links, ord)
 	} else {

@@ -130,6 +130,7 @@ func (e *Engine) dropAliasesUnderLocked(fp anonymize.Fingerprint) {
 			continue
 		}
 		delete(e.aliases, q)
+		e.reattributeLocked(q, a.primary) // its impressions not logged yet stay the person's
 		e.aliasesOf[a.ord] = slices.DeleteFunc(e.aliasesOf[a.ord], func(x anonymize.Pseudonym) bool { return x == q })
 		if len(e.aliasesOf[a.ord]) == 0 {
 			delete(e.aliasesOf, a.ord)

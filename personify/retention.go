@@ -109,5 +109,8 @@ func (e *Engine) releaseEmptyLocked() int {
 	for ord := range e.links { // a link is held data: kept until Forget or Unlink
 		empty.Remove(ord)
 	}
+	for _, c := range e.caps { // so are frequency counts: kept until their window passes (or Forget)
+		c.counts.eachWord(c, func(ord uint32, _ capWord) { empty.Remove(ord) })
+	}
 	return e.dropOrdinalsLocked(empty)
 }

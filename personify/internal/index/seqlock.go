@@ -27,6 +27,15 @@ func (t *Table) Read(p uint64) (e Entry, ok, stuck bool) {
 		lo := atomic.LoadUint64(&s.Lo)
 		hi := atomic.LoadUint64(&s.Hi)
 		if m&SeqOne == 0 && atomic.LoadUint64(&s.Meta) == m {
+			// The key again: a removal stores its tombstone before it
+			// empties the entry, so an entry read after that is not p's.
+			want := p
+			if p <= SlotTombstone { // the special slots hold 1 while they are in use
+				want = 1
+			}
+			if atomic.LoadUint64(&s.Key) != want {
+				return Entry{}, false, false
+			}
 			return Entry{m, lo, hi}, true, false
 		}
 	}
