@@ -73,8 +73,8 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 	s := &slots[i]
 	m := atomic.LoadUint64(&s.Meta)
 	lo, hi := atomic.LoadUint64(&s.Lo), atomic.LoadUint64(&s.Hi)
-	if m&index.SeqOne != 0 || atomic.LoadUint64(&s.Meta) != m {
-		return e.inLocked(p, segmentName) // a writer is mid-update
+	if m&index.SeqOne != 0 || atomic.LoadUint64(&s.Meta) != m || atomic.LoadUint64(&s.Key) != uint64(p) {
+		return e.inLocked(p, segmentName) // a writer is mid-update, or removed p (Table.Read's checks)
 	}
 	rt := e.rt.Load()
 	id, ok := rt.byName.Get(segmentName)
