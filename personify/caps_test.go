@@ -388,3 +388,30 @@ func TestCapsAcrossKeyRotationAndRestart(t *testing.T) {
 	assert.Equal(t, 1, capWords(e, "c"))
 	require.NoError(t, e.Close())
 }
+
+// An impression counted through an alias (the old key's pseudonym of a
+// linked device, during a rotation's grace) and not logged yet stays the
+// person's when the device is unlinked: a restart counts it for them.
+func TestCapsAliasImpressionSurvivesUnlink(t *testing.T) {
+	d := newDurableEnv(t)
+	d.opts.CapFlush = time.Hour
+	e := d.open(t)
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	require.NoError(t, e.Define(Segment{Name: "runners", Purpose: "ads"}))
+	require.NoError(t, e.Add("runners", person(1)))
+	require.NoError(t, e.Link(person(1), device(1)))
+	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 10, Window: Window{Kind: Lifetime}}))
+	q := e.mustPseudonym(t, device(1)) // under the first key
+	require.NoError(t, e.RotateKey(mustKey(t, fuzzKey2), time.Hour))
+	require.NoError(t, e.Link(person(1), device(1))) // re-keyed: q is now an alias
+	require.True(t, e.Allow(q, "c"))
+	require.NoError(t, e.Unlink(device(1)))
+	require.NoError(t, e.Close())
+	d.opts.PreviousKeys = []PreviousKey{{Key: mustKey(t, testKeyHex), Until: d.clock.Now().Add(time.Hour)}}
+	d.opts.Key = mustKey(t, fuzzKey2)
+	e = d.open(t)
+	r, err := e.Explain(person(1))
+	require.NoError(t, err)
+	require.Len(t, r.Caps, 1, "the impression is the person's after the restart")
+	assert.Equal(t, 1, r.Caps[0].Count)
+}

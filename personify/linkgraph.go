@@ -190,10 +190,10 @@ func (e *Engine) linkLocked(g []linkID, byPseudonym bool) error {
 			} else {
 				e.dropPersonLocked(r.slot.Pseudonym, ord)
 			}
-			e.addSlotLocked(target, r.slot) // the slot itself, not the alias it may have been found by
+			e.addSlotLocked(target, r.slot, rebuild) // the slot itself, not the alias it may have been found by
 			continue
 		}
-		e.addSlotLocked(target, LinkedPseudonym{id.kind, id.kps[0].Pseudonym, id.kps[0].Key})
+		e.addSlotLocked(target, LinkedPseudonym{id.kind, id.kps[0].Pseudonym, id.kps[0].Key}, rebuild)
 	}
 	if l := e.links[target]; len(l) < 2 {
 		delete(e.links, target)
@@ -254,17 +254,34 @@ func insertLinked(l []LinkedPseudonym, s LinkedPseudonym) []LinkedPseudonym {
 }
 
 // addSlotLocked gives person ord the new pseudonym s (absent from the
-// directory); rebuildLocked fills its entry.
-func (e *Engine) addSlotLocked(ord uint32, s LinkedPseudonym) {
-	// The slot starts as a copy of the person's entry (their privacy state
-	// and segments), not an empty one: lock-free readers may find it
-	// before rebuildLocked rewrites it, and an empty entry would say "no
-	// restriction" for a person who is suppressed.
+// directory). Lock-free readers may find the slot at once, so it never
+// says less than the truth: where the person's entry is rebuilt below
+// (rebuilding: a merge, or restrictions a device brought), the slot is
+// inserted mid-update (readers take the locked path, which waits for this
+// change) and "suppressed from everything", until rebuildLocked rewrites
+// it; otherwise it is a copy of the person's inline entry (an overflow
+// one gives its state only: copyEntryLocked writes its record below).
+func (e *Engine) addSlotLocked(ord uint32, s LinkedPseudonym, rebuilding bool) {
 	en := index.EmptyEntry(ord)
-	for _, o := range e.links[ord] {
-		if cur, ok := e.dir.Get(o.Pseudonym); ok && cur.Ord() == ord {
-			en = cur.WithSeq(0)
-			break
+	if rebuilding {
+		if id := e.stateID(privState{all: true}); id < index.StateOverflow {
+			en.Meta = index.MakeMeta(ord, id, 0)
+		}
+		en.Meta |= index.SeqOne
+	} else {
+		for _, o := range e.links[ord] {
+			if cur, ok := e.dir.Get(o.Pseudonym); ok && cur.Ord() == ord {
+				if cur.Overflow() {
+					if st := cur.State(); st != index.StateOverflow {
+						en.Meta = index.MakeMeta(ord, st, 0)
+					} else {
+						en.Meta |= index.SeqOne // a state only the record holds: mid-update until copyEntryLocked
+					}
+				} else {
+					en = cur.WithSeq(0)
+				}
+				break
+			}
 		}
 	}
 	e.dir.Insert(s.Pseudonym, en)
@@ -360,10 +377,14 @@ func (e *Engine) carryRestrictionsLocked(dst, src uint32) bool {
 func (e *Engine) detachSlotLocked(ord uint32, p anonymize.Pseudonym) {
 	e.forgetRecordLocked(p)
 	e.dir.Remove(p)
+	l := slices.DeleteFunc(slices.Clone(e.links[ord]), func(s LinkedPseudonym) bool { return s.Pseudonym == p })
 	kept := e.aliasesOf[ord][:0]
 	for _, q := range e.aliasesOf[ord] {
 		if e.aliases[q].primary == p {
 			delete(e.aliases, q)
+			if len(l) > 0 {
+				e.reattributeLocked(q, l[0].Pseudonym) // impressions counted by the alias stay the person's
+			}
 		} else {
 			kept = append(kept, q)
 		}
@@ -374,7 +395,6 @@ func (e *Engine) detachSlotLocked(ord uint32, p anonymize.Pseudonym) {
 		e.aliasesOf[ord] = kept
 	}
 	e.hasAliases.Store(len(e.aliases) > 0)
-	l := slices.DeleteFunc(slices.Clone(e.links[ord]), func(s LinkedPseudonym) bool { return s.Pseudonym == p })
 	if len(l) > 0 { // its impressions not logged yet stay the person's (a batch already being logged cannot change)
 		e.reattributeLocked(p, l[0].Pseudonym)
 	}

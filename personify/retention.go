@@ -109,8 +109,9 @@ func (e *Engine) releaseEmptyLocked() int {
 	for ord := range e.links { // a link is held data: kept until Forget or Unlink
 		empty.Remove(ord)
 	}
-	for _, c := range e.caps { // so are frequency counts: kept until their window passes (or Forget)
-		c.counts.eachWord(c, func(ord uint32, _ capWord) { empty.Remove(ord) })
-	}
+	// Frequency counts do not hold a person: counts reach the log in
+	// batches, so whether one is held at this point would differ between
+	// this engine and a replay or another replica. A person left with
+	// nothing else goes, counts and all.
 	return e.dropOrdinalsLocked(empty)
 }

@@ -44,7 +44,7 @@ func (t *Table) Read(p uint64) (e Entry, ok, stuck bool) {
 
 // SetSlot replaces a slot's entry under its sequence lock. Writer-only.
 func SetSlot(s *Slot, e Entry) {
-	seq := (s.Meta&SeqMask + SeqOne) & SeqMask // odd; wraps within its 16 bits
+	seq := s.Meta&SeqMask | SeqOne // odd (a slot inserted mid-update already is); then even again, wrapping within its 16 bits
 	atomic.StoreUint64(&s.Meta, s.Meta&^SeqMask|seq)
 	atomic.StoreUint64(&s.Lo, e.Lo)
 	atomic.StoreUint64(&s.Hi, e.Hi)
