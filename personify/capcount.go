@@ -59,7 +59,8 @@ func (e *Engine) count(c *capState, ord uint32, p anonymize.Pseudonym, now time.
 func (e *Engine) countLocked(c *capState, sh *capShard, ord uint32, p anonymize.Pseudonym, now time.Time, mode capMode) bool {
 	at := now.UnixNano()
 	t := c.counts
-	w, had := t.get(c, ord)
+	w, ref := t.find(c, ord)
+	had := ref.pg != nil
 	w = c.advance(w, at)
 	ok := mode == capRecord || c.total(w) < c.Max
 	var w2 capWord
@@ -69,8 +70,8 @@ func (e *Engine) countLocked(c *capState, sh *capShard, ord uint32, p anonymize.
 	}
 	switch {
 	case ok && mode != capCheck:
-		t.put(c, ord, w2)
-		if e.capFlush != nil { // durable or fleet: the impression is logged in the next batch
+		t.replace(c, ord, ref, w2) // in place: no second lookup of the page on the request path
+		if e.capFlush != nil {     // durable or fleet: the impression is logged in the next batch
 			sh.pending = append(sh.pending, impression{p, at})
 			t.pending.Add(1)
 		}

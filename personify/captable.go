@@ -134,9 +134,9 @@ func (c *capState) fitsNarrow(w capWord) bool {
 	return c.Window.Kind != Rolling || w.counts&0xf0f0f0f0f0f0f0f0 == 0
 }
 
-// pageRank is where ord's word is in page pg: whether the page counts
-// ord, and the index of its first uint32.
-func (c *capState) pageRank(pg []uint32, ord uint32) (int, bool) {
+// rank is how many of page pg's people come before ord, and whether the
+// page counts ord.
+func rank(pg []uint32, ord uint32) (int, bool) {
 	b := ord % capPageOrds
 	w := int(b >> 5)
 	r := 0
@@ -144,8 +144,14 @@ func (c *capState) pageRank(pg []uint32, ord uint32) (int, bool) {
 		r += bits.OnesCount32(pg[pgBits+i])
 	}
 	word := pg[pgBits+w]
-	r += bits.OnesCount32(word & (1<<(b&31) - 1))
-	return pgCells + r*c.units(pg[pgFlags]&pgWide != 0), word>>(b&31)&1 != 0
+	return r + bits.OnesCount32(word&(1<<(b&31)-1)), word>>(b&31)&1 != 0
+}
+
+// pageRank is where ord's word is in page pg: whether the page counts
+// ord, and the index of its first uint32.
+func (c *capState) pageRank(pg []uint32, ord uint32) (int, bool) {
+	r, ok := rank(pg, ord)
+	return pgCells + r*c.units(pg[pgFlags]&pgWide != 0), ok
 }
 
 // wordAt reads the word at i of page pg.
@@ -208,16 +214,44 @@ func (t *capTable) prefetch(ord uint32) {
 
 // get returns ord's word. Caller holds ord's shard lock.
 func (t *capTable) get(c *capState, ord uint32) (capWord, bool) {
+	w, r := t.find(c, ord)
+	return w, r.pg != nil
+}
+
+// find returns ord's word and where it is (nil where ord has none), for
+// a caller that may rewrite it in place with replace. Caller holds ord's
+// shard lock.
+func (t *capTable) find(c *capState, ord uint32) (capWord, wordRef) {
 	pp := t.page(ord, false)
 	if pp == nil || pp.p == nil {
-		return capWord{}, false
+		return capWord{}, wordRef{}
 	}
 	pg := pp.get()
 	i, ok := c.pageRank(pg, ord)
 	if !ok {
-		return capWord{}, false
+		return capWord{}, wordRef{}
 	}
-	return c.wordAt(pg, i), true
+	return c.wordAt(pg, i), wordRef{pg, i}
+}
+
+// wordRef is where a stored word is: its page and index.
+type wordRef struct {
+	pg []uint32
+	i  int
+}
+
+// replace rewrites ord's word at r (from find, under the same lock) with
+// w, in place where w fits the page; otherwise (no count, a count too wide
+// for a narrow page) it stores w as put does.
+func (t *capTable) replace(c *capState, ord uint32, r wordRef, w capWord) {
+	if r.pg == nil || w.counts == 0 || r.pg[pgFlags]&pgWide == 0 && !c.fitsNarrow(w) {
+		t.put(c, ord, w)
+		return
+	}
+	if c.Window.Kind == Lifetime {
+		w.last = 0
+	}
+	c.setWordAt(r.pg, r.i, w)
 }
 
 // put stores ord's word (a word of no count removes ord). Caller holds
@@ -276,19 +310,12 @@ func (t *capTable) del(ord uint32) bool {
 		return false
 	}
 	pg := pp.get()
-	b := ord % capPageOrds
-	word := pg[pgBits+int(b>>5)]
-	if word>>(b&31)&1 == 0 {
+	r, ok := rank(pg, ord)
+	if !ok {
 		return false
 	}
-	// The rank, as pageRank computes it, for any cap: the units are the
-	// page's length over its people.
-	r := 0
-	for i := range int(b >> 5) {
-		r += bits.OnesCount32(pg[pgBits+i])
-	}
-	r += bits.OnesCount32(word & (1<<(b&31) - 1))
-	people := 0
+	b := ord % capPageOrds
+	people := 0 // the units a word takes are the page's length over its people (del knows no cap)
 	for i := range 8 {
 		people += bits.OnesCount32(pg[pgBits+i])
 	}

@@ -49,18 +49,18 @@ func TestCapTableAgreesWithPerPersonWords(t *testing.T) {
 				sh := c.counts.shard(ord)
 				switch op := rng.IntN(100); {
 				case op < 80: // an impression
-					sh.mu.Lock()
-					got, _ := c.counts.get(c, ord)
+					sh.mu.Lock() // in place, as the request path does
+					got, ref := c.counts.find(c, ord)
 					got = c.advance(got, at)
-					c.counts.put(c, ord, c.add(got, at))
+					c.counts.replace(c, ord, ref, c.add(got, at))
 					sh.mu.Unlock()
 					mw := c.add(c.advance(model[ord], at), at)
 					model[ord] = mw
 				case op < 90: // a burst past 15 in one sub-window: the page widens
 					for range 20 {
 						sh.mu.Lock()
-						got, _ := c.counts.get(c, ord)
-						c.counts.put(c, ord, c.add(c.advance(got, at), at))
+						got, ref := c.counts.find(c, ord)
+						c.counts.replace(c, ord, ref, c.add(c.advance(got, at), at))
 						sh.mu.Unlock()
 						model[ord] = c.add(c.advance(model[ord], at), at)
 					}
