@@ -89,32 +89,51 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, c := range e.capList() {
-		var imps []impression
-		for i := range c.counts.shards {
-			sh := &c.counts.shards[i]
-			sh.mu.Lock()
-			imps = append(imps, sh.pending...)
-			c.counts.pending.Add(-int64(len(sh.pending)))
-			clear(sh.pending) // no pseudonym stays behind in the spare capacity
-			sh.pending = sh.pending[:0]
-			sh.mu.Unlock()
-		}
-		for len(imps) > 0 {
-			n := min(len(imps), maxImpressionsPerChange)
+		// What waits now, in batches: impressions counted meanwhile wait
+		// for the next flush, so that a flush under load ends.
+		for left := c.counts.pending.Load(); left > 0; {
+			// Taken from the shards and put in flight in one step under mu,
+			// so that an erasure, withdrawal or suppression (under mu) finds
+			// every impression either waiting or in flight.
 			e.mu.Lock()
-			c.flight.imps, c.flight.redo = slices.Clone(imps[:n]), nil
+			imps := c.counts.drain(int(min(left, maxImpressionsPerChange)))
+			c.flight.imps, c.flight.redo = slices.Clone(imps), nil
 			e.mu.Unlock()
-			_, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: imps[:n], self: true})
+			if len(imps) == 0 {
+				break
+			}
+			left -= int64(len(imps))
+			_, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: imps, self: true})
 			e.mu.Lock()
 			c.flight.imps, c.flight.redo = nil, nil
 			e.mu.Unlock()
 			if err != nil {
 				return err
 			}
-			imps = imps[n:]
 		}
 	}
 	return nil
+}
+
+// drain takes up to n impressions waiting to be logged, shard by shard,
+// leaving no pseudonym behind in the shards' spare capacity.
+func (t *capTable) drain(n int) []impression {
+	var imps []impression
+	for i := range t.shards {
+		if len(imps) == n {
+			break
+		}
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		k := min(len(sh.pending), n-len(imps))
+		imps = append(imps, sh.pending[:k]...)
+		rest := copy(sh.pending, sh.pending[k:])
+		clear(sh.pending[rest:])
+		sh.pending = sh.pending[:rest]
+		t.pending.Add(-int64(k))
+		sh.mu.Unlock()
+	}
+	return imps
 }
 
 // maxImpressionsPerChange keeps one batch well inside a change's size.
