@@ -22,14 +22,42 @@ import (
 // DefaultCapFlush is Options.CapFlush's default.
 const DefaultCapFlush = time.Second
 
-// capFlight is a batch on its way to the log or journal, guarded by the
-// engine's mu. An erasure, a withdrawal or a suppression that drops a
-// person's counters while their impressions are in flight moves those to
-// redo: when the batch comes back as this engine's own, they are counted
-// by the rule every other replica (and a replay) applies to them, so that
-// all agree.
+// capFlight is one cap's batches on their way to the log or journal,
+// oldest first, guarded by the engine's mu; it is the cap name's, not a
+// definition's, since a batch lands under the name. An erasure, a
+// withdrawal or a suppression that drops a person's counters while their
+// impressions are in flight moves those to the batch's redo, as does a
+// redefinition that starts the cap's counters again (or drops it): when
+// the batch comes back as this engine's own, its redo is counted by the
+// rule every other replica (and a replay) applies to the whole batch, so
+// that all agree.
 type capFlight struct {
+	batches []flightBatch
+}
+
+type flightBatch struct {
 	imps, redo []impression
+}
+
+// flightLocked returns cap name's batches in flight. Caller holds mu.
+func (e *Engine) flightLocked(name string) *capFlight {
+	f := e.flights[name]
+	if f == nil {
+		f = &capFlight{}
+		e.flights[name] = f
+	}
+	return f
+}
+
+// redoFlightLocked moves every impression of cap name in flight to redo:
+// the counters they were counted in are gone. Caller holds mu.
+func (e *Engine) redoFlightLocked(name string) {
+	if f := e.flights[name]; f != nil {
+		for i := range f.batches {
+			b := &f.batches[i]
+			b.redo, b.imps = append(b.redo, b.imps...), nil
+		}
+	}
 }
 
 // capFlusher logs the counted impressions of a durable or fleet engine.
@@ -89,25 +117,27 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, c := range e.capList() {
-		// What waits now, in batches: impressions counted meanwhile wait
-		// for the next flush, so that a flush under load ends.
-		for left := c.counts.pending.Load(); left > 0; {
-			// Taken from the shards and put in flight in one step under mu,
-			// so that an erasure, withdrawal or suppression (under mu) finds
-			// every impression either waiting or in flight.
-			e.mu.Lock()
-			imps := c.counts.drain(int(min(left, maxImpressionsPerChange)))
-			c.flight.imps, c.flight.redo = slices.Clone(imps), nil
-			e.mu.Unlock()
-			if len(imps) == 0 {
-				break
-			}
-			left -= int64(len(imps))
-			_, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: imps, self: true})
-			e.mu.Lock()
-			c.flight.imps, c.flight.redo = nil, nil
-			e.mu.Unlock()
-			if err != nil {
+		// Taken from the shards and put in flight in one step under mu, so
+		// that an erasure, withdrawal or suppression (under mu) finds every
+		// impression either waiting or in flight.
+		e.mu.Lock()
+		imps := c.counts.drain()
+		var batches [][]impression
+		for len(imps) > 0 {
+			n := min(len(imps), maxImpressionsPerChange)
+			batches, imps = append(batches, imps[:n]), imps[n:]
+		}
+		fl := e.flightLocked(c.Name)
+		for _, b := range batches {
+			fl.batches = append(fl.batches, flightBatch{imps: slices.Clone(b)})
+		}
+		e.mu.Unlock()
+		for _, b := range batches {
+			// Applied as this engine's own, the batch leaves the flight.
+			if _, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: b, self: true}); err != nil {
+				e.mu.Lock()
+				fl.batches = nil // this batch and those after it are not logged (one flush at a time: all are this flush's)
+				e.mu.Unlock()
 				return err
 			}
 		}
@@ -115,22 +145,17 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 	return nil
 }
 
-// drain takes up to n impressions waiting to be logged, shard by shard,
+// drain takes every impression waiting to be logged, shard by shard,
 // leaving no pseudonym behind in the shards' spare capacity.
-func (t *capTable) drain(n int) []impression {
+func (t *capTable) drain() []impression {
 	var imps []impression
 	for i := range t.shards {
-		if len(imps) == n {
-			break
-		}
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		k := min(len(sh.pending), n-len(imps))
-		imps = append(imps, sh.pending[:k]...)
-		rest := copy(sh.pending, sh.pending[k:])
-		clear(sh.pending[rest:])
-		sh.pending = sh.pending[:rest]
-		t.pending.Add(-int64(k))
+		imps = append(imps, sh.pending...)
+		t.pending.Add(-int64(len(sh.pending)))
+		clear(sh.pending)
+		sh.pending = sh.pending[:0]
 		sh.mu.Unlock()
 	}
 	return imps
@@ -158,13 +183,20 @@ func (e *Engine) capList() []*capState {
 func (e *Engine) applyImpressions(o *op) (opResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	imps := o.imps
+	if o.self { // counted when they happened, but for those dropped in flight
+		imps = nil
+		if f := e.flights[o.name]; f != nil && len(f.batches) > 0 {
+			imps = f.batches[0].redo
+			f.batches[0] = flightBatch{}
+			if f.batches = f.batches[1:]; len(f.batches) == 0 {
+				delete(e.flights, o.name)
+			}
+		}
+	}
 	c := e.caps[o.name]
 	if c == nil {
 		return opResult{}, nil // dropped since: nothing to count
-	}
-	imps := o.imps
-	if o.self { // counted when they happened, but for those dropped in flight
-		imps, c.flight.imps, c.flight.redo = c.flight.redo, nil, nil
 	}
 	n := 0
 	for _, im := range imps {
@@ -211,13 +243,18 @@ func (e *Engine) dropCountsLocked(ord uint32, ps *purposeState, mine func(anonym
 			n++
 		}
 		sh.mu.Unlock()
-		c.flight.imps = slices.DeleteFunc(c.flight.imps, func(im impression) bool {
-			if mine(im.p) {
-				c.flight.redo = append(c.flight.redo, im)
-				return true
+		if f := e.flights[c.Name]; f != nil {
+			for i := range f.batches {
+				b := &f.batches[i]
+				b.imps = slices.DeleteFunc(b.imps, func(im impression) bool {
+					if mine(im.p) {
+						b.redo = append(b.redo, im)
+						return true
+					}
+					return false
+				})
 			}
-			return false
-		})
+		}
 		if c.counts.pending.Load() == 0 {
 			continue // nothing waits to be logged (always so in memory): no shard to scan
 		}

@@ -137,7 +137,6 @@ type capState struct {
 	loc     *time.Location // calendar
 	sub     int64          // rolling: sub-window length, ns
 	counts  *capTable      // shared by the copies lock-free callers read
-	flight  *capFlight     // the batch being logged (FlushCounts), shared by the copies
 
 	// Set on the copies publishCapsLocked makes for lock-free callers.
 	bit   uint8
@@ -253,7 +252,7 @@ func (e *Engine) applyDefineCap(o *op) (opResult, error) {
 	if old == nil && len(e.caps) >= MaxCaps {
 		return opResult{}, fmt.Errorf("%w: cap %q: an engine holds at most %d caps", ErrInvalidDefinition, c.Name, MaxCaps)
 	}
-	st := &capState{Cap: c, purpose: ps, loc: loc, counts: newCapTable(), flight: &capFlight{}}
+	st := &capState{Cap: c, purpose: ps, loc: loc, counts: newCapTable()}
 	if c.Window.Kind == Rolling {
 		st.sub = rollingSub(c.Window.Length)
 	}
@@ -261,6 +260,8 @@ func (e *Engine) applyDefineCap(o *op) (opResult, error) {
 		st.id = old.id
 		if old.Window == c.Window {
 			st.counts = old.counts
+		} else {
+			e.redoFlightLocked(c.Name) // counted into counters that go: count them as a replay will
 		}
 	} else {
 		st.id = e.nextCapID
@@ -282,6 +283,7 @@ func (e *Engine) applyDropCap(o *op) (opResult, error) {
 		return opResult{}, e.unknownCapLocked(o.name)
 	}
 	delete(e.caps, o.name)
+	e.redoFlightLocked(o.name) // a replay counts them into the cap of that name if it is defined again before they land
 	e.publishCapsLocked()
 	e.event("drop_cap", slog.String("cap", o.name))
 	return opResult{}, nil

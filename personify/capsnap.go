@@ -56,6 +56,11 @@ func (e *Engine) writeCapsLocked(meta *snapMeta, sw *segment.Writer) error {
 			each(func(ord uint32, w capWord) { words[ord] = w })
 			pending = append(pending, sh.pending...)
 		})
+		if f := e.flights[sc.Name]; f != nil { // being logged: after this snapshot, when a flush's own write compacts first
+			for _, b := range f.batches {
+				pending = append(pending, b.imps...)
+			}
+		}
 		for _, im := range pending { // not logged yet: replay counts them
 			if ord, _, ok := e.resolveLocked(im.p); ok {
 				if w, ok := words[ord]; ok {
@@ -120,7 +125,7 @@ func (st *state) buildCaps(sets map[string]*segment.Section) error {
 			return fmt.Errorf("cap %d is not valid", i)
 		}
 		ids[sc.ID] = true
-		c := &capState{Cap: sc.Cap, id: sc.ID, purpose: ps, loc: loc, counts: newCapTable(), flight: &capFlight{}}
+		c := &capState{Cap: sc.Cap, id: sc.ID, purpose: ps, loc: loc, counts: newCapTable()}
 		if c.Window.Kind == Rolling {
 			c.sub = rollingSub(c.Window.Length)
 		}

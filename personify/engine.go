@@ -183,6 +183,7 @@ type Engine struct {
 	aliasesOf     map[uint32][]anonymize.Pseudonym       // the aliases of each ordinal (derived from aliases)
 	links         map[uint32][]LinkedPseudonym           // every pseudonym of each linked person (linkgraph.go)
 	caps          map[string]*capState                   // frequency caps (caps.go)
+	flights       map[string]*capFlight                  // each cap's impressions being logged, by cap name (capflush.go)
 	nextCapID     uint32
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states
@@ -243,6 +244,7 @@ func New(opts Options) (*Engine, error) {
 		aliasesOf:     map[uint32][]anonymize.Pseudonym{},
 		links:         map[uint32][]LinkedPseudonym{},
 		caps:          map[string]*capState{},
+		flights:       map[string]*capFlight{},
 		doNotReAdd:    map[anonymize.Pseudonym]anonymize.Fingerprint{},
 		suppressedAll: segment.New(),
 		keys:          map[anonymize.Fingerprint]anonymize.Key{key.Fingerprint(): key},
