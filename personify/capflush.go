@@ -2,12 +2,14 @@ package personify
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/fleet"
 )
 
 // Counts are exact within one engine at once; they reach the log (durable
@@ -36,6 +38,7 @@ type capFlight struct {
 }
 
 type flightBatch struct {
+	sent       []impression // what is logged: a batch coming back is known by it
 	imps, redo []impression
 }
 
@@ -57,6 +60,55 @@ func (e *Engine) redoFlightLocked(name string) {
 			b := &f.batches[i]
 			b.redo, b.imps = append(b.redo, b.imps...), nil
 		}
+	}
+}
+
+// dropTableLocked lets go of the counters of cap definition c, replaced
+// or dropped: what waits to be logged is never logged (a replay never
+// counted it either) and is cleared, and what is in flight is redone.
+// Caller holds mu.
+func (e *Engine) dropTableLocked(c *capState) {
+	clear(c.counts.drain())
+	e.redoFlightLocked(c.Name)
+}
+
+// takeFlightLocked removes from cap name's flight the batch that sent is
+// (a batch coming back as this engine's own) and returns its redo, with
+// ok false where no batch in flight is it. Batches before it never came
+// back and, the journal keeping one engine's changes in order, will not:
+// they go too. Caller holds mu.
+func (e *Engine) takeFlightLocked(name string, sent []impression) (redo []impression, ok bool) {
+	f := e.flights[name]
+	if f == nil {
+		return nil, false
+	}
+	for k := range f.batches {
+		if slices.Equal(f.batches[k].sent, sent) {
+			redo = f.batches[k].redo
+			clear(f.batches[:k+1])
+			f.batches = f.batches[k+1:]
+			ok = true
+			break
+		}
+	}
+	if len(f.batches) == 0 {
+		delete(e.flights, name)
+	}
+	return redo, ok
+}
+
+// leaveFlightLocked removes the batches whose sent are among gone (not
+// logged) from cap name's flight. Caller holds mu.
+func (e *Engine) leaveFlightLocked(name string, gone [][]impression) {
+	f := e.flights[name]
+	if f == nil {
+		return
+	}
+	f.batches = slices.DeleteFunc(f.batches, func(b flightBatch) bool {
+		return slices.ContainsFunc(gone, func(g []impression) bool { return &g[0] == &b.sent[0] })
+	})
+	if len(f.batches) == 0 {
+		delete(e.flights, name)
 	}
 }
 
@@ -121,6 +173,12 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 		// that an erasure, withdrawal or suppression (under mu) finds every
 		// impression either waiting or in flight.
 		e.mu.Lock()
+		if cur := e.caps[c.Name]; cur != nil { // the definition as it is now (a redefinition cleared the old one's)
+			c = cur
+		} else {
+			e.mu.Unlock()
+			continue // dropped
+		}
 		imps := c.counts.drain()
 		var batches [][]impression
 		for len(imps) > 0 {
@@ -129,14 +187,18 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 		}
 		fl := e.flightLocked(c.Name)
 		for _, b := range batches {
-			fl.batches = append(fl.batches, flightBatch{imps: slices.Clone(b)})
+			fl.batches = append(fl.batches, flightBatch{sent: b, imps: slices.Clone(b)})
 		}
 		e.mu.Unlock()
-		for _, b := range batches {
+		for i, b := range batches {
 			// Applied as this engine's own, the batch leaves the flight.
 			if _, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: b, self: true}); err != nil {
+				gone := batches[i:] // not logged
+				if errors.Is(err, fleet.ErrNotApplied) {
+					gone = batches[i+1:] // this one may yet land: it stays in flight until it does, or a later one lands
+				}
 				e.mu.Lock()
-				fl.batches = nil // this batch and those after it are not logged (one flush at a time: all are this flush's)
+				e.leaveFlightLocked(c.Name, gone)
 				e.mu.Unlock()
 				return err
 			}
@@ -185,14 +247,7 @@ func (e *Engine) applyImpressions(o *op) (opResult, error) {
 	defer e.mu.Unlock()
 	imps := o.imps
 	if o.self { // counted when they happened, but for those dropped in flight
-		imps = nil
-		if f := e.flights[o.name]; f != nil && len(f.batches) > 0 {
-			imps = f.batches[0].redo
-			f.batches[0] = flightBatch{}
-			if f.batches = f.batches[1:]; len(f.batches) == 0 {
-				delete(e.flights, o.name)
-			}
-		}
+		imps, _ = e.takeFlightLocked(o.name, o.imps)
 	}
 	c := e.caps[o.name]
 	if c == nil {

@@ -203,8 +203,10 @@ func ianaZoneName(name string) bool {
 }
 
 // DefineCap defines a frequency cap, or redefines one: a redefinition
-// with the same window keeps the counts (a new Max applies at once), one
-// with another window starts them afresh. The purpose must be defined.
+// with the same window and purpose keeps the counts (a new Max applies at
+// once); one with another window, or for another purpose (counts kept for
+// one purpose are not used for another), starts them afresh. The purpose
+// must be defined.
 func (e *Engine) DefineCap(c Cap) error { return e.DefineCapContext(context.Background(), c) }
 
 // DefineCapContext is DefineCap with a context that bounds how long it
@@ -258,10 +260,10 @@ func (e *Engine) applyDefineCap(o *op) (opResult, error) {
 	}
 	if old != nil {
 		st.id = old.id
-		if old.Window == c.Window {
+		if old.Window == c.Window && old.Purpose == c.Purpose {
 			st.counts = old.counts
 		} else {
-			e.redoFlightLocked(c.Name) // counted into counters that go: count them as a replay will
+			e.dropTableLocked(old) // counters and waiting impressions go; those in flight are counted as a replay will
 		}
 	} else {
 		st.id = e.nextCapID
@@ -279,11 +281,12 @@ func (e *Engine) applyDropCap(o *op) (opResult, error) {
 		return opResult{}, err
 	}
 	defer e.mu.Unlock()
-	if _, ok := e.caps[o.name]; !ok {
+	old, ok := e.caps[o.name]
+	if !ok {
 		return opResult{}, e.unknownCapLocked(o.name)
 	}
 	delete(e.caps, o.name)
-	e.redoFlightLocked(o.name) // a replay counts them into the cap of that name if it is defined again before they land
+	e.dropTableLocked(old) // those in flight: a replay counts them into a cap of that name defined before they land
 	e.publishCapsLocked()
 	e.event("drop_cap", slog.String("cap", o.name))
 	return opResult{}, nil

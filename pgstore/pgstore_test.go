@@ -204,6 +204,9 @@ func TestReplicaRestartMidStream(t *testing.T) {
 	reader = openReplica(t, conn) // restarted: from the snapshot, then the journal
 	defer reader.Close()
 	time.Sleep(100 * time.Millisecond)
+	// Enough writes to matter, however slow the machine: on a loaded one
+	// the writer may not have reached them in the sleeps above.
+	require.Eventually(t, func() bool { return acked.Load() > 50 }, 30*time.Second, 10*time.Millisecond)
 	close(stop)
 	wg.Wait()
 	syncAll(t, writer, reader)
