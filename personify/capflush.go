@@ -2,12 +2,14 @@ package personify
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/personify/internal/fleet"
 )
@@ -38,8 +40,46 @@ type capFlight struct {
 }
 
 type flightBatch struct {
-	sent       []impression // what is logged: a batch coming back is known by it
+	sent       uint64 // the hash of what is logged (sentSum): a batch coming back is known by it
 	imps, redo []impression
+	order      uint64    // when it was put in flight, across all caps (Engine.flightOrder)
+	unsure     time.Time // when its append ended without an answer (ErrNotApplied), if it did
+}
+
+// unsureFor is how long a batch whose append ended without an answer is
+// waited for: the journal stores such a change soon or never, and one not
+// back by then is taken for never stored (its pseudonyms go with it).
+var unsureFor = time.Minute
+
+// forgetUnsureLocked removes the impressions whose pseudonym mine says is
+// an erased person's from the batches whose append had no answer, which
+// may never come back: nothing of them waits in memory on a journal.
+// (Should such a batch land after all, and the person be stored again by
+// then, the other replicas count what this one no longer has.) Caller
+// holds mu.
+func (e *Engine) forgetUnsureLocked(mine func(anonymize.Pseudonym) bool) {
+	for _, f := range e.flights {
+		for i := range f.batches {
+			if b := &f.batches[i]; !b.unsure.IsZero() {
+				b.imps = slices.DeleteFunc(b.imps, func(im impression) bool { return mine(im.p) })
+				b.redo = slices.DeleteFunc(b.redo, func(im impression) bool { return mine(im.p) })
+			}
+		}
+	}
+}
+
+// sentSum is the hash of a batch's impressions by which it is known when
+// it comes back (a hash, so that a batch kept in flight holds no
+// pseudonym but those it may still count).
+func sentSum(imps []impression) uint64 {
+	d := xxhash.New()
+	var b [16]byte
+	for _, im := range imps {
+		binary.LittleEndian.PutUint64(b[:8], uint64(im.p))
+		binary.LittleEndian.PutUint64(b[8:], uint64(im.at))
+		_, _ = d.Write(b[:])
+	}
+	return d.Sum64()
 }
 
 // flightLocked returns cap name's batches in flight. Caller holds mu.
@@ -74,41 +114,37 @@ func (e *Engine) dropTableLocked(c *capState) {
 
 // takeFlightLocked removes from cap name's flight the batch that sent is
 // (a batch coming back as this engine's own) and returns its redo, with
-// ok false where no batch in flight is it. Batches before it never came
-// back and, the journal keeping one engine's changes in order, will not:
-// they go too. Caller holds mu.
+// ok false where no batch in flight is it: one with an answer first, then
+// one whose append had none. The batches of every cap put in flight before
+// it that have not come back never will (the journal stores one engine's
+// changes in the order it appends them, or not at all): they go too.
+// Caller holds mu.
 func (e *Engine) takeFlightLocked(name string, sent []impression) (redo []impression, ok bool) {
 	f := e.flights[name]
 	if f == nil {
 		return nil, false
 	}
-	for k := range f.batches {
-		if slices.Equal(f.batches[k].sent, sent) {
-			redo = f.batches[k].redo
-			clear(f.batches[:k+1])
-			f.batches = f.batches[k+1:]
-			ok = true
-			break
-		}
+	sum := sentSum(sent)
+	k := slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.unsure.IsZero() && b.sent == sum })
+	if k < 0 {
+		k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.sent == sum })
 	}
-	if len(f.batches) == 0 {
-		delete(e.flights, name)
+	if k < 0 {
+		return nil, false
 	}
-	return redo, ok
+	redo, order := f.batches[k].redo, f.batches[k].order
+	e.leaveFlightLocked(func(b flightBatch) bool { return b.order <= order })
+	return redo, true
 }
 
-// leaveFlightLocked removes the batches whose sent are among gone (not
-// logged) from cap name's flight. Caller holds mu.
-func (e *Engine) leaveFlightLocked(name string, gone [][]impression) {
-	f := e.flights[name]
-	if f == nil {
-		return
-	}
-	f.batches = slices.DeleteFunc(f.batches, func(b flightBatch) bool {
-		return slices.ContainsFunc(gone, func(g []impression) bool { return &g[0] == &b.sent[0] })
-	})
-	if len(f.batches) == 0 {
-		delete(e.flights, name)
+// leaveFlightLocked removes the batches gone says are gone from every
+// cap's flight, zeroing them. Caller holds mu.
+func (e *Engine) leaveFlightLocked(gone func(flightBatch) bool) {
+	for name, f := range e.flights {
+		f.batches = slices.DeleteFunc(f.batches, gone) // (DeleteFunc zeroes what it removed)
+		if len(f.batches) == 0 {
+			delete(e.flights, name)
+		}
 	}
 }
 
@@ -168,6 +204,10 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	e.mu.Lock()
+	now := time.Now()
+	e.leaveFlightLocked(func(b flightBatch) bool { return !b.unsure.IsZero() && now.Sub(b.unsure) >= unsureFor })
+	e.mu.Unlock()
 	for _, c := range e.capList() {
 		// Taken from the shards and put in flight in one step under mu, so
 		// that an erasure, withdrawal or suppression (under mu) finds every
@@ -186,19 +226,26 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 			batches, imps = append(batches, imps[:n]), imps[n:]
 		}
 		fl := e.flightLocked(c.Name)
+		first := e.flightOrder + 1
 		for _, b := range batches {
-			fl.batches = append(fl.batches, flightBatch{sent: b, imps: slices.Clone(b)})
+			e.flightOrder++
+			fl.batches = append(fl.batches, flightBatch{sent: sentSum(b), imps: slices.Clone(b), order: e.flightOrder})
 		}
 		e.mu.Unlock()
 		for i, b := range batches {
 			// Applied as this engine's own, the batch leaves the flight.
 			if _, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: b, self: true}); err != nil {
-				gone := batches[i:] // not logged
-				if errors.Is(err, fleet.ErrNotApplied) {
-					gone = batches[i+1:] // this one may yet land: it stays in flight until it does, or a later one lands
-				}
+				this := first + uint64(i)
+				unsure := errors.Is(err, fleet.ErrNotApplied) // it may yet land: it stays in flight until it does, a later one does, or unsureFor passes
 				e.mu.Lock()
-				e.leaveFlightLocked(c.Name, gone)
+				e.leaveFlightLocked(func(b flightBatch) bool { return b.order > this || b.order == this && !unsure }) // not logged
+				if unsure {
+					for k := range fl.batches {
+						if fl.batches[k].order == this {
+							fl.batches[k].unsure = time.Now()
+						}
+					}
+				}
 				e.mu.Unlock()
 				return err
 			}

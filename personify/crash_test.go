@@ -5,6 +5,7 @@ package personify
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -46,8 +47,10 @@ func TestCrashChild(t *testing.T) {
 		os.Exit(3)
 	}
 	if round == 0 {
-		_ = e.DefinePurpose(Purpose{Name: "ads", Model: OptOut})
-		_ = e.Define(Segment{Name: "s", Purpose: "ads"})
+		if err := errors.Join(e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}), e.Define(Segment{Name: "s", Purpose: "ads"})); err != nil {
+			fmt.Println("write: define:", err) // the parent fails on it
+			os.Exit(4)
+		}
 		fmt.Println("ready")
 	}
 	out := bufio.NewWriter(os.Stdout)
@@ -105,12 +108,15 @@ func TestCrashRecovery(t *testing.T) {
 		maxN := map[int]int{}
 		var receipts []Receipt
 		var lines []string
-		done := make(chan struct{})
+		done, ready := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
 				lines = append(lines, sc.Text())
+				if sc.Text() == "ready" {
+					close(ready)
+				}
 				var w, n int
 				if _, err := fmt.Sscanf(sc.Text(), "ack %d %d", &w, &n); err == nil {
 					acked[[2]int{w, n}] = true
@@ -124,6 +130,14 @@ func TestCrashRecovery(t *testing.T) {
 				}
 			}
 		}()
+		if round == 0 { // the definitions every round writes to are durable first, however slow the machine
+			select {
+			case <-ready:
+			case <-done:
+			case <-time.After(time.Minute):
+				t.Fatal("the first child did not define its segment within a minute")
+			}
+		}
 		time.Sleep(time.Duration(30+r.IntN(150)) * time.Millisecond)
 		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 		<-done

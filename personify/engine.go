@@ -184,6 +184,7 @@ type Engine struct {
 	links         map[uint32][]LinkedPseudonym           // every pseudonym of each linked person (linkgraph.go)
 	caps          map[string]*capState                   // frequency caps (caps.go)
 	flights       map[string]*capFlight                  // each cap's impressions being logged, by cap name (capflush.go)
+	flightOrder   uint64                                 // the last batch put in flight, counted
 	nextCapID     uint32
 	doNotReAdd    map[anonymize.Pseudonym]anonymize.Fingerprint // forgotten people who asked never to be added again
 	stateIDs      map[privState]uint32                          // interned privacy states

@@ -219,6 +219,7 @@ func (e *Engine) dropPersonLocked(p anonymize.Pseudonym, ord uint32) erased {
 	e.dir.Remove(p)
 	e.live.Remove(ord)
 	out.counters = e.dropCountsLocked(ord, nil, func(q anonymize.Pseudonym) bool { return mine[q] })
+	e.forgetUnsureLocked(func(q anonymize.Pseudonym) bool { return mine[q] })
 	e.dir.Release(ord)
 	e.forgets.Add(1)
 	return out

@@ -452,15 +452,6 @@ func (e *Engine) loadReplicaSnapshot(st *state, load func() error) error {
 		return err
 	}
 	r.applied.Store(st.meta.Seq)
-	// This engine's batches in flight were counted into the state the
-	// snapshot replaced: when one lands, it is counted as every replica
-	// counts it (one the snapshot holds already never comes back as a
-	// change, and goes once a later batch does).
-	e.mu.Lock()
-	for name := range e.flights {
-		e.redoFlightLocked(name)
-	}
-	e.mu.Unlock()
 	return nil
 }
 

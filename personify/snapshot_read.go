@@ -360,6 +360,12 @@ func (e *Engine) installSnapshot(st *state) error {
 	e.gen.Add(1)        // odd: lock-free lookups step aside
 	e.installLocked(st) // the snapshot's keyring too: a fleet's replicas agree on it
 	e.gen.Add(1)
+	// This engine's batches in flight were counted into the state the
+	// snapshot replaces: one that lands is counted as every replica counts
+	// it (LoadSnapshot waits for a flush, so only a replica has any here).
+	for name := range e.flights {
+		e.redoFlightLocked(name)
+	}
 	if e.replica == nil {
 		// The snapshot's erasures were made, and numbered, elsewhere; this
 		// engine's own files are rewritten (durable) or there are none.

@@ -47,7 +47,10 @@ type Journal interface {
 	// replica applies changes in. Before storing, Append calls seal once
 	// with the number the change gets and stores what seal returns (the
 	// change with its authentication tag, which binds the number). Append
-	// must be safe for concurrent use.
+	// must be safe for concurrent use. A change whose Append returned
+	// without an answer (ErrNotApplied) is stored before any change
+	// appended after that, or never: a replica takes its own frequency-cap
+	// batch for lost once a later one comes back (or after a minute).
 	Append(ctx context.Context, change []byte, seal func(seq uint64, change []byte) []byte) (seq uint64, err error)
 }
 
