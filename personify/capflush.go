@@ -43,7 +43,8 @@ type flightBatch struct {
 	sent       uint64 // the hash of what is logged (sentSum): a batch coming back is known by it
 	imps, redo []impression
 	order      uint64    // when it was put in flight, across all caps (Engine.flightOrder)
-	unsure     time.Time // when its append ended without an answer (ErrNotApplied), if it did
+	stored     uint64    // its place in the journal, where it is known not to be applied yet (its wait timed out)
+	unsure     time.Time // when its append ended without an answer (ErrNotApplied, no place), if it did
 }
 
 // unsureFor is how long a batch whose append ended without an answer is
@@ -119,15 +120,20 @@ func (e *Engine) dropTableLocked(c *capState) {
 // it that have not come back never will (the journal stores one engine's
 // changes in the order it appends them, or not at all): they go too.
 // Caller holds mu.
-func (e *Engine) takeFlightLocked(name string, sent []impression) (redo []impression, ok bool) {
+func (e *Engine) takeFlightLocked(name string, sent []impression, seq uint64) (redo []impression, ok bool) {
 	f := e.flights[name]
 	if f == nil {
 		return nil, false
 	}
+	// A batch whose place is known is known by it; then by what it holds,
+	// one waiting for its answer first.
+	k := slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored != 0 && b.stored == seq })
 	sum := sentSum(sent)
-	k := slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.unsure.IsZero() && b.sent == sum })
 	if k < 0 {
-		k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.sent == sum })
+		k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored == 0 && b.unsure.IsZero() && b.sent == sum })
+	}
+	if k < 0 {
+		k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored == 0 && b.sent == sum })
 	}
 	if k < 0 {
 		return nil, false
@@ -234,15 +240,21 @@ func (e *Engine) FlushCounts(ctx context.Context) error {
 		e.mu.Unlock()
 		for i, b := range batches {
 			// Applied as this engine's own, the batch leaves the flight.
-			if _, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: b, self: true}); err != nil {
+			if res, err := e.commit(ctx, &op{kind: opImpressions, at: e.now(), name: c.Name, imps: b, self: true}); err != nil {
 				this := first + uint64(i)
-				unsure := errors.Is(err, fleet.ErrNotApplied) // it may yet land: it stays in flight until it does, a later one does, or unsureFor passes
+				// No answer: it is in the journal (res.seq, waiting for this
+				// replica to apply it) and stays in flight until it lands, or
+				// it may yet be stored, and stays until it lands, a later
+				// batch does, or unsureFor passes.
+				stays := errors.Is(err, fleet.ErrNotApplied)
 				e.mu.Lock()
-				e.leaveFlightLocked(func(b flightBatch) bool { return b.order > this || b.order == this && !unsure }) // not logged
-				if unsure {
+				e.leaveFlightLocked(func(b flightBatch) bool { return b.order > this || b.order == this && !stays }) // not logged
+				if stays {
 					for k := range fl.batches {
-						if fl.batches[k].order == this {
-							fl.batches[k].unsure = time.Now()
+						if b := &fl.batches[k]; b.order == this {
+							if b.stored = res.seq; b.stored == 0 {
+								b.unsure = time.Now()
+							}
 						}
 					}
 				}
@@ -294,7 +306,7 @@ func (e *Engine) applyImpressions(o *op) (opResult, error) {
 	defer e.mu.Unlock()
 	imps := o.imps
 	if o.self { // counted when they happened, but for those dropped in flight
-		imps, _ = e.takeFlightLocked(o.name, o.imps)
+		imps, _ = e.takeFlightLocked(o.name, o.imps, o.seq)
 	}
 	c := e.caps[o.name]
 	if c == nil {

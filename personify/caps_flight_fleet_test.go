@@ -316,3 +316,81 @@ func TestCapFlightReplicaTimedOutBatchInSnapshotOnce(t *testing.T) {
 	t.Logf("c: A %d, B %d, C (from A's snapshot) %d", la, lb, lc)
 	assert.Equal(t, lb, lc, "a replica started from A's snapshot agrees")
 }
+
+// A batch in the journal whose wait for this replica timed out (its place
+// known) is known by its place when it lands, not by what it holds: a twin
+// with the same impressions being appended meanwhile stays in flight, so a
+// redefinition between them still redoes it (the twin was taken for it:
+// A 0, B 1).
+func TestCapFlightStoredBatchIsKnownByItsPlace(t *testing.T) {
+	f := newGatedFleet(t, 200*time.Millisecond)
+	require.NoError(t, f.a.Add("all", person(1)))
+	require.NoError(t, f.a.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
+	f.settle(t)
+	p := f.a.mustPseudonym(t, person(1))
+	T := time.Now().Truncate(time.Second)
+	require.True(t, f.a.AllowAt(p, "c", T))
+	f.arm(func() { f.gate(false) })
+	require.ErrorIs(t, f.a.FlushCounts(context.Background()), ErrNotAppliedForTests) // A1 in the journal, not back
+	require.True(t, f.a.AllowAt(p, "c", T))
+	f.arm(func() { // A2 in flight, not yet appended
+		require.NoError(t, f.b.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 50, Window: Window{Kind: Rolling, Length: 24 * time.Hour}}))
+		f.gate(true)
+		require.Eventually(t, func() bool { return f.a.Applied() == uint64(len(f.j.log)) }, 5*time.Second, time.Millisecond)
+	})
+	require.NoError(t, f.a.FlushCounts(context.Background()))
+	f.settle(t)
+	la, lb := capCountOf(t, f.a, person(1), "c"), capCountOf(t, f.b, person(1), "c")
+	t.Logf("c: A %d, B %d", la, lb)
+	assert.Equal(t, lb, la, "replicas agree")
+}
+
+// A batch in the journal whose wait timed out is certain to land: it stays
+// in flight past unsureFor, and its redo is counted when it does (it was
+// dropped: A 0, B 1).
+func TestCapFlightStoredBatchWaitsPastUnsureFor(t *testing.T) {
+	old := unsureFor
+	unsureFor = 50 * time.Millisecond
+	t.Cleanup(func() { unsureFor = old })
+	f := newGatedFleet(t, 200*time.Millisecond)
+	require.NoError(t, f.a.Add("all", person(1)))
+	require.NoError(t, f.a.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
+	f.settle(t)
+	p := f.a.mustPseudonym(t, person(1))
+	require.True(t, f.a.Record(p, "c"))
+	f.arm(func() { // A1 in flight: a redefinition lands before it in the journal
+		f.gate(false)
+		require.NoError(t, f.b.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 50, Window: Window{Kind: Rolling, Length: 24 * time.Hour}}))
+	})
+	require.ErrorIs(t, f.a.FlushCounts(context.Background()), ErrNotAppliedForTests)
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, f.a.FlushCounts(context.Background())) // expires A1, still unapplied in the journal
+	f.gate(true)
+	f.settle(t)
+	la, lb := capCountOf(t, f.a, person(1), "c"), capCountOf(t, f.b, person(1), "c")
+	t.Logf("c: A %d, B %d", la, lb)
+	assert.Equal(t, lb, la, "replicas agree")
+}
+
+func TestCapFlightStoredBatchDistinctTimes(t *testing.T) {
+	f := newGatedFleet(t, 200*time.Millisecond)
+	require.NoError(t, f.a.Add("all", person(1)))
+	require.NoError(t, f.a.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
+	f.settle(t)
+	p := f.a.mustPseudonym(t, person(1))
+	T := time.Now().Truncate(time.Second)
+	require.True(t, f.a.AllowAt(p, "c", T))
+	f.arm(func() { f.gate(false) })
+	require.ErrorIs(t, f.a.FlushCounts(context.Background()), ErrNotAppliedForTests) // A1 in the journal, not back
+	require.True(t, f.a.AllowAt(p, "c", T.Add(time.Nanosecond)))
+	f.arm(func() { // A2 in flight, not yet appended
+		require.NoError(t, f.b.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 50, Window: Window{Kind: Rolling, Length: 24 * time.Hour}}))
+		f.gate(true)
+		require.Eventually(t, func() bool { return f.a.Applied() == uint64(len(f.j.log)) }, 5*time.Second, time.Millisecond)
+	})
+	require.NoError(t, f.a.FlushCounts(context.Background()))
+	f.settle(t)
+	la, lb := capCountOf(t, f.a, person(1), "c"), capCountOf(t, f.b, person(1), "c")
+	t.Logf("c: A %d, B %d", la, lb)
+	assert.Equal(t, lb, la, "replicas agree")
+}

@@ -363,6 +363,9 @@ func (e *Engine) installSnapshot(st *state) error {
 	// This engine's batches in flight were counted into the state the
 	// snapshot replaces: one that lands is counted as every replica counts
 	// it (LoadSnapshot waits for a flush, so only a replica has any here).
+	if e.replica != nil { // a batch at or before the snapshot's place is in it and never comes back
+		e.leaveFlightLocked(func(b flightBatch) bool { return b.stored != 0 && b.stored <= st.meta.Seq })
+	}
 	for name := range e.flights {
 		e.redoFlightLocked(name)
 	}
