@@ -97,9 +97,22 @@ type KeyedPseudonym struct {
 // grace period first. Keys whose grace period has ended at now are skipped even if
 // [Keyring.Prune] has not destroyed them yet, and so are previous keys that
 // were destroyed (by a Prune that ran during the call, or by hand). A
-// destroyed current key is an error wrapping [ErrKeyDestroyed].
+// current key destroyed by hand is an error wrapping [ErrKeyDestroyed]; one
+// that rotations and a Prune retired while the call used it is not (the
+// call starts again with the keys as they are).
 func (r *Keyring) AppendPseudonyms(dst []KeyedPseudonym, id Identifier, now time.Time) ([]KeyedPseudonym, error) {
-	for i, k := range r.state.Load().keys {
+	n := len(dst)
+	for {
+		s := r.state.Load()
+		var err error
+		if dst, err = s.appendPseudonyms(dst[:n], id, now); err == nil || !errors.Is(err, ErrKeyDestroyed) || r.state.Load() == s {
+			return dst, err
+		}
+	}
+}
+
+func (s *ringState) appendPseudonyms(dst []KeyedPseudonym, id Identifier, now time.Time) ([]KeyedPseudonym, error) {
+	for i, k := range s.keys {
 		if !k.until.IsZero() && !now.Before(k.until) {
 			continue
 		}
