@@ -114,33 +114,32 @@ func (e *Engine) dropTableLocked(c *capState) {
 }
 
 // takeFlightLocked removes from cap name's flight the batch that sent is
-// (a batch coming back as this engine's own) and returns its redo, with
-// ok false where no batch in flight is it: one with an answer first, then
-// one whose append had none. The batches of every cap put in flight before
+// (a batch coming back as this engine's own, at seq) and returns its redo,
+// nil where no batch in flight is it: one with an answer first, then one
+// whose append had none. The batches of every cap put in flight before
 // it that have not come back never will (the journal stores one engine's
 // changes in the order it appends them, or not at all): they go too.
 // Caller holds mu.
-func (e *Engine) takeFlightLocked(name string, sent []impression, seq uint64) (redo []impression, ok bool) {
+func (e *Engine) takeFlightLocked(name string, sent []impression, seq uint64) []impression {
 	f := e.flights[name]
 	if f == nil {
-		return nil, false
+		return nil
 	}
 	// A batch whose place is known is known by it; then by what it holds,
 	// one waiting for its answer first.
 	k := slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored != 0 && b.stored == seq })
-	sum := sentSum(sent)
 	if k < 0 {
-		k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored == 0 && b.unsure.IsZero() && b.sent == sum })
+		sum := sentSum(sent)
+		if k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored == 0 && b.unsure.IsZero() && b.sent == sum }); k < 0 {
+			k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored == 0 && b.sent == sum })
+		}
 	}
 	if k < 0 {
-		k = slices.IndexFunc(f.batches, func(b flightBatch) bool { return b.stored == 0 && b.sent == sum })
-	}
-	if k < 0 {
-		return nil, false
+		return nil
 	}
 	redo, order := f.batches[k].redo, f.batches[k].order
 	e.leaveFlightLocked(func(b flightBatch) bool { return b.order <= order })
-	return redo, true
+	return redo
 }
 
 // leaveFlightLocked removes the batches gone says are gone from every
@@ -306,7 +305,7 @@ func (e *Engine) applyImpressions(o *op) (opResult, error) {
 	defer e.mu.Unlock()
 	imps := o.imps
 	if o.self { // counted when they happened, but for those dropped in flight
-		imps, _ = e.takeFlightLocked(o.name, o.imps, o.seq)
+		imps = e.takeFlightLocked(o.name, o.imps, o.seq)
 	}
 	c := e.caps[o.name]
 	if c == nil {

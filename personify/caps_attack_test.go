@@ -465,28 +465,39 @@ func TestCapAttackAllowRacingErasure(t *testing.T) {
 // goroutines while f runs, answered true.
 func recordsWhile(e *Engine, p anonymize.Pseudonym, cap string, f func()) int64 {
 	var passed atomic.Int64
+	record := func() {
+		if e.Record(p, cap) {
+			passed.Add(1)
+		}
+	}
+	whileRunning(func() {
+		time.Sleep(10 * time.Microsecond)
+		f()
+		time.Sleep(10 * time.Microsecond)
+	}, record, record, record)
+	return passed.Load()
+}
+
+// whileRunning runs f while each of loops runs again and again, each in
+// a goroutine of its own, and returns once they have stopped.
+func whileRunning(f func(), loops ...func()) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 3 {
+	for _, loop := range loops {
 		wg.Go(func() {
 			for {
 				select {
 				case <-stop:
 					return
 				default:
-					if e.Record(p, cap) {
-						passed.Add(1)
-					}
+					loop()
 				}
 			}
 		})
 	}
-	time.Sleep(10 * time.Microsecond)
+	defer wg.Wait()
+	defer close(stop) // also when f fails the test
 	f()
-	time.Sleep(10 * time.Microsecond)
-	close(stop)
-	wg.Wait()
-	return passed.Load()
 }
 
 // A new slot (a device linked to a suppressed person) is found by
@@ -683,38 +694,12 @@ func TestCapAttackFlushTakesImpressionsIntoFlight(t *testing.T) {
 	e, reopen := durableCapEngine(t)
 	require.NoError(t, e.Add("all", person(1)))
 	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
-	p, err := e.Pseudonym(person(1))
-	require.NoError(t, err)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				e.Record(p, "c")
-			}
+	p := e.mustPseudonym(t, person(1))
+	whileRunning(func() {
+		for range 1000 {
+			require.NoError(t, e.SetConsent(person(1), "ads", false))
+			require.NoError(t, e.SetConsent(person(1), "ads", true))
 		}
-	})
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				_ = e.FlushCounts(context.Background())
-			}
-		}
-	})
-	for range 1000 {
-		require.NoError(t, e.SetConsent(person(1), "ads", false))
-		require.NoError(t, e.SetConsent(person(1), "ads", true))
-	}
-	close(stop)
-	wg.Wait()
-	require.NoError(t, e.FlushCounts(context.Background()))
-	live := capCount(t, e, person(1))
-	require.NoError(t, e.Close())
-	assert.Equal(t, live, capCount(t, reopen(), person(1)), "the replay counts what the live engine counted")
+	}, func() { e.Record(p, "c") }, func() { _ = e.FlushCounts(context.Background()) })
+	flushAndReplay(t, e, reopen, person(1), "c")
 }

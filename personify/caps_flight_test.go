@@ -47,20 +47,14 @@ func TestCapFlightRedefineInFlight(t *testing.T) {
 	e, arm, reopen := inFlightEngine(t)
 	require.NoError(t, e.Add("all", person(1)))
 	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
-	p, err := e.Pseudonym(person(1))
-	require.NoError(t, err)
-	for range 3 {
-		require.True(t, e.Record(p, "c"))
-	}
+	p := e.mustPseudonym(t, person(1))
+	recordN(t, e, p, "c", 3)
 	arm(func() {
 		require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount - 1, Window: Window{Kind: Lifetime}}))
 		require.NoError(t, e.SetConsent(person(1), "ads", false))
 		require.NoError(t, e.SetConsent(person(1), "ads", true))
 	})
-	require.NoError(t, e.FlushCounts(context.Background()))
-	live := capCount(t, e, person(1))
-	require.NoError(t, e.Close())
-	assert.Equal(t, live, capCount(t, reopen(), person(1)), "replay agrees with the live engine")
+	assert.Equal(t, 3, flushAndReplay(t, e, reopen, person(1), "c"), "withdrawn and given again in flight: counted as the replay counts them")
 }
 
 // A redefinition with another window starts the counts afresh, but a batch
@@ -71,18 +65,12 @@ func TestCapFlightRedefineWindowInFlight(t *testing.T) {
 	e, arm, reopen := inFlightEngine(t)
 	require.NoError(t, e.Add("all", person(1)))
 	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
-	p, err := e.Pseudonym(person(1))
-	require.NoError(t, err)
-	for range 3 {
-		require.True(t, e.Record(p, "c"))
-	}
+	p := e.mustPseudonym(t, person(1))
+	recordN(t, e, p, "c", 3)
 	arm(func() {
 		require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: 50, Window: Window{Kind: Rolling, Length: 24 * time.Hour}}))
 	})
-	require.NoError(t, e.FlushCounts(context.Background()))
-	live := capCount(t, e, person(1))
-	require.NoError(t, e.Close())
-	assert.Equal(t, live, capCount(t, reopen(), person(1)), "replay agrees with the live engine")
+	assert.Equal(t, 3, flushAndReplay(t, e, reopen, person(1), "c"), "counted into the new counters, as the replay counts them")
 }
 
 // After a LoadSnapshot whose compaction failed (needSnapshot set), a
@@ -93,16 +81,10 @@ func TestCapFlightNeedSnapshotCountsOnce(t *testing.T) {
 	e, _, reopen := inFlightEngine(t)
 	require.NoError(t, e.Add("all", person(1)))
 	require.NoError(t, e.DefineCap(Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}))
-	p, err := e.Pseudonym(person(1))
-	require.NoError(t, err)
-	for range 3 {
-		require.True(t, e.Record(p, "c"))
-	}
+	p := e.mustPseudonym(t, person(1))
+	recordN(t, e, p, "c", 3)
 	e.store.needSnapshot = errors.New("simulated: LoadSnapshot's compaction failed")
-	require.NoError(t, e.FlushCounts(context.Background()))
-	live := capCount(t, e, person(1))
-	require.NoError(t, e.Close())
-	assert.Equal(t, live, capCount(t, reopen(), person(1)), "replay agrees with the live engine")
+	assert.Equal(t, 3, flushAndReplay(t, e, reopen, person(1), "c"), "each impression once")
 }
 
 // A flush whose commit fails still takes everything that waited: under a
@@ -176,11 +158,8 @@ func TestCapFlightLoadSnapshotWaitsForTheFlush(t *testing.T) {
 	var snap bytes.Buffer
 	_, err := e.WriteSnapshot(&snap)
 	require.NoError(t, err)
-	p, err := e.Pseudonym(person(1))
-	require.NoError(t, err)
-	for range 3 {
-		require.True(t, e.Record(p, "c"))
-	}
+	p := e.mustPseudonym(t, person(1))
+	recordN(t, e, p, "c", 3)
 	loaded := make(chan error, 1)
 	arm(func() {
 		go func() { loaded <- e.LoadSnapshot(bytes.NewReader(snap.Bytes())) }()
@@ -193,9 +172,7 @@ func TestCapFlightLoadSnapshotWaitsForTheFlush(t *testing.T) {
 	})
 	require.NoError(t, e.FlushCounts(context.Background()))
 	require.NoError(t, <-loaded)
-	live := capCount(t, e, person(1))
-	require.NoError(t, e.Close())
-	assert.Equal(t, live, capCount(t, reopen(), person(1)), "replay agrees with the live engine")
+	assert.Equal(t, 0, flushAndReplay(t, e, reopen, person(1), "c"), "the loaded state, taken before the impressions")
 }
 
 // A cap dropped and defined again while a batch is in flight: the batch
@@ -206,18 +183,31 @@ func TestCapFlightDropAndDefineAgain(t *testing.T) {
 	require.NoError(t, e.Add("all", person(1)))
 	c := Cap{Name: "c", Purpose: "ads", Max: MaxCapCount, Window: Window{Kind: Lifetime}}
 	require.NoError(t, e.DefineCap(c))
-	p, err := e.Pseudonym(person(1))
-	require.NoError(t, err)
-	for range 3 {
-		require.True(t, e.Record(p, "c"))
-	}
+	p := e.mustPseudonym(t, person(1))
+	recordN(t, e, p, "c", 3)
 	arm(func() {
 		require.NoError(t, e.DropCap("c"))
 		require.NoError(t, e.DefineCap(c))
 	})
+	assert.Equal(t, 3, flushAndReplay(t, e, reopen, person(1), "c"), "counted again, as the replay counts them")
+}
+
+// recordN records n impressions of cap for p, each counted.
+func recordN(t *testing.T, e *Engine, p anonymize.Pseudonym, cap string, n int) {
+	t.Helper()
+	for range n {
+		require.True(t, e.Record(p, cap))
+	}
+}
+
+// flushAndReplay flushes e, closes it and replays its directory (reopen),
+// asserts that person id's count of cap is the same live and replayed,
+// and returns it.
+func flushAndReplay(t *testing.T, e *Engine, reopen func() *Engine, id anonymize.Identifier, cap string) int {
+	t.Helper()
 	require.NoError(t, e.FlushCounts(context.Background()))
-	live := capCount(t, e, person(1))
-	assert.Equal(t, 3, live, "counted again, as the replay counts them")
+	live := capCountOf(t, e, id, cap)
 	require.NoError(t, e.Close())
-	assert.Equal(t, live, capCount(t, reopen(), person(1)), "replay agrees with the live engine")
+	assert.Equal(t, live, capCountOf(t, reopen(), id, cap), "replay agrees with the live engine")
+	return live
 }
