@@ -89,14 +89,26 @@ func (e *Engine) Explain(id anonymize.Identifier) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
+	return e.explainKeyed(kps, id.Kind(), false)
+}
+
+// explainKeyed is Explain of the person stored under kps, whose kind is
+// kind; check says to refuse kps that do not name every key of the keyring
+// (a Person computed before the keyring changed).
+func (e *Engine) explainKeyed(kps []anonymize.KeyedPseudonym, kind anonymize.Kind, check bool) (Report, error) {
 	now := e.now()
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	if check {
+		if err := e.checkKeyedLocked(&op{version: recVersion, at: now}, kps, true); err != nil {
+			return Report{}, err
+		}
+	}
 	r := Report{GeneratedAt: now, Segments: []SegmentReport{}, Consent: []ConsentReport{}, Suppressed: []string{}, Caps: []CapReport{}}
 	var ords []uint32
 	for _, kp := range kps {
 		ord, _, ok := e.resolveLocked(kp.Pseudonym)
-		r.Pseudonyms = append(r.Pseudonyms, ReportPseudonym{Pseudonym: kp.Pseudonym, Key: kp.Key, Kind: id.Kind(), Stored: ok})
+		r.Pseudonyms = append(r.Pseudonyms, ReportPseudonym{Pseudonym: kp.Pseudonym, Key: kp.Key, Kind: kind, Stored: ok})
 		if ok && !slices.Contains(ords, ord) {
 			ords = append(ords, ord)
 		}

@@ -117,6 +117,22 @@ func (e *Engine) ForgetContext(ctx context.Context, id anonymize.Identifier, opt
 	if err != nil {
 		return Receipt{}, err
 	}
+	var also []anonymize.KeyedPseudonym
+	if opts.DoNotReAdd {
+		// The wish must outlive a rotation to a key this engine already
+		// holds: list the person under the upcoming keys as well. (A
+		// rotation to a key unknown now is covered when the person is next
+		// written by identifier during its grace period; see DoNotReAdd.)
+		if also, err = e.upcomingPseudonyms(id); err != nil {
+			return Receipt{}, err
+		}
+	}
+	return e.forgetKeyed(ctx, kps, also, opts)
+}
+
+// forgetKeyed is ForgetContext of the person stored under kps; also are
+// their pseudonyms under the upcoming keys, for DoNotReAdd.
+func (e *Engine) forgetKeyed(ctx context.Context, kps, also []anonymize.KeyedPseudonym, opts ForgetOptions) (Receipt, error) {
 	var rid [16]byte
 	_, _ = rand.Read(rid[:])
 	o := &op{kind: opForget, at: e.now(), flag: opts.DoNotReAdd, people: [][]anonymize.KeyedPseudonym{kps}, receipt: hex.EncodeToString(rid[:])}
@@ -127,13 +143,7 @@ func (e *Engine) ForgetContext(ctx context.Context, id anonymize.Identifier, opt
 		}
 	}
 	if opts.DoNotReAdd {
-		// The wish must outlive a rotation to a key this engine already
-		// holds: list the person under the upcoming keys as well. (A
-		// rotation to a key unknown now is covered when the person is next
-		// written by identifier during its grace period; see DoNotReAdd.)
-		if o.also, err = e.upcomingPseudonyms(id); err != nil {
-			return Receipt{}, err
-		}
+		o.also = also
 	}
 	res, err := e.commit(ctx, o)
 	if err != nil {
