@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -58,6 +59,12 @@ type DurableOptions struct {
 	// came while the engine was down). Zero means one minute; at most 30
 	// days (the GDPR's one month).
 	PurgeWithin time.Duration `json:"purge_within"`
+
+	// OnSync, if not nil, is told how long each fsync of the engine's files
+	// took (the log's group commits, snapshots, the directory), for a
+	// latency metric. It runs on the writing goroutine, while writers wait:
+	// keep it fast (a histogram's Observe).
+	OnSync func(time.Duration) `json:"-"`
 
 	fs wal.FS // nil: the real one; tests inject faults here
 }
@@ -126,6 +133,9 @@ func Open(dir string, opts Options) (*Engine, error) {
 	fs := dopts.fs
 	if fs == nil {
 		fs = wal.OS{}
+	}
+	if dopts.OnSync != nil {
+		fs = timedFS{FS: fs, observe: dopts.OnSync}
 	}
 	s := &store{purgeWithin: dopts.PurgeWithin, compactAt: dopts.CompactAfter, interval: dopts.MaintenanceInterval, audit: e.audit,
 		purge: make(chan struct{}, 1), grow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
@@ -469,4 +479,37 @@ func (e *Engine) Purged(r Receipt) bool {
 		}
 	}
 	return true
+}
+
+// timedFS reports how long each fsync takes (DurableOptions.OnSync).
+type timedFS struct {
+	wal.FS
+	observe func(time.Duration)
+}
+
+func (t timedFS) OpenFile(name string, flag int, perm os.FileMode) (wal.File, error) {
+	f, err := t.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return timedFile{File: f, observe: t.observe}, nil
+}
+
+func (t timedFS) SyncDir(name string) error {
+	start := time.Now()
+	err := t.FS.SyncDir(name)
+	t.observe(time.Since(start))
+	return err
+}
+
+type timedFile struct {
+	wal.File
+	observe func(time.Duration)
+}
+
+func (t timedFile) Sync() error {
+	start := time.Now()
+	err := t.File.Sync()
+	t.observe(time.Since(start))
+	return err
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -702,4 +703,20 @@ func TestLoadSnapshotIsAtomic(t *testing.T) {
 		t.Errorf("person %v: %v is from neither snapshot", k, v)
 		return true
 	})
+}
+
+func TestOnSyncTimesEveryFsync(t *testing.T) {
+	d := newDurableEnv(t)
+	var n atomic.Int64
+	o := durable(d.opts, DurableOptions{MaintenanceInterval: -1, OnSync: func(dt time.Duration) {
+		if dt >= 0 {
+			n.Add(1)
+		}
+	}})
+	e, err := Open(d.dir, o)
+	require.NoError(t, err)
+	defer e.Close()
+	before := n.Load()
+	require.NoError(t, e.DefinePurpose(Purpose{Name: "ads", Model: OptOut}))
+	assert.Greater(t, n.Load(), before, "a logged change is fsynced, and the fsync timed")
 }

@@ -207,3 +207,31 @@ func (r *Replica) VerifyReceipt(rc personify.Receipt) error { return r.e.VerifyR
 
 // WriteSnapshot is [personify.Engine.WriteSnapshot] on the replica.
 func (r *Replica) WriteSnapshot(w io.Writer) (int64, error) { return r.e.WriteSnapshot(w) }
+
+// Person is [personify.Engine.Person] on the replica.
+func (r *Replica) Person(id anonymize.Identifier) (personify.Person, error) { return r.e.Person(id) }
+
+// ExplainPerson is [personify.Engine.ExplainPerson] on the replica.
+func (r *Replica) ExplainPerson(p personify.Person) (personify.Report, error) {
+	return r.e.ExplainPerson(p)
+}
+
+// SetConsentPerson is [personify.Engine.SetConsentPerson] on the replica.
+func (r *Replica) SetConsentPerson(ctx context.Context, p personify.Person, purpose string, granted bool) error {
+	return r.e.SetConsentPerson(ctx, p, purpose, granted)
+}
+
+// SuppressPerson is [personify.Engine.SuppressPerson] on the replica.
+func (r *Replica) SuppressPerson(ctx context.Context, p personify.Person, purposes ...string) error {
+	return r.e.SuppressPerson(ctx, p, purposes...)
+}
+
+// UnsuppressPerson is [personify.Engine.UnsuppressPerson] on the replica.
+func (r *Replica) UnsuppressPerson(ctx context.Context, p personify.Person, purposes ...string) error {
+	return r.e.UnsuppressPerson(ctx, p, purposes...)
+}
+
+// ForgetPerson is [personify.Engine.ForgetPerson] on the replica.
+func (r *Replica) ForgetPerson(ctx context.Context, p personify.Person, opts personify.ForgetOptions) (personify.Receipt, error) {
+	return r.e.ForgetPerson(ctx, p, opts)
+}
