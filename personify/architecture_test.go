@@ -28,6 +28,7 @@ var rooms = map[string][]string{
 	"personify/internal/fleet": {"anonymize"},
 	"personify":                {"anonymize", "segment", "personify/internal/index", "personify/internal/wal", "personify/internal/fleet"},
 	"personify/replica":        {"anonymize", "personify", "personify/internal/fleet"},
+	"internal/sample":          {"anonymize", "personify"},
 }
 
 const module = "github.com/personify-go/personify/"

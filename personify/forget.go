@@ -53,13 +53,14 @@ type ForgetOptions struct {
 const maxRequestIDLen = 64
 
 // checkRequestID enforces ForgetOptions.RequestID's safe form. The error
-// does not quote the value: it may be exactly what must not be stored.
+// (ErrInvalidChange) does not quote the value: it may be exactly what must
+// not be stored.
 func checkRequestID(s string) error {
 	if s == "" {
 		return nil
 	}
 	if len(s) > maxRequestIDLen {
-		return fmt.Errorf("personify: ForgetOptions.RequestID has %d bytes, at most %d", len(s), maxRequestIDLen)
+		return fmt.Errorf("%w: ForgetOptions.RequestID has %d bytes, at most %d", ErrInvalidChange, len(s), maxRequestIDLen)
 	}
 	letters, digits, run, longest := false, 0, 0, 0
 	for i := 0; i < len(s); i++ {
@@ -73,12 +74,12 @@ func checkRequestID(s string) error {
 			letters = true
 		case c == '.', c == ':', c == '/', c == '-':
 		default:
-			return fmt.Errorf("personify: ForgetOptions.RequestID: character %d is not one of [A-Za-z0-9._:/-] (an email address or a name is personal data: use a ticket number)", i+1)
+			return fmt.Errorf("%w: ForgetOptions.RequestID: character %d is not one of [A-Za-z0-9._:/-] (an email address or a name is personal data: use a ticket number)", ErrInvalidChange, i+1)
 		}
 		run = 0
 	}
 	if !letters && digits >= 7 || longest >= 9 {
-		return fmt.Errorf("personify: ForgetOptions.RequestID may hold a phone number (%d digits): use a ticket reference such as \"ticket-4711\"", digits)
+		return fmt.Errorf("%w: ForgetOptions.RequestID may hold a phone number (%d digits): use a ticket reference such as \"ticket-4711\"", ErrInvalidChange, digits)
 	}
 	return nil
 }

@@ -60,7 +60,8 @@ func TestPersonActsAsTheIdentifier(t *testing.T) {
 	require.NoError(t, e.Add("runners", person(1)))
 	assert.False(t, e.In(e.pseudonym(person(1)), "runners"), "do-not-re-add holds for a Person's erasure")
 	_, err = e.ForgetPerson(ctx, p, ForgetOptions{RequestID: "bob@example.com"})
-	assert.ErrorContains(t, err, "RequestID", "the request ID is checked as Forget checks it")
+	assert.ErrorIs(t, err, ErrInvalidChange, "the request ID is checked as Forget checks it")
+	assert.ErrorContains(t, err, "RequestID")
 	assert.NotContains(t, err.Error(), "bob")
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/internal/sample"
 	"github.com/personify-go/personify/personify"
 )
 
@@ -41,12 +42,12 @@ func run(w io.Writer) error {
 	defer e.Close()
 
 	// 1. Purposes and segments.
-	if err := defineSample(e); err != nil {
+	if err := sample.Define(e); err != nil {
 		return err
 	}
 	// 2. Members. Identifiers are pseudonymized on the way in; the engine
 	// never holds an email address.
-	n, err := loadSample(e)
+	n, err := sample.Load(e)
 	if err != nil {
 		return err
 	}
@@ -111,7 +112,7 @@ func run(w io.Writer) error {
 }
 
 func vipMinSize() int {
-	for _, s := range sampleSegments {
+	for _, s := range sample.Segments {
 		if s.Name == "vip" {
 			return s.MinSize
 		}

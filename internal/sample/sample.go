@@ -1,4 +1,8 @@
-package main
+// Package sample is the synthetic data set of the quickstart and of
+// `personify serve --demo`: 200,000 people in a dozen segments, drawn
+// deterministically, so that every run loads the same data. Its identifiers
+// are made-up addresses at example.com.
+package sample
 
 import (
 	"fmt"
@@ -8,14 +12,14 @@ import (
 	"github.com/personify-go/personify/personify"
 )
 
-// samplePeople is the size of the built-in data set.
-const samplePeople = 200_000
+// People is the size of the data set.
+const People = 200_000
 
-// sampleSegments are the dozen segments of the sample, with the share of
+// Segments are the dozen segments of the sample, with the share of
 // people in each.
-var sampleSegments = []struct {
+var Segments = []struct {
 	personify.Segment
-	share float64
+	Share float64
 }{
 	{personify.Segment{Name: "runners", Purpose: "personalization", Description: "You logged a run in the last 90 days", Retention: 90 * 24 * time.Hour}, 0.18},
 	{personify.Segment{Name: "cyclists", Purpose: "personalization", Description: "You bought cycling gear", Retention: 180 * 24 * time.Hour}, 0.12},
@@ -31,7 +35,17 @@ var sampleSegments = []struct {
 	{personify.Segment{Name: "diabetes-programme", Purpose: "health", Description: "You joined the diabetes coaching programme", Sensitive: true}, 0.015},
 }
 
-func defineSample(e *personify.Engine) error {
+// Engine is what Define and Load need: a *personify.Engine or a fleet's
+// replica.
+type Engine interface {
+	DefinePurpose(p personify.Purpose) error
+	Define(s personify.Segment) error
+	Add(segment string, ids ...anonymize.Identifier) error
+	SetConsent(id anonymize.Identifier, purpose string, granted bool) error
+}
+
+// Define defines the sample's purposes and segments.
+func Define(e Engine) error {
 	for _, p := range []personify.Purpose{
 		{Name: "personalization", Model: personify.OptOut, Description: "Tailoring the site and app to groups of customers"},
 		{Name: "email-marketing", Model: personify.OptIn, Description: "Newsletters and offers by email"},
@@ -41,7 +55,7 @@ func defineSample(e *personify.Engine) error {
 			return err
 		}
 	}
-	for _, s := range sampleSegments {
+	for _, s := range Segments {
 		if err := e.Define(s.Segment); err != nil {
 			return err
 		}
@@ -49,16 +63,17 @@ func defineSample(e *personify.Engine) error {
 	return nil
 }
 
-// loadSample adds the synthetic people to their segments. Membership is
+// Load adds the synthetic people to their segments and returns how many
+// there are. Membership is
 // drawn deterministically from each person's number, so every run loads the
 // same data; person 42 is in a few segments and in vip.
-func loadSample(e *personify.Engine) (int, error) {
-	members := make([][]anonymize.Identifier, len(sampleSegments))
+func Load(e Engine) (int, error) {
+	members := make([][]anonymize.Identifier, len(Segments))
 	var consenting []anonymize.Identifier
-	for i := range samplePeople {
+	for i := range People {
 		id := anonymize.Email(fmt.Sprintf("member%06d@example.com", i))
-		for s, seg := range sampleSegments {
-			if draw(uint64(i), uint64(s)) < seg.share || i == 42 && (seg.Name == "runners" || seg.Name == "ios" || seg.Name == "vip") {
+		for s, seg := range Segments {
+			if draw(uint64(i), uint64(s)) < seg.Share || i == 42 && (seg.Name == "runners" || seg.Name == "ios" || seg.Name == "vip") {
 				members[s] = append(members[s], id)
 			}
 		}
@@ -67,7 +82,7 @@ func loadSample(e *personify.Engine) (int, error) {
 		}
 	}
 	for s, ids := range members {
-		if err := e.Add(sampleSegments[s].Name, ids...); err != nil {
+		if err := e.Add(Segments[s].Name, ids...); err != nil {
 			return 0, err
 		}
 	}
@@ -76,7 +91,7 @@ func loadSample(e *personify.Engine) (int, error) {
 			return 0, err
 		}
 	}
-	return samplePeople, nil
+	return People, nil
 }
 
 // draw returns a uniform number in [0, 1) from a person and a stream
