@@ -20,8 +20,10 @@ import (
 // to), the 8-byte fingerprint of the key it was started under, and the
 // sequence number of its first record (little endian). Frames follow.
 const (
-	logMagic     = "PFYLOG2\n"
-	logMagicV1   = "PFYLOG1\n"
+	// LogMagic starts every log this package writes; LogMagicV1 those of
+	// earlier releases.
+	LogMagic     = "PFYLOG2\n"
+	LogMagicV1   = "PFYLOG1\n"
 	LogHeaderLen = 24
 	// LogVersion is the version of the logs this package writes; payloads
 	// are decoded with the version of the log they come from.
@@ -87,7 +89,7 @@ func createLog(fs FS, dir, name string, start uint64, key [8]byte) (*Log, error)
 		return nil, pathErr("create", name, err)
 	}
 	var h [LogHeaderLen]byte
-	copy(h[:], logMagic)
+	copy(h[:], LogMagic)
 	copy(h[8:], key[:])
 	binary.LittleEndian.PutUint64(h[16:], start)
 	_, err = f.WriteAt(h[:], 0)
@@ -175,9 +177,9 @@ func Replay(fs FS, name string, start uint64, last bool, checkKey func(name stri
 	h := Header{}
 	if len(b) >= LogHeaderLen {
 		switch string(b[:8]) {
-		case logMagic:
+		case LogMagic:
 			h.Version = LogVersion
-		case logMagicV1:
+		case LogMagicV1:
 			h.Version = 1
 		}
 		copy(h.Key[:], b[8:16])
