@@ -391,7 +391,7 @@ func (e *Engine) VerifyReceipt(r Receipt) error {
 			}
 		}
 	}
-	return fmt.Errorf("%w: receipt %s was not signed by a key of this engine", ErrBadReceipt, r.ID)
+	return fmt.Errorf("%w: receipt %s was not signed by a key of this engine", ErrBadReceipt, receiptName(r.ID))
 }
 
 // K returns the minimum audience and segment size in force.

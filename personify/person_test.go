@@ -159,3 +159,26 @@ func TestPersonForgetSurvivesRestart(t *testing.T) {
 		assert.NotEqual(t, "withdrawn", c.Consent, "the withdrawal was erased with the person")
 	}
 }
+
+// A made-up receipt given to VerifyReceipt is refused without quoting
+// what it holds: its ID and signing key may be anything.
+func TestVerifyReceiptQuotesNothingMadeUp(t *testing.T) {
+	e := linkEngine(t)
+	for _, r := range []Receipt{
+		{ID: "secret.person@example.com"},
+		{ID: "secret.person@example.com", Version: 99},
+		{ID: "secret.person@example.com", Version: 3, SigningKey: "secret.person@example.com"},
+		{ID: "secret.person@example.com", Version: 1, Linked: []LinkedPseudonym{{}}},
+	} {
+		err := e.VerifyReceipt(r)
+		assert.ErrorIs(t, err, ErrBadReceipt)
+		assert.NotContains(t, err.Error(), "secret")
+		err = VerifyReceipt(r, e.ReceiptPublicKey())
+		assert.ErrorIs(t, err, ErrBadReceipt)
+		assert.NotContains(t, err.Error(), "secret")
+	}
+	rc, err := e.Forget(person(1))
+	require.NoError(t, err)
+	rc.Consents++
+	assert.ErrorContains(t, e.VerifyReceipt(rc), rc.ID, "a real receipt is named by its id")
+}

@@ -146,21 +146,46 @@ func VerifyReceipt(r Receipt, pub ed25519.PublicKey) error {
 		return fmt.Errorf("%w: public key has %d bytes, want %d", ErrBadReceipt, len(pub), ed25519.PublicKeySize)
 	}
 	if r.Version > receiptVersion {
-		return fmt.Errorf("%w: receipt %s has format version %d; this version of personify reads up to %d", ErrBadReceipt, r.ID, r.Version, receiptVersion)
+		return fmt.Errorf("%w: receipt %s has format version %d; this version of personify reads up to %d", ErrBadReceipt, receiptName(r.ID), r.Version, receiptVersion)
 	}
 	if r.Version < 3 && (len(r.Linked) > 0 || r.Counters != 0) {
-		return fmt.Errorf("%w: receipt %s has format version %d, which cannot list linked pseudonyms", ErrBadReceipt, r.ID, r.Version)
+		return fmt.Errorf("%w: receipt %s has format version %d, which cannot list linked pseudonyms", ErrBadReceipt, receiptName(r.ID), r.Version)
 	}
 	if r.Version >= 2 && r.SigningKey != hex.EncodeToString(pub) {
-		return fmt.Errorf("%w: receipt %s names signing key %s, not the key given", ErrBadReceipt, r.ID, shortKey(r.SigningKey))
+		return fmt.Errorf("%w: receipt %s names signing key %s, not the key given", ErrBadReceipt, receiptName(r.ID), shortKey(r.SigningKey))
 	}
 	if !ed25519.Verify(pub, r.SignedMessage(), r.Signature) {
-		return fmt.Errorf("%w: receipt %s", ErrBadReceipt, r.ID)
+		return fmt.Errorf("%w: receipt %s", ErrBadReceipt, receiptName(r.ID))
 	}
 	return nil
 }
 
+// receiptName is how errors name a receipt: by its ID when it is one the
+// engine issues (32 hex digits), and otherwise without quoting it: a
+// receipt given to VerifyReceipt may have been made up, with anything in
+// its ID.
+func receiptName(id string) string {
+	if len(id) == 32 && isHex(id) {
+		return id
+	}
+	return "(whose id personify did not issue)"
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// shortKey names a signing key in an error, by its first hex digits, and
+// quotes nothing that is not hex.
 func shortKey(s string) string {
+	if !isHex(s) {
+		return "(not a key in hex)"
+	}
 	if len(s) > 16 {
 		return s[:16] + "..."
 	}

@@ -81,7 +81,10 @@ func (s *Signer) Sign(p personify.Person, ttl time.Duration) (string, time.Time,
 	if ttl < 0 || ttl > MaxTTL {
 		return "", time.Time{}, fmt.Errorf("personify: a link lives from 1s to %s, not %s", MaxTTL, ttl)
 	}
-	exp := s.now().Add(ttl).Truncate(time.Second)
+	exp := s.now().Add(ttl)
+	if t := exp.Truncate(time.Second); !t.Equal(exp) {
+		exp = t.Add(time.Second) // whole seconds, never shorter than asked
+	}
 	b, err := json.Marshal(payload{V: 1, Exp: exp.Unix(), P: p})
 	if err != nil {
 		return "", time.Time{}, err

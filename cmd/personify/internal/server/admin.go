@@ -106,7 +106,13 @@ func (a adminService) Load(ctx context.Context, st *connect.ClientStream[pb.Load
 		batches++
 	}
 	if err := st.Err(); err != nil && !errors.Is(err, io.EOF) {
-		return nil, s.fail("load", err)
+		// A message over the limit, a broken stream: what came before it is
+		// loaded.
+		code := connect.CodeOf(err)
+		if code == connect.CodeUnknown {
+			code = connect.CodeInvalidArgument
+		}
+		return nil, s.fail("load", connect.NewError(code, fmt.Errorf("message %d: %w (%d members in %d messages loaded before it)", batches, err, members, batches)))
 	}
 	return connect.NewResponse(&pb.LoadResponse{Members: members, Batches: batches}), nil
 }

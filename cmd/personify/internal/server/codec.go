@@ -46,6 +46,7 @@ var (
 	jsonPos     = regexp.MustCompile(`\(line \d+:\d+\)`)
 	jsonProblem = []struct{ match, say string }{
 		{"unknown field", "unknown field"},
+		{"oneof", "two fields of a oneof (give only one, e.g. pseudonym or identifier)"},
 		{"unexpected EOF", "the JSON ends early"},
 		{"invalid value for enum", "not a valid enum value"},
 		{"invalid value for", "a value of the wrong type"},

@@ -139,6 +139,7 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		defer os.RemoveAll(filepath.Dir(path)) // live tokens do not outlive the demo
 		fmt.Fprintf(stdout, "demo tokens (one per role) are in %s, readable by you only\n", path)
 	}
 	if o.Demo && len(o.DoNotSell) == 0 {
@@ -217,7 +218,7 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	s.NotReady("shutting down")
+	s.ShuttingDown()
 	log.Info("personify: shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
 	defer cancel()
@@ -316,11 +317,14 @@ func followLag(ctx context.Context, r *pgstore.Replica, s *Server) {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := r.Sync(sctx)
 		cancel()
+		if ctx.Err() != nil {
+			return // shutting down: a Sync cut short says nothing of the fleet
+		}
 		s.ObserveLag(time.Since(start))
 		switch st := r.Status(); {
 		case st.Stalled != nil:
 			s.NotReady("the replica stalled: " + st.Stalled.Error())
-		case err != nil && ctx.Err() == nil:
+		case err != nil:
 			s.NotReady("cannot catch up with the fleet: " + err.Error())
 		default:
 			s.Ready()

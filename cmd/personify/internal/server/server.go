@@ -62,6 +62,7 @@ type Server struct {
 	api   atomic.Pointer[http.Handler]
 	ready atomic.Bool
 	why   atomic.Pointer[string] // why not ready
+	down  atomic.Bool            // shutting down: never ready again
 	stats atomic.Pointer[func() (int, time.Time)]
 }
 
@@ -109,9 +110,16 @@ func (s *Server) NotReady(why string) {
 	s.ready.Store(false)
 }
 
-// Ready makes /readyz answer 200 again after NotReady.
+// ShuttingDown makes /readyz answer 503 for good.
+func (s *Server) ShuttingDown() {
+	s.down.Store(true)
+	s.NotReady("shutting down")
+}
+
+// Ready makes /readyz answer 200 again after NotReady, unless the server
+// is shutting down.
 func (s *Server) Ready() {
-	if s.api.Load() != nil {
+	if s.api.Load() != nil && !s.down.Load() {
 		s.ready.Store(true)
 	}
 }
@@ -136,7 +144,7 @@ func (s *Server) Serve(e Engine) error {
 	}
 	mux := http.NewServeMux()
 	mount := func(path string, h http.Handler, role Role) {
-		mux.Handle(path, s.limitBody(authorize(s.cfg.Tokens, role, s.m, s.ew, h)))
+		mux.Handle(path, s.limitBody(false, authorize(s.cfg.Tokens, role, s.m, s.ew, h)))
 	}
 	path, h := personifyv1connect.NewLookupServiceHandler(lookupService{s}, opts...)
 	mount(path, h, RoleLookup)
@@ -144,6 +152,7 @@ func (s *Server) Serve(e Engine) error {
 	mount(path, h, RolePrivacy)
 	path, h = personifyv1connect.NewAdminServiceHandler(adminService{s}, opts...)
 	mount(path, h, RoleAdmin)
+	mux.Handle(personifyv1connect.AdminServiceLoadProcedure, s.limitBody(true, authorize(s.cfg.Tokens, RoleAdmin, s.m, s.ew, h)))
 	mux.Handle("/privacy/", pc)
 	var api http.Handler = mux
 	s.api.Store(&api)
@@ -152,23 +161,48 @@ func (s *Server) Serve(e Engine) error {
 }
 
 // limitBody refuses a body longer than MaxBody before reading it (when its
-// length is declared) and cuts it off there otherwise.
-func (s *Server) limitBody(next http.Handler) http.Handler {
+// length is declared) and cuts it off there otherwise. A client stream
+// (AdminService.Load) is bounded per message instead (connect's
+// WithReadMaxBytes): its body is the whole stream. Outside gRPC a refused
+// size is 413 (Connect's mapping of ResourceExhausted, 429, would tell a
+// client to retry what can never succeed).
+func (s *Server) limitBody(stream bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > s.cfg.MaxBody {
-			s.m.refuse("body_too_large")
-			err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("the request body is %d bytes, more than the limit of %d", r.ContentLength, s.cfg.MaxBody))
-			if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-				writeError(s.ew, w, r, err) // gRPC and gRPC-Web carry the code in the trailers
-			} else {
-				writeJSONError(w, http.StatusRequestEntityTooLarge, err) // 413, where Connect would say 429
-			}
-			return
+		grpc := strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+		if !grpc {
+			w = &no429{ResponseWriter: w}
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody+64<<10) // the stream's framing on top of the per-message limit
+		if !stream {
+			if r.ContentLength > s.cfg.MaxBody {
+				s.m.refuse("body_too_large")
+				writeError(s.ew, w, r, connect.NewError(connect.CodeResourceExhausted,
+					fmt.Errorf("the request body is %d bytes, more than the limit of %d", r.ContentLength, s.cfg.MaxBody)))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody+64) // the envelope of gRPC and Connect on top of the message limit
+		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// no429 answers 413 where connect would answer 429 (ResourceExhausted: the
+// sidecar has no rate limit, so it only ever means "too large").
+type no429 struct{ http.ResponseWriter }
+
+func (w *no429) WriteHeader(code int) {
+	if code == http.StatusTooManyRequests {
+		code = http.StatusRequestEntityTooLarge
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *no429) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *no429) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // rules name the refusal rules of /metrics by the API's code.
 var rules = map[connect.Code]string{connect.CodeInvalidArgument: "invalid_argument", connect.CodeNotFound: "not_found",
@@ -185,6 +219,8 @@ func (s *Server) fail(method string, err error) error {
 	}
 	rule, ok := rules[ce.Code()]
 	switch {
+	case ce.Code() == connect.CodeResourceExhausted:
+		rule = "body_too_large"
 	case errors.Is(err, errBatchTooLarge):
 		rule = "batch_too_large"
 	case !ok:
