@@ -39,7 +39,9 @@ standard output, with the identifier column --column replaced, in its place,
 by a column named --as holding each identifier's pseudonym (16 hex digits),
 computed as the engine computes it with the same key and hasher
 (Engine.Pseudonym). The identifiers are dropped; every other column is kept,
-in order.
+in order. A CSV header that names --column twice is refused. In NDJSON only
+the top-level member named --column is replaced: an identifier nested inside
+another member is left as it is (flatten such exports first).
 
 The key comes from --key-file, or from PERSONIFY_KEY (the key in hex) when
 --key-file is not given. --hasher must be the engine's (siphash unless
@@ -238,16 +240,26 @@ func runPseudonymize(cmd *cobra.Command, f pseudoFlags, in string) (err error) {
 		if in != "-" && sameFile(in, f.out) {
 			return fmt.Errorf("--out %s is the input file", f.out)
 		}
-		of, err := os.OpenFile(f.out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return err
+		// A temporary file beside --out (mode 600), renamed over it only
+		// once complete: a failed run leaves no half a file, an existing
+		// --out gets the new mode, and a symbolic link there is replaced,
+		// not written through.
+		of, terr := os.CreateTemp(filepath.Dir(f.out), "."+filepath.Base(f.out)+".*.tmp")
+		if terr != nil {
+			return terr
 		}
 		defer func() {
+			if err == nil {
+				err = of.Sync()
+			}
 			if cerr := of.Close(); err == nil {
 				err = cerr
 			}
+			if err == nil {
+				err = os.Rename(of.Name(), f.out)
+			}
 			if err != nil {
-				_ = os.Remove(f.out) // no half a file
+				_ = os.Remove(of.Name())
 			}
 		}()
 		w = of
@@ -304,12 +316,21 @@ func csvHeader(cr *csv.Reader, column string) ([]string, int, error) {
 	if len(h) > 0 {
 		h[0] = strings.TrimPrefix(h[0], "\ufeff") // a byte order mark
 	}
+	at := -1
 	for i, name := range h {
 		if name == column {
-			return h, i, nil
+			if at >= 0 {
+				// Which one holds the identifier? Both may: the other would be
+				// written as it is.
+				return nil, 0, fmt.Errorf("the header names column %q twice (columns %d and %d): rename or drop one", column, at+1, i+1)
+			}
+			at = i
 		}
 	}
-	return nil, 0, fmt.Errorf("no column %q in the header (it has %d columns)", column, len(h))
+	if at < 0 {
+		return nil, 0, fmt.Errorf("no column %q in the header (it has %d columns)", column, len(h))
+	}
+	return h, at, nil
 }
 
 // csvRowErr presents an error of csv.Reader, which never quotes the input.

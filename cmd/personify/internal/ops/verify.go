@@ -70,15 +70,20 @@ signed by another key than those given.`,
 			if err != nil {
 				return err
 			}
-			if err := verifyWith(rc, keys); err != nil {
+			by, err := verifyWith(rc, keys)
+			if err != nil {
 				return err
 			}
 			n := 0
 			for _, s := range rc.Segments {
 				n += s.Memberships
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "valid: erasure %s of %d memberships in %d segments, erased at %s, signed by %s\n",
-				rc.ID, n, len(rc.Segments), rc.ErasedAt.UTC().Format(time.RFC3339), rc.SigningKey)
+			legacy := ""
+			if rc.Version < 2 {
+				legacy = " (a version-1 receipt: its signing key and log position are not covered by the signature)"
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "valid: erasure %s of %d memberships in %d segments, erased at %s, signed by %s%s\n",
+				rc.ID, n, len(rc.Segments), rc.ErasedAt.UTC().Format(time.RFC3339), hex.EncodeToString(by), legacy)
 			return err
 		},
 	}
@@ -158,19 +163,20 @@ func decodeReceipt(b []byte) (personify.Receipt, error) {
 	return r, nil
 }
 
-// verifyWith checks r against each key and reports why none verifies it.
-func verifyWith(r personify.Receipt, keys []ed25519.PublicKey) error {
+// verifyWith checks r against each key and returns the one that verifies
+// it, or why none does. Until it verifies, nothing of the receipt is
+// quoted: it may have been made up.
+func verifyWith(r personify.Receipt, keys []ed25519.PublicKey) (ed25519.PublicKey, error) {
 	for _, k := range keys {
 		if personify.VerifyReceipt(r, k) == nil {
-			return nil
+			return k, nil
 		}
 	}
 	for _, k := range keys {
 		if hex.EncodeToString(k) == r.SigningKey || r.Version < 2 {
 			err := personify.VerifyReceipt(r, k)
-			return fmt.Errorf("not valid: the receipt was altered after it was signed (its signature does not match its contents): %w", err)
+			return nil, fmt.Errorf("not valid: the receipt was altered after it was signed (its signature does not match its contents): %w", err)
 		}
 	}
-	return fmt.Errorf("not valid: receipt %s is signed by key %s, which is not among the %d public keys given: %w",
-		r.ID, r.SigningKey, len(keys), personify.ErrBadReceipt)
+	return nil, fmt.Errorf("not valid: the receipt names a signing key that is not among the %d public keys given: %w", len(keys), personify.ErrBadReceipt)
 }

@@ -89,6 +89,6 @@ func FuzzReceiptJSON(f *testing.F) {
 			assert.True(t, strings.HasPrefix(err.Error(), "malformed receipt"), err.Error())
 			return
 		}
-		_ = verifyWith(r, []ed25519.PublicKey{pk})
+		_, _ = verifyWith(r, []ed25519.PublicKey{pk})
 	})
 }
