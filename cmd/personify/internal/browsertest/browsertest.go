@@ -7,6 +7,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"html"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -51,11 +55,14 @@ func Shots(t *testing.T) string {
 // through a person's visit in headless Chromium: link is their signed link,
 // segments(purpose) what the engine serves them for purpose now, shots the
 // directory that receives a full-page PNG of every page seen. It opens the
-// link, checks the segments are listed, withdraws a consent by clicking,
-// then in a second browser context that sends Sec-GPC: 1 on every request
-// sees the do-not-sell opt-out applied and the notice, and finally forgets
-// the person and checks the receipt shown, with the page's verify form and
-// with personify.VerifyReceipt and the public keys the page publishes.
+// link as a person does from their webmail (a click on a page of another
+// site, then the link's "Open your privacy settings" button), checks the
+// segments are listed, withdraws a consent by clicking, then in a second
+// browser context that sends Sec-GPC: 1 on every request opens the link
+// again and sees the do-not-sell opt-out applied and the notice, and
+// finally forgets the person and checks the receipt shown, with the page's
+// verify form and with personify.VerifyReceipt and the public keys the
+// page publishes; after that the link, used to erase, opens nothing.
 func Scenario(t *testing.T, base string, segments func(purpose string) []string, link string, shots string) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(shots, 0o755))
@@ -124,8 +131,17 @@ func Scenario(t *testing.T, base string, segments func(purpose string) []string,
 		assert.True(t, strings.HasPrefix(loc, base), loc)
 	}
 
-	// 1. Open the link: the token becomes a cookie, the page lists the segments.
-	do(bctx, "open the link", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("h1")))
+	// 1. Open the link from a page of another site (the person's webmail):
+	// the link's page has a button, which turns the token into a cookie
+	// (SameSite=Strict, set by a same-origin POST, so sent on what
+	// follows); the settings page lists the segments.
+	mail := webmail(t, base, link)
+	do(bctx, "open the webmail", chromedp.Navigate(mail), chromedp.WaitVisible(chromedp.CSS("#mail-link")))
+	do(bctx, "follow the link", chromedp.Click(chromedp.CSS("#mail-link")), chromedp.WaitVisible(chromedp.CSS("#open-button")))
+	assert.Equal(t, "Open your privacy settings", text(bctx, "h1"))
+	shot(bctx, "open-link")
+	do(bctx, "open the settings", chromedp.Click(chromedp.CSS("#open-button")), chromedp.WaitVisible(chromedp.CSS("form.consent")))
+	assert.Equal(t, "Your privacy settings", text(bctx, "h1"))
 	noToken(bctx)
 	shot(bctx, "settings")
 	var purposes, dnsPurposes []string
@@ -173,7 +189,8 @@ func Scenario(t *testing.T, base string, segments func(purpose string) []string,
 	require.NoError(t, err)
 	_, err = chromedp.Call(gctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Sec-GPC": "1"}})
 	require.NoError(t, err)
-	do(gctx, "open the link with Global Privacy Control", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#gpc-notice")))
+	do(gctx, "open the link with Global Privacy Control", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#open-button")),
+		chromedp.Click(chromedp.CSS("#open-button")), chromedp.WaitVisible(chromedp.CSS("#gpc-notice")))
 	noToken(gctx)
 	assert.Contains(t, text(gctx, "#gpc-notice"), "Your browser's Global Privacy Control signal was honoured: we do not sell or share your personal information")
 	on, err := chromedp.Run(gctx, chromedp.AttributeValue(chromedp.CSS("#dns-state"), "data-on"))
@@ -246,9 +263,39 @@ func Scenario(t *testing.T, base string, segments func(purpose string) []string,
 	assert.True(t, strings.HasPrefix(result, "not valid: "), result)
 	shot(gctx, "receipt-tampered")
 
-	// The first context's session still opens the (now empty) settings.
-	do(bctx, "reload", chromedp.Navigate(base+"/privacy/"), chromedp.WaitVisible(chromedp.CSS("#no-segments")))
-	shot(bctx, "settings-after-erasure")
+	// The link was used to erase: the first context's session on it, and
+	// the link itself, open nothing any more.
+	do(bctx, "reload", chromedp.Navigate(base+"/privacy/"), chromedp.WaitVisible(chromedp.CSS("#problem")))
+	assert.Equal(t, "This link was used to erase your data", text(bctx, "h1"))
+	shot(bctx, "session-after-erasure")
+	do(gctx, "re-open the link", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#problem")))
+	assert.Equal(t, "This link was used to erase your data", text(gctx, "h1"))
+	buttons, err := chromedp.Run(gctx, chromedp.Nodes(chromedp.CSS("#open-button"), chromedp.AtLeast(0)))
+	require.NoError(t, err)
+	assert.Empty(t, buttons, "a link used to erase still has an open button")
+	shot(gctx, "link-after-erasure")
+}
+
+// webmail serves, for the rest of t, a page on another site than base's
+// (localhost for 127.0.0.1, else 127.0.0.1) with link as #mail-link, and
+// returns its URL.
+func webmail(t *testing.T, base, link string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, `<!doctype html><html lang="en"><title>Webmail</title><h1>Your mail</h1><p><a id="mail-link" href="`+html.EscapeString(link)+`">Your privacy settings</a></p></html>`)
+	}))
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	require.NoError(t, err)
+	b, err := url.Parse(base)
+	require.NoError(t, err)
+	host := "127.0.0.1"
+	if b.Hostname() == "127.0.0.1" {
+		host = "localhost"
+	}
+	u.Host = host + ":" + u.Port()
+	return u.String()
 }
 
 func twoDigits(n int) string {

@@ -35,6 +35,11 @@ type pageData struct {
 	// message pages
 	Heading, Message, Hint string
 
+	// the page that opens a link: its token (in the form's hidden field
+	// only), and whether it replaces another person's session
+	Token   string
+	Replace bool
+
 	// the receipt and verify pages
 	Receipt    string
 	SigningKey string
@@ -118,6 +123,10 @@ func (h *handler) showPage(w http.ResponseWriter, r *http.Request) {
 	if s == nil || !h.explain(w, r, s) {
 		return
 	}
+	if s.report.DoNotReAdd {
+		h.render(w, http.StatusOK, "forgotten", &pageData{Title: "You were forgotten"})
+		return
+	}
 	d := &pageData{Title: "Your privacy settings", CSRF: csrfToken(s.token), Report: s.report,
 		DNS: h.cfg.DoNotSell, DNSOn: h.doNotSellOn(s.report), GPC: s.gpc, Expires: s.exp}
 	d.DNSAll = slices.Contains(s.report.Suppressed, "*")
@@ -160,7 +169,9 @@ func (h *handler) downloadReport(w http.ResponseWriter, r *http.Request) {
 }
 
 // sessionPost loads the session of a POST and checks it; nil if it
-// answered the request itself.
+// answered the request itself. Every POST with a session writes, and none
+// is accepted for a person who was forgotten and asked never to be added
+// again.
 func (h *handler) sessionPost(w http.ResponseWriter, r *http.Request) *session {
 	if reason := h.crossSite(r); reason != "" {
 		h.checkPost(w, r, maxBody) // refuses
@@ -168,6 +179,12 @@ func (h *handler) sessionPost(w http.ResponseWriter, r *http.Request) *session {
 	}
 	s := h.load(w, r)
 	if s == nil || !h.checkPost(w, r, maxBody, h.cookie) || !h.explain(w, r, s) {
+		return nil
+	}
+	if s.report.DoNotReAdd {
+		h.log.Info("prefcenter.refused", "path", r.URL.Path, "pseudonym", s.pseudonym(), "reason", "forgotten, do not re-add")
+		h.message(w, r, http.StatusGone, "You were forgotten",
+			h.cfg.AppName+" erased your data at your request and will never add you again: it holds nothing about you, so there is nothing to change.", "")
 		return nil
 	}
 	return s
@@ -260,6 +277,8 @@ func (h *handler) forget(w http.ResponseWriter, r *http.Request) {
 		h.engineError(w, r, s, err)
 		return
 	}
+	// The link opens nothing any more (in this process: see revoked).
+	h.revoked.add(s.token, s.exp, h.now())
 	h.clearSession(w)
 	h.log.Info("prefcenter.forgotten", "pseudonym", s.pseudonym(), "receipt", rc.ID,
 		"segments", len(rc.Segments), "do_not_re_add", rc.DoNotReAdd)
@@ -349,10 +368,18 @@ func (h *handler) verify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := &pageData{Title: "Verify an erasure receipt", CSRF: h.anonCSRF(w, r), Keys: h.keys()}
-	if why != "" {
+	switch {
+	case why != "":
 		d.Result = "not valid: " + why
 		h.log.Info("prefcenter.receipt_checked", "valid", false)
-	} else {
+	case rc.Version < 2:
+		// The signature of a version-1 receipt covers neither its
+		// signing key nor its log position (Seq), which Purged reads: say
+		// neither.
+		d.Valid = true
+		d.Result = "valid (a legacy version-1 receipt: its signing key and log position are not covered by the signature)"
+		h.log.Info("prefcenter.receipt_checked", "valid", true, "version", rc.Version)
+	default:
 		purged := "no"
 		if h.cfg.Engine.Purged(rc) {
 			purged = "yes"

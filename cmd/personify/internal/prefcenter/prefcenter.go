@@ -3,15 +3,36 @@
 //
 // The pages are rendered on the server (html/template, embedded), need no
 // JavaScript and load nothing from elsewhere: one stylesheet, served by the
-// handler itself. A link (GET /privacy/?t=TOKEN) is exchanged for a session
-// cookie holding the token and a redirect, so that the token leaves the
-// address bar, the history and the Referer. Every POST carries a CSRF token
-// derived from a cookie (the session's, or, for the public forms, a random
-// one) and must come from the same origin. A browser's Global Privacy
-// Control signal (Sec-GPC: 1) applies the "do not sell or share" opt-out.
+// handler itself.
+//
+// A link (GET /privacy/?t=TOKEN) is verified and answered with a page that
+// asks the person to open their settings: a button, the form of a POST to
+// /privacy/open that carries the token. Only that POST, which must come
+// from the same origin, exchanges the token for a session cookie and a
+// redirect, so that the token leaves the address bar and the Referer, and
+// a link that another site sends (the sender's own, say) cannot replace a
+// person's session without them pressing the button; where a session for
+// someone else is open in the browser, the page says that the link is for
+// a different person and that continuing replaces it. (It also means the
+// SameSite=Strict cookie is set by a same-origin request, which a browser
+// then sends, where one set during a cross-site navigation may be
+// withheld.) Every other POST carries a CSRF token derived from a cookie
+// (the session's, or, for the public forms, a random one) and must come
+// from the same origin. A browser's Global Privacy Control signal (Sec-GPC:
+// 1) applies the "do not sell or share" opt-out.
+//
+// A person who was forgotten and asked never to be added again is shown
+// that, and nothing is written for them (no consent, no opt-out, no Global
+// Privacy Control). A link whose session was used for "Forget me" is
+// revoked: it opens nothing any more, until it expires. That revocation is
+// held in memory, per process: in a fleet another replica accepts the link
+// until it expires (links are short-lived), and there a link re-opened
+// after a plain "Forget me" (without "never add me again") starts afresh,
+// on an empty record.
 //
 // Nothing the handler writes (pages, headers, log events) holds an
-// identifier, a key or a link token: the person is named by pseudonyms.
+// identifier, a key or a link token (but for the hidden field of the form
+// that opens a link): the person is named by pseudonyms.
 package prefcenter
 
 import (
@@ -90,6 +111,7 @@ type handler struct {
 	dns       map[string]bool
 	cookie    string // the session cookie's name
 	anonToken string // the public forms' CSRF cookie's name
+	revoked   *revoked
 }
 
 // New returns the preference center's handler, to mount at /privacy/.
@@ -97,7 +119,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Engine == nil || cfg.Links == nil {
 		return nil, errors.New("prefcenter: Config needs an Engine and a link Signer")
 	}
-	h := &handler{cfg: cfg, log: cfg.Logger, now: cfg.Now, dns: map[string]bool{}}
+	h := &handler{cfg: cfg, log: cfg.Logger, now: cfg.Now, dns: map[string]bool{}, revoked: newRevoked(maxRevoked)}
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -156,6 +178,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.downloadReport(w, r)
+	case Prefix + "open":
+		h.onlyPost(w, r, post, h.openSession)
 	case Prefix + "consent":
 		h.onlyPost(w, r, post, h.setConsent)
 	case Prefix + "donotsell":

@@ -142,6 +142,10 @@ func (f *fixture) check(resp *http.Response) response {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(f.t, err)
 	r := response{status: resp.StatusCode, header: resp.Header, body: string(b), url: resp.Request.URL}
+	// The page that opens a link holds its token in the hidden field of
+	// its form, and nowhere else.
+	assert.LessOrEqual(f.t, len(openTokenRE.FindAllString(r.body, -1)), 1)
+	body := openTokenRE.ReplaceAllString(r.body, "")
 	for _, hs := range []*http.Response{resp, resp.Request.Response} {
 		if hs == nil {
 			continue
@@ -161,7 +165,7 @@ func (f *fixture) check(resp *http.Response) response {
 	var rest strings.Builder
 	_ = noCookie.Write(&rest)
 	for i, s := range f.secrets {
-		assert.NotContains(f.t, r.body, s, "the body of %s holds a secret", resp.Request.URL.Path)
+		assert.NotContains(f.t, body, s, "the body of %s holds a secret", resp.Request.URL.Path)
 		assert.NotContains(f.t, rest.String(), s, "the headers of %s hold a secret", resp.Request.URL.Path)
 		if i < 4 {
 			assert.NotContains(f.t, hdr.String(), s, "the headers of %s hold an identifier", resp.Request.URL.Path)
@@ -207,9 +211,39 @@ func (f *fixture) post(c *http.Client, path string, form url.Values, hdr ...stri
 func (f *fixture) open(hdr ...string) (*http.Client, response) {
 	f.t.Helper()
 	c := f.client()
-	r := f.get(c, "/privacy/?t="+url.QueryEscape(f.token(0)), hdr...)
+	r := f.openToken(c, f.token(0), hdr...)
 	require.Equal(f.t, http.StatusOK, r.status, r.body)
 	return c, r
+}
+
+var (
+	openTokenRE = regexp.MustCompile(`<input type="hidden" name="t" value="[^"]*">`)
+	openFormRE  = regexp.MustCompile(`(?s)<form method="post" action="/privacy/open" id="open-form">(.*?)</form>`)
+	hiddenRE    = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+)
+
+// openForm reads the form of the page that opens a link: its fields.
+func openForm(t *testing.T, body string) url.Values {
+	t.Helper()
+	m := openFormRE.FindStringSubmatch(body)
+	require.NotNil(t, m, "no form that opens the link on the page:\n%s", body)
+	v := url.Values{}
+	for _, h := range hiddenRE.FindAllStringSubmatch(m[1], -1) {
+		v.Add(h[1], html.UnescapeString(h[2]))
+	}
+	return v
+}
+
+// openToken opens link token tok in c as a person does: the link's page,
+// then its button. It returns the page the button leads to.
+func (f *fixture) openToken(c *http.Client, tok string, hdr ...string) response {
+	f.t.Helper()
+	r := f.get(c, "/privacy/?t="+url.QueryEscape(tok), hdr...)
+	if r.status != http.StatusOK {
+		return r
+	}
+	require.Contains(f.t, r.body, `id="open-button"`)
+	return f.post(c, "/privacy/open", openForm(f.t, r.body), hdr...)
 }
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
@@ -230,7 +264,15 @@ func TestLinkBecomesCookieAndLeavesTheURL(t *testing.T) {
 	tok := f.token(10 * time.Minute)
 	noFollow := f.client()
 	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	// The link's page sets no cookie: its button does.
 	r := f.get(noFollow, "/privacy/?t="+url.QueryEscape(tok))
+	require.Equal(t, http.StatusOK, r.status)
+	assert.Empty(t, r.header.Values("Set-Cookie"))
+	assert.Contains(t, r.body, "<h1>Open your privacy settings</h1>")
+	assert.NotContains(t, r.body, `id="replace-warning"`)
+	assert.Equal(t, url.Values{"t": {tok}}, openForm(t, r.body))
+	accessible(t, "open", r.body)
+	r = f.post(noFollow, "/privacy/open", url.Values{"t": {tok}})
 	require.Equal(t, http.StatusSeeOther, r.status)
 	assert.Equal(t, "/privacy/", r.header.Get("Location"))
 	cookies := (&http.Response{Header: r.header}).Cookies()
@@ -246,7 +288,7 @@ func TestLinkBecomesCookieAndLeavesTheURL(t *testing.T) {
 
 	// A client that follows the redirect ends at /privacy/ with no token.
 	cl := f.client()
-	page := f.get(cl, "/privacy/?t="+url.QueryEscape(tok))
+	page := f.openToken(cl, tok)
 	require.Equal(t, http.StatusOK, page.status)
 	assert.Equal(t, "/privacy/", page.url.Path)
 	assert.Empty(t, page.url.RawQuery)
@@ -273,7 +315,9 @@ func TestLinkBecomesCookieAndLeavesTheURL(t *testing.T) {
 	h, err := New(Config{Engine: f.e, Links: f.signer, Secure: true})
 	require.NoError(t, err)
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/privacy/?t="+url.QueryEscape(tok), nil))
+	req := httptest.NewRequest(http.MethodPost, "/privacy/open", strings.NewReader(url.Values{"t": {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	h.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusSeeOther, rec.Code)
 	require.Len(t, rec.Result().Cookies(), 1)
 	assert.True(t, rec.Result().Cookies()[0].Secure)
@@ -292,6 +336,14 @@ func TestLinksRefused(t *testing.T) {
 	assert.Contains(t, r.body, "not valid")
 	assert.Contains(t, r.body, "ask Example Shop for a new link")
 	assert.Empty(t, (&http.Response{Header: r.header}).Cookies())
+	// The button checks the token again.
+	for _, bad := range []string{string(tampered), ""} {
+		r = f.post(c, "/privacy/open", url.Values{"t": {bad}})
+		assert.Equal(t, http.StatusForbidden, r.status)
+		assert.Contains(t, r.body, "not valid")
+		assert.Empty(t, (&http.Response{Header: r.header}).Cookies())
+	}
+	assert.Equal(t, http.StatusMethodNotAllowed, f.get(c, "/privacy/open").status)
 
 	r = f.get(c, "/privacy/?t=")
 	assert.Equal(t, http.StatusForbidden, r.status)
@@ -302,8 +354,9 @@ func TestLinksRefused(t *testing.T) {
 	assert.Contains(t, r.body, "open the link")
 
 	// A session whose link expires is refused, and the cookie cleared.
-	r = f.get(c, "/privacy/?t="+url.QueryEscape(tok))
+	r = f.openToken(c, tok)
 	require.Equal(t, http.StatusOK, r.status)
+	require.Contains(t, r.body, "<h1>Your privacy settings</h1>")
 	later := t0.Add(2 * time.Minute)
 	f.linkNow.Store(&later)
 	req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/privacy/", nil)
@@ -321,6 +374,8 @@ func TestLinksRefused(t *testing.T) {
 	r = f.get(f.client(), "/privacy/?t="+url.QueryEscape(tok))
 	assert.Equal(t, http.StatusGone, r.status)
 	assert.Contains(t, r.body, "new link")
+	r = f.post(f.client(), "/privacy/open", url.Values{"t": {tok}})
+	assert.Equal(t, http.StatusGone, r.status)
 	assert.Contains(t, f.logs.String(), "expired")
 }
 
@@ -594,11 +649,15 @@ func TestForgetReceiptAndVerify(t *testing.T) {
 	res = f.post(v, "/privacy/verify", url.Values{"csrf": {vcsrf}, "receipt": {strings.Repeat(" ", 64<<10+1)}})
 	assert.Equal(t, http.StatusRequestEntityTooLarge, res.status)
 
-	// The link still opens, on an empty report that says do-not-re-add.
-	c2, again := f.open()
-	assert.Contains(t, again.body, "You are in no segment")
-	assert.Contains(t, again.body, "never added again")
-	_ = c2
+	// A new link (signed later: a link signed at the same second, for the
+	// same person, is the same token, revoked) opens on a page that says
+	// the person was forgotten.
+	later := t0.Add(time.Minute)
+	f.linkNow.Store(&later)
+	_, again := f.open()
+	assert.Contains(t, again.body, "<h1>You were forgotten</h1>")
+	assert.Contains(t, again.body, "never to be added again")
+	assert.NotContains(t, again.body, "<form")
 }
 
 func TestEngineErrors(t *testing.T) {

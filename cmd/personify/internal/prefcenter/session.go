@@ -45,17 +45,89 @@ func csrfToken(cookieValue string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// openLink exchanges a link for a session cookie and a redirect.
+// openLink verifies a link and answers with the page whose button opens
+// it (a POST to /privacy/open, openSession). The GET itself sets no
+// cookie: a link that another site sends cannot replace the session open
+// in the browser, and the cookie is set by a same-origin request, so that
+// the browser sends it on the pages that follow.
 func (h *handler) openLink(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("t")
-	p, exp, err := h.cfg.Links.Verify(tok)
-	if err != nil {
-		h.linkRefused(w, r, err, "link")
+	p, exp, ok := h.verifyLink(w, r, tok, "link")
+	if !ok {
+		return
+	}
+	h.renderOpen(w, tok, exp, h.otherSession(r, p))
+}
+
+// openSession exchanges a link's token, sent by the form of openLink's
+// page, for a session cookie and a redirect. The token is the credential;
+// the request must come from the same origin. Where a session for someone
+// else is open, it is replaced only once the page has said so.
+func (h *handler) openSession(w http.ResponseWriter, r *http.Request) {
+	if !h.readPost(w, r, maxBody) {
+		return
+	}
+	tok := r.PostForm.Get("t")
+	p, exp, ok := h.verifyLink(w, r, tok, "link")
+	if !ok {
+		return
+	}
+	if h.otherSession(r, p) && r.PostForm.Get("replace") != "yes" {
+		h.log.Info("prefcenter.link_for_other_person", "pseudonym", (&session{person: p}).pseudonym())
+		h.renderOpen(w, tok, exp, true)
 		return
 	}
 	http.SetCookie(w, h.sessionCookie(tok, exp))
 	h.log.Info("prefcenter.link_opened", "pseudonym", (&session{person: p}).pseudonym(), "expires", exp.UTC())
 	seeOther(w, Prefix)
+}
+
+// verifyLink verifies a link token and checks that it was not revoked;
+// it answers the request itself when it refuses.
+func (h *handler) verifyLink(w http.ResponseWriter, r *http.Request, tok, what string) (personify.Person, time.Time, bool) {
+	p, exp, err := h.cfg.Links.Verify(tok)
+	if err != nil {
+		h.linkRefused(w, r, err, what)
+		return personify.Person{}, time.Time{}, false
+	}
+	if h.revoked.has(tok, h.now()) {
+		h.linkRevoked(w, r, what)
+		return personify.Person{}, time.Time{}, false
+	}
+	return p, exp, true
+}
+
+// renderOpen is the page that opens a link: the token is in its form's
+// hidden field only. replace says that a session for another person is
+// open in this browser, which continuing replaces.
+func (h *handler) renderOpen(w http.ResponseWriter, tok string, exp time.Time, replace bool) {
+	h.render(w, http.StatusOK, "open", &pageData{Title: "Open your privacy settings", Token: tok, Replace: replace, Expires: exp})
+}
+
+// otherSession reports whether the request holds a valid session for
+// someone other than p.
+func (h *handler) otherSession(r *http.Request, p personify.Person) bool {
+	c, err := r.Cookie(h.cookie)
+	if err != nil || c.Value == "" {
+		return false
+	}
+	q, _, err := h.cfg.Links.Verify(c.Value)
+	if err != nil || h.revoked.has(c.Value, h.now()) {
+		return false
+	}
+	return !samePerson(p, q)
+}
+
+// samePerson reports whether a and b share a pseudonym (under the same
+// key): links for the same identifier, made before and after a key was
+// added, still do.
+func samePerson(a, b personify.Person) bool {
+	for _, x := range a.Pseudonyms {
+		if slices.Contains(b.Pseudonyms, x) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *handler) sessionCookie(tok string, exp time.Time) *http.Cookie {
@@ -105,6 +177,18 @@ func (h *handler) linkRefused(w http.ResponseWriter, r *http.Request, err error,
 		"Please ask "+h.cfg.AppName+" for a new link.")
 }
 
+// linkRevoked answers a link or session whose token was used for "Forget
+// me" (see revoked).
+func (h *handler) linkRevoked(w http.ResponseWriter, r *http.Request, what string) {
+	h.log.Info("prefcenter.refused", "path", r.URL.Path, "reason", what+" revoked: used to erase")
+	if what == "session" {
+		h.clearSession(w)
+	}
+	h.message(w, r, http.StatusGone, "This link was used to erase your data",
+		"This link was used for “Forget me”: the data it opened was erased, and the link no longer opens anything.",
+		"If you want to see your privacy settings again, please ask "+h.cfg.AppName+" for a new link.")
+}
+
 func refusal(err error) string {
 	if errors.Is(err, link.ErrExpired) {
 		return "expired"
@@ -124,16 +208,17 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) *session {
 			"If you do not have one, or it has expired, please ask "+h.cfg.AppName+" for a new link.")
 		return nil
 	}
-	p, exp, err := h.cfg.Links.Verify(c.Value)
-	if err != nil {
-		h.linkRefused(w, r, err, "session")
+	p, exp, ok := h.verifyLink(w, r, c.Value, "session")
+	if !ok {
 		return nil
 	}
 	return &session{token: c.Value, person: p, exp: exp, gpc: r.Header.Get("Sec-GPC") == "1"}
 }
 
-// explain reads the session's report, applying a Global Privacy Control
-// signal first; it answers the request itself on an error.
+// explain reads the session's report, then applies a Global Privacy
+// Control signal (and reads it again); it answers the request itself on an
+// error. Nothing is applied for a person who was forgotten and asked never
+// to be added again.
 func (h *handler) explain(w http.ResponseWriter, r *http.Request, s *session) bool {
 	rep, err := h.cfg.Engine.ExplainPerson(s.person)
 	if err != nil {
@@ -141,7 +226,7 @@ func (h *handler) explain(w http.ResponseWriter, r *http.Request, s *session) bo
 		return false
 	}
 	s.report = rep
-	if !s.gpc || len(h.cfg.DoNotSell) == 0 || h.doNotSellOn(rep) {
+	if !s.gpc || len(h.cfg.DoNotSell) == 0 || rep.DoNotReAdd || h.doNotSellOn(rep) {
 		return true
 	}
 	if err := h.cfg.Engine.SuppressPerson(r.Context(), s.person, h.cfg.DoNotSell...); err != nil {
@@ -173,11 +258,9 @@ func (h *handler) doNotSellOn(rep personify.Report) bool {
 	return len(h.cfg.DoNotSell) > 0
 }
 
-// checkPost refuses a POST from another site or without the right CSRF
-// token (derived from the cookie named cookie, or from the session's or the
-// public forms' if cookie is ""). It parses the form, bounded to limit
-// bytes, and answers the request itself when it refuses.
-func (h *handler) checkPost(w http.ResponseWriter, r *http.Request, limit int64, cookies ...string) bool {
+// readPost refuses a POST from another site, and parses its form,
+// bounded to limit bytes; it answers the request itself when it refuses.
+func (h *handler) readPost(w http.ResponseWriter, r *http.Request, limit int64) bool {
 	if reason := h.crossSite(r); reason != "" {
 		h.log.Info("prefcenter.refused", "path", r.URL.Path, "reason", reason)
 		h.message(w, r, http.StatusForbidden, "Request refused",
@@ -192,6 +275,17 @@ func (h *handler) checkPost(w http.ResponseWriter, r *http.Request, limit int64,
 			return false
 		}
 		h.message(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.", "")
+		return false
+	}
+	return true
+}
+
+// checkPost refuses a POST from another site or without the right CSRF
+// token (derived from the value of one of the cookies named). It parses
+// the form, bounded to limit bytes, and answers the request itself when it
+// refuses.
+func (h *handler) checkPost(w http.ResponseWriter, r *http.Request, limit int64, cookies ...string) bool {
+	if !h.readPost(w, r, limit) {
 		return false
 	}
 	got := r.PostForm.Get("csrf")
