@@ -80,11 +80,18 @@ func BenchmarkRedis(b *testing.B) {
 	b.Run("INCR+EXPIRE-pipelined=16", s.RedisIncrExpirePipelined)
 }
 
-// TestMain stops the Redis server the benchmarks may have started.
+// TestMain stops the Redis servers and the sidecar the benchmarks may
+// have started.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if suite != nil {
 		suite.Close()
+	}
+	if err := closeSidecar(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

@@ -3,8 +3,10 @@ module github.com/personify-go/personify/bench
 go 1.26.0
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/RoaringBitmap/roaring/v2 v2.30.0
 	github.com/personify-go/personify v0.0.0
+	github.com/personify-go/personify/cmd/personify v0.0.0
 	github.com/stretchr/testify v1.12.1
 )
 
@@ -18,7 +20,11 @@ require (
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
-	google.golang.org/protobuf v1.36.11 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )
 
 replace github.com/personify-go/personify => ../
+
+replace github.com/personify-go/personify/cmd/personify => ../cmd/personify
+
+replace github.com/personify-go/personify/pgstore => ../pgstore

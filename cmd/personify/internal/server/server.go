@@ -137,6 +137,9 @@ func (s *Server) Serve(e Engine) error {
 	opts := []connect.HandlerOption{
 		connect.WithCodec(jsonCodec{}), connect.WithCodec(protoCodec{}),
 		connect.WithReadMaxBytes(int(s.cfg.MaxBody)),
+		// gzip only answers worth it: a flate writer's reset alone cost more
+		// than the whole lookup (a Segments answer is a few dozen bytes).
+		connect.WithCompressMinBytes(4096),
 		connect.WithRecover(func(_ context.Context, spec connect.Spec, _ http.Header, _ any) error {
 			s.cfg.Logger.Error("personify: a request panicked", "procedure", spec.Procedure)
 			return connect.NewError(connect.CodeInternal, errors.New("internal error"))
