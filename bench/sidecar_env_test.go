@@ -254,7 +254,16 @@ func startSidecar() (_ *sidecarProc, err error) {
 	return s, nil
 }
 
-func (s *sidecarProc) errs() string { s.mu.Lock(); defer s.mu.Unlock(); return s.stderr.String() }
+// errs returns the tail of the sidecar's log.
+func (s *sidecarProc) errs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.stderr.Bytes()
+	if len(b) > 4096 {
+		b = b[len(b)-4096:]
+	}
+	return string(b)
+}
 
 func (s *sidecarProc) kill() {
 	_ = s.cmd.Process.Kill()
@@ -270,6 +279,10 @@ func (s *sidecarProc) Close() error {
 	var err error
 	select {
 	case err = <-s.done:
+		// Wait reports the context's cancellation even after a clean exit.
+		if errors.Is(err, context.Canceled) && s.cmd.ProcessState.Success() {
+			err = nil
+		}
 		if err != nil {
 			err = fmt.Errorf("bench: the sidecar's exit after SIGTERM: %w\n%s", err, s.errs())
 		}
