@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -150,12 +151,14 @@ func TestServeAsClientsUseIt(t *testing.T) {
 	assert.EqualValues(t, 1, stats.Msg.GetPendingErasures(), "the erasure is durable, its purge pending")
 
 	// Health, readiness, metrics.
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready"} {
+	for path, want := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {
 		resp, err := http.Get(s.base + path)
 		require.NoError(t, err)
-		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		_ = want
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		assert.Equal(t, want, string(b), path)
 	}
 	metrics := s.get(t, "/metrics")
 	for _, m := range []string{`personify_lookups_total{method="segments",outcome="hit"}`, `personify_erasures_pending 1`,

@@ -73,3 +73,22 @@ func Write(path string, k anonymize.Key) error {
 	}
 	return err
 }
+
+// Env is the environment variable that holds the engine key in hex when
+// no key file is given.
+const Env = "PERSONIFY_KEY"
+
+// ErrNoKey is returned by Load when neither a file nor Env gives a key.
+var ErrNoKey = errors.New("no key: give --key-file KEY (a file made by personify keygen) or set " + Env + " to the key in hex")
+
+// Load returns the key in the file at path if path is not empty (it wins),
+// else the one in the environment variable Env, else ErrNoKey.
+func Load(path string) (anonymize.Key, error) {
+	if path != "" {
+		return Read(path)
+	}
+	if v := os.Getenv(Env); v != "" {
+		return Parse(v, "$"+Env)
+	}
+	return anonymize.Key{}, ErrNoKey
+}

@@ -5,9 +5,7 @@
 package ops
 
 import (
-	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -21,24 +19,14 @@ func Commands() []*cobra.Command {
 }
 
 // keyEnv is the environment variable that may hold the key in hex, for
-// the commands that take --key-file.
-const keyEnv = "PERSONIFY_KEY"
+// the commands that take --key-file; errNoKey says neither gave one.
+const keyEnv = keyfile.Env
 
-// errNoKey is returned when neither --key-file nor PERSONIFY_KEY gives a
-// key.
-var errNoKey = errors.New("no key: give --key-file KEY (a file made by personify keygen) or set " + keyEnv + " to the key in hex")
+var errNoKey = keyfile.ErrNoKey
 
 // readKey returns the key of --key-file if given (it wins), else the one
-// in PERSONIFY_KEY.
-func readKey(path string) (anonymize.Key, error) {
-	if path != "" {
-		return keyfile.Read(path)
-	}
-	if v, ok := os.LookupEnv(keyEnv); ok && v != "" {
-		return keyfile.Parse(v, "$"+keyEnv)
-	}
-	return anonymize.Key{}, errNoKey
-}
+// in PERSONIFY_KEY (keyfile.Load).
+func readKey(path string) (anonymize.Key, error) { return keyfile.Load(path) }
 
 // hasherFor returns the hasher the --hasher flag names.
 func hasherFor(name string) (func(anonymize.Key) anonymize.Hasher, error) {

@@ -1,10 +1,8 @@
 package ops
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/personify-go/personify/cmd/personify/internal/receiptjson"
 	"github.com/personify-go/personify/personify"
 )
 
@@ -137,25 +136,12 @@ func receiptKeys(pubs []string, keyFile, dir string) ([]ed25519.PublicKey, error
 	return keys, nil
 }
 
-// decodeReceipt decodes a receipt's JSON; its errors give the byte offset.
+// decodeReceipt decodes a receipt's JSON (receiptjson.Decode) and refuses
+// one that names no erasure; its errors give the byte offset.
 func decodeReceipt(b []byte) (personify.Receipt, error) {
-	var r personify.Receipt
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 {
-		return r, errors.New("malformed receipt: the input is empty")
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se) && se.Offset >= int64(len(b)):
-			return r, fmt.Errorf("malformed receipt: the JSON ends early, at byte %d: truncated?", se.Offset)
-		case errors.As(err, &se):
-			return r, fmt.Errorf("malformed receipt: JSON syntax error at byte %d: %v", se.Offset, se)
-		case errors.As(err, &te):
-			return r, fmt.Errorf("malformed receipt: at byte %d, field %s holds a JSON %s, want a %s", te.Offset, te.Field, te.Value, te.Type)
-		}
-		return r, fmt.Errorf("malformed receipt: %w", err)
+	r, err := receiptjson.Decode(b, 0)
+	if err != nil {
+		return r, err
 	}
 	if r.ID == "" || r.Version == 0 || len(r.Signature) == 0 {
 		return r, errors.New("malformed receipt: no id, version or signature: is this a personify erasure receipt?")

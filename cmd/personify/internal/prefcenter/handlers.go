@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/personify-go/personify/cmd/personify/internal/receiptjson"
 	"github.com/personify-go/personify/personify"
 )
 
@@ -314,8 +315,8 @@ func (h *handler) readReceipt(w http.ResponseWriter, r *http.Request) (personify
 	if strings.TrimSpace(raw) == "" {
 		return personify.Receipt{}, "no receipt was given", true
 	}
-	var rc personify.Receipt
-	if err := json.Unmarshal([]byte(raw), &rc); err != nil {
+	rc, err := receiptjson.Decode([]byte(raw), maxReceipt)
+	if err != nil {
 		return personify.Receipt{}, "this is not the JSON of a receipt", true
 	}
 	if err := h.cfg.Engine.VerifyReceipt(rc); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -62,7 +63,7 @@ func sanitizeJSONError(err error) error {
 	s := err.Error()
 	what := "not a valid request"
 	for _, p := range jsonProblem {
-		if regexp.MustCompile(regexp.QuoteMeta(p.match)).MatchString(s) {
+		if strings.Contains(s, p.match) {
 			what = p.say
 			break
 		}

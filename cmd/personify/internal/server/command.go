@@ -242,15 +242,11 @@ type demoEngine interface {
 }
 
 func engineKey(o Options) (anonymize.Key, error) {
-	switch {
-	case o.KeyFile != "":
-		return keyfile.Read(o.KeyFile)
-	case os.Getenv("PERSONIFY_KEY") != "":
-		return keyfile.Parse(os.Getenv("PERSONIFY_KEY"), "PERSONIFY_KEY")
-	case o.Demo && o.Dir == "":
+	k, err := keyfile.Load(o.KeyFile)
+	if errors.Is(err, keyfile.ErrNoKey) && o.Demo && o.Dir == "" {
 		return anonymize.KeyFromHex(demo.KeyHex)
 	}
-	return anonymize.Key{}, errors.New("no key: give --key-file FILE (personify keygen makes one) or PERSONIFY_KEY")
+	return k, err
 }
 
 // demoTokens makes a token per role for a demo, writes them to a file only

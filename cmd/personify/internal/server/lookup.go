@@ -12,7 +12,19 @@ import (
 
 type lookupService struct{ s *Server }
 
-// subject returns the pseudonym a subject names.
+// subjectAt is subject for subjects[i] of a batch: the field's name is
+// only made for an error.
+func (s *Server) subjectAt(sub *pb.Subject, i int) (anonymize.Pseudonym, error) {
+	if p, ok := sub.GetWho().(*pb.Subject_Pseudonym); ok {
+		if v, err := anonymize.ParsePseudonym(p.Pseudonym); err == nil {
+			return v, nil
+		}
+	}
+	return s.subject(sub, fmt.Sprintf("subjects[%d]", i))
+}
+
+// subject returns the pseudonym a subject names; where names its field in
+// an error.
 func (s *Server) subject(sub *pb.Subject, where string) (anonymize.Pseudonym, error) {
 	switch w := sub.GetWho().(type) {
 	case *pb.Subject_Pseudonym:
@@ -87,7 +99,7 @@ func (l lookupService) BatchSegments(_ context.Context, req *connect.Request[pb.
 	all := make([]pb.SegmentsResponse, len(m.GetSubjects()))
 	var buf []string
 	for i, sub := range m.GetSubjects() {
-		p, err := s.subject(sub, fmt.Sprintf("subjects[%d]", i))
+		p, err := s.subjectAt(sub, i)
 		if err != nil {
 			return nil, s.fail("batch_segments", err)
 		}
@@ -124,7 +136,7 @@ func (l lookupService) BatchIn(_ context.Context, req *connect.Request[pb.BatchI
 	}
 	out := &pb.BatchInResponse{In: make([]bool, len(m.GetSubjects()))}
 	for i, sub := range m.GetSubjects() {
-		p, err := s.subject(sub, fmt.Sprintf("subjects[%d]", i))
+		p, err := s.subjectAt(sub, i)
 		if err != nil {
 			return nil, s.fail("batch_in", err)
 		}

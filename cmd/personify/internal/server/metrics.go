@@ -18,6 +18,7 @@ type metrics struct {
 	fsync    prometheus.Histogram
 	lag      prometheus.Gauge
 	gpc      prometheus.Counter
+	byMethod map[string][2]prometheus.Counter // read-only once made: lookups' (miss, hit) counters by method
 }
 
 func newMetrics(stats func() (pending int, oldest time.Time), applied func() (uint64, bool)) *metrics {
@@ -26,6 +27,10 @@ func newMetrics(stats func() (pending int, oldest time.Time), applied func() (ui
 		Help: "Lookups answered, by method and outcome (hit: in a segment, or some segments served; miss: none)."}, []string{"method", "outcome"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "personify_refusals_total",
 		Help: "Requests refused, by rule: unauthenticated, permission_denied, body_too_large, batch_too_large, invalid_argument, not_found, key_changed, failed_precondition, unavailable, internal."}, []string{"rule"})
+	m.byMethod = make(map[string][2]prometheus.Counter, len(lookupMethods))
+	for _, method := range lookupMethods {
+		m.byMethod[method] = [2]prometheus.Counter{m.lookups.WithLabelValues(method, "miss"), m.lookups.WithLabelValues(method, "hit")}
+	}
 	m.erasures = prometheus.NewCounter(prometheus.CounterOpts{Name: "personify_erasures_total", Help: "Erasures (Forget) completed through this sidecar."})
 	m.gpc = prometheus.NewCounter(prometheus.CounterOpts{Name: "personify_gpc_optouts_total", Help: "Do-not-sell opt-outs applied for a Global Privacy Control signal (Sec-GPC: 1)."})
 	m.fsync = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "personify_fsync_seconds", Help: "Latency of each fsync of the data directory's log and snapshots.",
@@ -59,12 +64,20 @@ func newMetrics(stats func() (pending int, oldest time.Time), applied func() (ui
 	return m
 }
 
+// lookupMethods are the methods lookup counts; their counters are made
+// once, so that a lookup does not hash its labels.
+var lookupMethods = []string{"segments", "batch_segments", "in", "batch_in", "pseudonymize", "batch_pseudonymize"}
+
 func (m *metrics) lookup(method string, hit bool) {
-	outcome := "miss"
-	if hit {
-		outcome = "hit"
+	c, ok := m.byMethod[method]
+	if !ok {
+		c = [2]prometheus.Counter{m.lookups.WithLabelValues(method, "miss"), m.lookups.WithLabelValues(method, "hit")}
 	}
-	m.lookups.WithLabelValues(method, outcome).Inc()
+	if hit {
+		c[1].Inc()
+	} else {
+		c[0].Inc()
+	}
 }
 
 func (m *metrics) refuse(rule string) { m.refusals.WithLabelValues(rule).Inc() }

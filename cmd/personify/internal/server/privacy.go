@@ -1,18 +1,16 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/personify-go/personify/anonymize"
 	pb "github.com/personify-go/personify/cmd/personify/gen/personify/v1"
+	"github.com/personify-go/personify/cmd/personify/internal/receiptjson"
 	"github.com/personify-go/personify/personify"
 )
 
@@ -113,30 +111,12 @@ func forgetResponse(r personify.Receipt) *pb.ForgetResponse {
 	return &pb.ForgetResponse{Receipt: b, ReceiptId: r.ID, Memberships: int32(n), PurgeBy: ts(r.PurgeBy)}
 }
 
-// decodeReceipt reads a receipt as the library writes it, refusing unknown
-// fields (a receipt with extra fields is not the one that was signed).
+// decodeReceipt reads a receipt as the library writes it
+// (receiptjson.Decode: unknown fields refused, nothing quoted).
 func decodeReceipt(b []byte) (personify.Receipt, error) {
-	var r personify.Receipt
-	if len(b) == 0 {
-		return r, fmt.Errorf("%w: receipt is empty", errBadRequest)
-	}
-	if len(b) > maxReceipt {
-		return r, fmt.Errorf("%w: receipt is %d bytes, more than %d", errBadRequest, len(b), maxReceipt)
-	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&r); err != nil {
-		var se *json.SyntaxError
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return r, fmt.Errorf("%w: receipt is not valid JSON (it ends early)", errBadRequest)
-		}
-		if errors.As(err, &se) {
-			return r, fmt.Errorf("%w: receipt is not valid JSON (at byte %d)", errBadRequest, se.Offset)
-		}
-		return r, fmt.Errorf("%w: receipt is not a personify receipt (JSON of the wrong shape)", errBadRequest)
-	}
-	if d.More() {
-		return r, fmt.Errorf("%w: receipt has data after its JSON object", errBadRequest)
+	r, err := receiptjson.Decode(b, maxReceipt)
+	if err != nil {
+		return r, fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	return r, nil
 }
