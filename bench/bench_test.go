@@ -46,10 +46,15 @@ func BenchmarkInLinked(b *testing.B)       { theSuite(b).InLinked(b) }
 func BenchmarkSegmentsLinked(b *testing.B) { theSuite(b).SegmentsLinked(b) }
 func BenchmarkAllow(b *testing.B)          { theSuite(b).Allow(b) }
 func BenchmarkSegments(b *testing.B)       { theSuite(b).Segments(b) }
-func BenchmarkMapUint64(b *testing.B)      { theSuite(b).MapUint64(b) }
-func BenchmarkRoaringLoop(b *testing.B)    { theSuite(b).RoaringLoop(b) }
-func BenchmarkRawEmailMap(b *testing.B)    { theSuite(b).RawEmailMap(b) }
-func BenchmarkIngest(b *testing.B)         { theSuite(b).Ingest(b) }
+func BenchmarkInPrepared(b *testing.B)     { theSuite(b).InPrepared(b) }
+func BenchmarkSegmentsPrepared(b *testing.B) {
+	theSuite(b).SegmentsPrepared(b)
+}
+func BenchmarkSegmentsFair(b *testing.B) { theSuite(b).SegmentsFair(b) }
+func BenchmarkMapUint64(b *testing.B)    { theSuite(b).MapUint64(b) }
+func BenchmarkRoaringLoop(b *testing.B)  { theSuite(b).RoaringLoop(b) }
+func BenchmarkRawEmailMap(b *testing.B)  { theSuite(b).RawEmailMap(b) }
+func BenchmarkIngest(b *testing.B)       { theSuite(b).Ingest(b) }
 
 func BenchmarkWriteSnapshot(b *testing.B) { theSuite(b).WriteSnapshot(b) }
 func BenchmarkOpen(b *testing.B)          { theSuite(b).Open(b) }

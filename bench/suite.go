@@ -43,6 +43,14 @@ type Suite struct {
 	capErr                              error
 	redisCap                            [][]byte
 
+	fairOnce sync.Once
+	fair     Built[*FairBaseline]
+
+	preparedOnce sync.Once
+	preparedSegs []*personify.PreparedSegment // by segment index
+	preparedPu   *personify.PreparedPurpose
+	preparedErr  error
+
 	linkOnce sync.Once
 	linked   []anonymize.Pseudonym
 	linkErr  error
@@ -105,6 +113,67 @@ func (s *Suite) In(b *testing.B) {
 		}
 	}
 	sink.Add(int64(hits))
+}
+
+// Prepared returns the engine's prepared segments (by segment index) and
+// purpose, preparing them once.
+func (s *Suite) Prepared() ([]*personify.PreparedSegment, *personify.PreparedPurpose, error) {
+	built, err := s.Engine()
+	if err != nil {
+		return nil, nil, err
+	}
+	e := built.Value
+	s.preparedOnce.Do(func() {
+		s.preparedSegs = make([]*personify.PreparedSegment, len(s.W.SegNames))
+		for i, name := range s.W.SegNames {
+			if s.preparedSegs[i], s.preparedErr = e.PrepareSegment(name); s.preparedErr != nil {
+				return
+			}
+		}
+		s.preparedPu, s.preparedErr = e.PreparePurpose(Purpose)
+	})
+	return s.preparedSegs, s.preparedPu, s.preparedErr
+}
+
+func (s *Suite) prepared(b *testing.B) ([]*personify.PreparedSegment, *personify.PreparedPurpose) {
+	segs, pu, err := s.Prepared()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return segs, pu
+}
+
+// InPrepared measures PreparedSegment.In(p) on In's probes: the segment
+// resolved once, as a request path holds it.
+func (s *Suite) InPrepared(b *testing.B) {
+	segs, _ := s.prepared(b)
+	w := s.W
+	b.ReportAllocs()
+	b.ResetTimer()
+	hits := 0
+	for i := range b.N {
+		pr := &w.Probes[i&probeMask]
+		if segs[pr.Segment].In(pr.P) {
+			hits++
+		}
+	}
+	sink.Add(int64(hits))
+}
+
+// SegmentsPrepared measures PreparedPurpose.Segments(dst, p) on
+// Segments' probes.
+func (s *Suite) SegmentsPrepared(b *testing.B) {
+	_, pu := s.prepared(b)
+	w := s.W
+	dst := make([]string, 0, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for i := range b.N {
+		dst = pu.Segments(dst[:0], w.Probes[i&probeMask].P)
+		n += len(dst)
+	}
+	sink.Add(int64(n))
 }
 
 // Segments measures Engine.Segments(dst, p, purpose): which of the 1,000

@@ -61,9 +61,15 @@ func TestEngineAnswersTheWorkload(t *testing.T) {
 	bms := s.RoaringBaseline().Value
 	emails := s.EmailBaseline().Value
 	m := s.MapBaseline().Value
+	fair := s.Fair().Value
+	segs, pu, err := s.Prepared()
+	require.NoError(t, err)
 	for _, pr := range w.Probes[:20000] {
 		want := in[pr.Segment][pr.Person]
 		require.Equal(t, want, e.Value.In(pr.P, w.SegNames[pr.Segment]))
+		require.Equal(t, want, segs[pr.Segment].In(pr.P), "PreparedSegment.In")
+		require.Equal(t, byPerson[pr.Person], pu.Segments(nil, pr.P), "PreparedPurpose.Segments")
+		require.Equal(t, byPerson[pr.Person], fair.Segments(nil, pr.P), "the fair baseline answers as Segments does")
 		require.Equal(t, want, bms[pr.Segment].Contains(uint32(pr.P)))
 		got := e.Value.Segments(nil, pr.P, Purpose)
 		require.Equal(t, byPerson[pr.Person], got, "Segments lists exactly the person's segments, in definition order")

@@ -49,6 +49,33 @@ func ExampleEngine_Segments() {
 	// true
 }
 
+// The request path's shape: resolve names once at start-up, then ask by
+// the prepared value, with no name hashing per request.
+func ExampleEngine_PrepareSegment() {
+	e := newExampleEngine()
+	_ = e.Define(personify.Segment{Name: "runners", Purpose: "personalization"})
+	_ = e.Add("runners", emails("ana", "bo", "cy")...)
+
+	runners, err := e.PrepareSegment("runners") // at start-up
+	if err != nil {
+		panic(err) // a typo in configuration: better found now
+	}
+	perso, err := e.PreparePurpose("personalization")
+	if err != nil {
+		panic(err)
+	}
+	_, err = e.PrepareSegment("runer")
+	fmt.Println(errors.Is(err, personify.ErrUnknownSegment))
+
+	p, _ := e.Pseudonym(anonymize.Email("bo@example.com")) // once per session
+	var dst []string
+	dst = perso.Segments(dst[:0], p) // per request
+	fmt.Println(runners.In(p), dst)
+	// Output:
+	// true
+	// true [runners]
+}
+
 func ExampleEngine_SetConsent() {
 	e := newExampleEngine()
 	_ = e.Define(personify.Segment{Name: "readers", Purpose: "newsletter"})

@@ -1,6 +1,7 @@
 package personify
 
 import (
+	"bytes"
 	"fmt"
 	mrand "math/rand/v2"
 	"slices"
@@ -39,6 +40,20 @@ func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps int) {
 	}
 	for _, n := range names {
 		define(n)
+	}
+	// Prepared once, before the drops, redefinitions and snapshot loads
+	// below: they follow the names.
+	prepSegs := make([]*PreparedSegment, len(names))
+	for i, n := range names {
+		var err error
+		prepSegs[i], err = te.PrepareSegment(n)
+		require.NoError(t, err)
+	}
+	prepPurposes := make([]*PreparedPurpose, len(purposes))
+	for i, pu := range purposes {
+		var err error
+		prepPurposes[i], err = te.PreparePurpose(pu)
+		require.NoError(t, err)
 	}
 	const population = 60
 	id := func() anonymize.Identifier { return person(rng.IntN(population)) }
@@ -91,6 +106,11 @@ func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps int) {
 			for i := range population {
 				handles = append(handles, te.pseudonym(person(i)))
 			}
+		case op < 94:
+			var buf bytes.Buffer
+			if _, err = te.WriteSnapshot(&buf); err == nil {
+				err = te.LoadSnapshot(&buf)
+			}
 		default:
 			te.mu.Lock()
 			te.compactLocked()
@@ -98,13 +118,17 @@ func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps int) {
 		}
 		require.NoError(t, err, "step %d", step)
 		for _, h := range handles {
-			for _, n := range names {
-				require.Equal(t, te.inLocked(h, n), te.In(h, n), "step %d: In(%v, %s)", step, h, n)
+			for i, n := range names {
+				want := te.inLocked(h, n)
+				require.Equal(t, want, te.In(h, n), "step %d: In(%v, %s)", step, h, n)
+				require.Equal(t, want, prepSegs[i].In(h), "step %d: PreparedSegment(%s).In(%v)", step, n, h)
 			}
-			for _, pu := range purposes {
+			for i, pu := range purposes {
 				want := te.segmentsLocked(nil, h, pu)
 				got := te.Segments(nil, h, pu)
 				require.True(t, slices.Equal(want, got), "step %d: Segments(%v, %s) = %v, want %v", step, h, pu, got, want)
+				got = prepPurposes[i].Segments(nil, h)
+				require.True(t, slices.Equal(want, got), "step %d: PreparedPurpose(%s).Segments(%v) = %v, want %v", step, pu, h, got, want)
 			}
 		}
 	}

@@ -43,11 +43,22 @@ func (e *Engine) Pseudonym(id anonymize.Identifier) (anonymize.Pseudonym, error)
 // pseudonyms and segments are not members.
 //
 // In takes no lock and allocates nothing: one probe of the directory, one
-// cache miss for most people.
+// cache miss for most people. On a request path, resolve the segment once
+// with [Engine.PrepareSegment] and ask [PreparedSegment.In]: the same
+// answer without hashing the name on every call.
 func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
-	// The whole path is written out here, without calls: a lookup costs a
-	// few dozen instructions besides its cache miss, and every instruction
-	// waiting on the miss delays the next lookup's.
+	rt := e.rt.Load()
+	id, ok := rt.byName.Get(segmentName)
+	return e.inID(p, rt, id, ok, segmentName)
+}
+
+// inID is In for segment id of read table rt (known: the name was
+// defined in rt). The whole path is written out here, without calls: a
+// lookup costs a few dozen instructions besides its cache miss, and every
+// instruction waiting on the miss delays the next lookup's. rt may be
+// older than the directory table: segment ids are never reused while gen
+// is unchanged, and the check of gen at the end catches a snapshot load.
+func (e *Engine) inID(p anonymize.Pseudonym, rt *readTable, id uint32, known bool, segmentName string) bool {
 	g := e.gen.Load() // odd while closed or loading a snapshot
 	t := e.dir.Tab.Load()
 	if uint64(p) <= index.SlotTombstone || g&1 != 0 {
@@ -76,9 +87,8 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 	if m&index.SeqOne != 0 || atomic.LoadUint64(&s.Meta) != m || atomic.LoadUint64(&s.Key) != uint64(p) {
 		return e.inLocked(p, segmentName) // a writer is mid-update, or removed p (Table.Read's checks)
 	}
-	rt := e.rt.Load()
-	id, ok := rt.byName.Get(segmentName)
 	en := index.Entry{Meta: m, Lo: lo, Hi: hi}
+	ok := known
 	switch {
 	case !ok:
 	case en.Overflow():
@@ -111,21 +121,31 @@ func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
 //
 // Segments takes no lock and allocates nothing beyond growing dst: one probe
 // of the directory (one cache miss for most people) and, per segment of the
-// person, a few bit tests against the (cached) segment table.
+// person, a few bit tests against the (cached) segment table. On a request
+// path, resolve the purpose once with [Engine.PreparePurpose] and ask
+// [PreparedPurpose.Segments]: the same answer without hashing the name.
 func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) []string {
+	rt := e.rt.Load()
+	return e.segmentsOf(dst, p, rt, rt.purposes[purpose], purpose)
+}
+
+// segmentsOf is Segments for purpose pu of read table rt (nil: the
+// purpose is not defined in rt). rt may be older than the directory table:
+// segment ids and purpose bits are never reused while gen is unchanged.
+func (e *Engine) segmentsOf(dst []string, p anonymize.Pseudonym, rt *readTable, pu *readPurpose, purpose string) []string {
 	g := e.gen.Load() // odd while closed or loading a snapshot
 	if g&1 != 0 {
 		return e.segmentsLocked(dst, p, purpose)
 	}
 	n0 := len(dst)
-	dst = e.segmentsFast(dst, p, purpose)
+	dst = e.segmentsFast(dst, p, rt, pu, purpose)
 	if e.gen.Load() != g { // a snapshot was loaded meanwhile: start again under the lock
 		return e.segmentsLocked(dst[:n0], p, purpose)
 	}
 	return dst
 }
 
-func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose string) []string {
+func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, rt *readTable, pu *readPurpose, purpose string) []string {
 	t := e.dir.Tab.Load()
 	en, ok, stuck := t.Read(uint64(p))
 	if !ok || stuck {
@@ -134,9 +154,7 @@ func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, purpose strin
 		}
 		return dst
 	}
-	rt := e.rt.Load()
-	pu, ok := rt.purposes[purpose]
-	if !ok {
+	if pu == nil {
 		return dst
 	}
 	state := en.State()

@@ -99,6 +99,17 @@ func (r *Replica) ForgetWith(id anonymize.Identifier, opts personify.ForgetOptio
 // In is [personify.Engine.In] on the replica.
 func (r *Replica) In(p anonymize.Pseudonym, segmentName string) bool { return r.e.In(p, segmentName) }
 
+// PrepareSegment is [personify.Engine.PrepareSegment] on the replica: the
+// handle follows the name across the journal's definitions and snapshots.
+func (r *Replica) PrepareSegment(name string) (*personify.PreparedSegment, error) {
+	return r.e.PrepareSegment(name)
+}
+
+// PreparePurpose is [personify.Engine.PreparePurpose] on the replica.
+func (r *Replica) PreparePurpose(name string) (*personify.PreparedPurpose, error) {
+	return r.e.PreparePurpose(name)
+}
+
 // K is [personify.Engine.K] on the replica.
 func (r *Replica) K() int { return r.e.K() }
 

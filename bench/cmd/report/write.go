@@ -83,6 +83,7 @@ func markdown(w *bench.Workload, count int, m memory, r map[string]*result, ts [
 	}{
 		{"map[uint64]struct{} of the pseudonyms (no segments at all)", float64(m.mapHeap)},
 		{"map[email][]segment name (raw emails: keeps PII)", float64(m.emailHeap)},
+		{"map[uint64][]uint16 of segment ids per pseudonym, plus consent and suppression maps (the fair Segments baseline)", float64(m.fairHeap)},
 		{"1,000 Roaring bitmaps of 32-bit hashed IDs", float64(m.roaringHeap)},
 		{"Redis 7 sets of 8-byte pseudonyms (used_memory)", float64(m.redis)},
 	} {
