@@ -47,6 +47,26 @@ type segState struct {
 	set     *segment.Set   // members, when Retention is zero
 	timed   *segment.Timed // members with their add times, when Retention > 0
 	live    segLive        // counters the lookup index reads
+	trimmed int            // the set's size when trimLocked last copied it
+}
+
+// trimLocked gives back the spare capacity bulk loads leave in the set:
+// Roaring grows an array container to twice what it needs as batches merge
+// into it (measured at 10M x 1000: 0.88 B a membership of spare capacity,
+// on 1.81 B of members). It copies the set once it has grown by an eighth,
+// or by writeChunk if more, since its last copy, so that copying costs O(1)
+// per membership added; AddPseudonyms calls it after a batch of at least
+// writeChunk. Sets with a retention are left as they are.
+func (st *segState) trimLocked() {
+	if st.set == nil {
+		return
+	}
+	n := st.set.Len()
+	if n-st.trimmed < max(writeChunk, st.trimmed/8) {
+		return
+	}
+	st.set.Optimize()
+	st.trimmed = n
 }
 
 const maxNameLen = 128

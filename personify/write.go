@@ -141,6 +141,14 @@ func (e *Engine) applyAddPseudonyms(o *op) (opResult, error) {
 			break
 		}
 	}
+	if added >= writeChunk {
+		if err := e.lock(); err == nil {
+			if st, ok := e.segs[o.name]; ok {
+				st.trimLocked()
+			}
+			e.mu.Unlock()
+		}
+	}
 	e.event("add_pseudonyms", slog.String("segment", o.name), slog.Int("count", added), slog.Int("skipped_do_not_re_add", skipped))
 	return opResult{n: added}, nil
 }
