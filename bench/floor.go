@@ -9,7 +9,7 @@ import (
 // FloorTable is the machine's floor for a lookup: an open-addressing table
 // of the workload's pseudonyms with the footprint and layout of the
 // engine's lookup directory (32-byte slots at a load of 0.82, home slot
-// mulhi(p, n), linear probing, huge pages where the kernel gives them).
+// 2*mulhi(p, n/2), linear probing, huge pages where the kernel gives them).
 // One probe is one random cache miss and almost no other work, so
 // consecutive probes overlap their misses as far as the core allows
 // (memory-level parallelism): ProbeFloor is what a lookup costs at best on
@@ -46,9 +46,9 @@ func BuildFloor(w *Workload) Built[*FloorTable] {
 	return b
 }
 
-func (t *FloorTable) home(p uint64) int {
-	hi, _ := bits.Mul64(p, uint64(len(t.slots)))
-	return int(hi)
+func (t *FloorTable) home(p uint64) int { // the directory's: the first slot of a line
+	hi, _ := bits.Mul64(p, uint64(len(t.slots)>>1))
+	return int(hi) << 1
 }
 
 // Has reports whether p is in the table.

@@ -16,7 +16,8 @@ import (
 // snapshot load (a replica catching up, Engine.LoadSnapshot) is followed
 // too. Re-resolving after such a change costs one name lookup, once.
 //
-// A PreparedSegment is safe for concurrent use by multiple goroutines.
+// The zero PreparedSegment is not usable: get one from PrepareSegment. A
+// PreparedSegment is safe for concurrent use by multiple goroutines.
 type PreparedSegment struct {
 	e     *Engine
 	name  string
@@ -82,7 +83,8 @@ func (s *PreparedSegment) resolve(rt *readTable) *preparedSeg {
 // [Engine.PreparePurpose] at start-up and keep it. Like [PreparedSegment]
 // it follows the name across definitions and snapshot loads.
 //
-// A PreparedPurpose is safe for concurrent use by multiple goroutines.
+// The zero PreparedPurpose is not usable: get one from PreparePurpose. A
+// PreparedPurpose is safe for concurrent use by multiple goroutines.
 type PreparedPurpose struct {
 	e     *Engine
 	name  string

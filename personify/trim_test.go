@@ -38,3 +38,31 @@ func TestBulkLoadTrimsTheSet(t *testing.T) {
 	assert.Equal(t, 20*writeChunk+100, st.trimmed, "grown by less than an eighth: not copied again")
 	assert.Equal(t, 21*writeChunk+100, st.set.Len())
 }
+
+// IndexStats measures what lookups read: one person in ten is in more
+// segments than fit their slot, and the shares bound each other as their
+// definitions say.
+func TestIndexStats(t *testing.T) {
+	te := newTestEngine(t)
+	empty := te.IndexStats()
+	assert.Zero(t, empty.Keys)
+	assert.Zero(t, empty.SegmentsSecondLine)
+	for i := range 20 {
+		n := "s" + string(rune('a'+i))
+		te.define(Segment{Name: n, Purpose: "ads"})
+		te.add(n, people(0, 10)...) // 10 people in 20 segments: overflow
+	}
+	te.add("sa", people(10, 100)...) // 90 in one: inline
+	s := te.IndexStats()
+	assert.Equal(t, 100, s.Keys)
+	assert.InDelta(t, float64(s.Keys)/float64(s.Slots), s.Load, 1e-9)
+	assert.InDelta(t, 0.1, s.Overflow, 1e-9)
+	assert.GreaterOrEqual(t, s.ProbeLines, 1.0)
+	assert.GreaterOrEqual(t, s.SegmentsSecondLine, max(s.Overflow, s.OffHomeLine))
+	assert.LessOrEqual(t, s.SegmentsSecondLine, s.Overflow+s.OffHomeLine+1e-9)
+	assert.GreaterOrEqual(t, s.InSecondLine, s.OffHomeLine)
+	assert.LessOrEqual(t, s.InSecondLine, s.SegmentsSecondLine+1e-9)
+	assert.Greater(t, s.ArenaBytes, uint64(0))
+	require.NoError(t, te.Close())
+	assert.Zero(t, te.IndexStats())
+}

@@ -110,6 +110,9 @@ func (r *Replica) PreparePurpose(name string) (*personify.PreparedPurpose, error
 	return r.e.PreparePurpose(name)
 }
 
+// IndexStats is [personify.Engine.IndexStats] on the replica.
+func (r *Replica) IndexStats() personify.IndexStats { return r.e.IndexStats() }
+
 // K is [personify.Engine.K] on the replica.
 func (r *Replica) K() int { return r.e.K() }
 

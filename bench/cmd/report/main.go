@@ -29,6 +29,7 @@ import (
 	"github.com/personify-go/personify/anonymize"
 	"github.com/personify-go/personify/bench"
 	"github.com/personify-go/personify/bench/internal/chart"
+	"github.com/personify-go/personify/personify"
 )
 
 func main() {
@@ -241,6 +242,7 @@ func benchmarks(s *bench.Suite) []benchmark {
 type memory struct {
 	engineHeap, engineStats, mapHeap, emailHeap, roaringHeap uint64
 	fairHeap                                                 uint64
+	index                                                    personify.IndexStats
 	redis                                                    int64
 	engineBuild                                              time.Duration
 	capPairs                                                 int
@@ -258,6 +260,7 @@ func buildAll(s *bench.Suite, filter *regexp.Regexp) memory {
 		fail(err)
 	}
 	m.engineHeap, m.engineStats, m.engineBuild = e.HeapBytes, e.Value.Stats().MemoryBytes, e.Took
+	m.index = e.Value.IndexStats()
 	if want("Allow") {
 		fmt.Print(", a frequency cap (one impression for each probed person)")
 		c, err := s.Capped()

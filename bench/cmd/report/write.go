@@ -92,6 +92,17 @@ func markdown(w *bench.Workload, count int, m memory, r map[string]*result, ts [
 		}
 	}
 	fmt.Fprintf(&b, "\nEngine build (define 1,000 segments, AddPseudonyms each): %.1fs.\n", m.engineBuild.Seconds())
+	x := m.index
+	b.WriteString("\n## Second misses (the lookup index's layout, Engine.IndexStats)\n\n")
+	b.WriteString("What a lookup of a uniformly drawn person reads beyond one 64-byte cache line, each line one more potential cache miss:\n\n")
+	b.WriteString("| measure | value |\n|---|---:|\n")
+	fmt.Fprintf(&b, "| table load (keys per slot; %d keys, %d slots) | %.3f |\n", x.Keys, x.Slots, x.Load)
+	fmt.Fprintf(&b, "| keys off their home slot's line (the probe reads a second line) | %.1f%% |\n", 100*x.OffHomeLine)
+	fmt.Fprintf(&b, "| lines a probe reads, mean | %.3f |\n", x.ProbeLines)
+	fmt.Fprintf(&b, "| entries with an overflow record (ids not inline) | %.1f%% |\n", 100*x.Overflow)
+	fmt.Fprintf(&b, "| **Segments lookups reading a second line** (off home, or overflow) | **%.1f%%** |\n", 100*x.SegmentsSecondLine)
+	fmt.Fprintf(&b, "| **In lookups reading a second line** (off home, or overflow and the filter passes) | **%.1f%%** |\n", 100*x.InSecondLine)
+	fmt.Fprintf(&b, "| overflow arena: bytes, of which replaced records (garbage) | %.0f MB, %.0f MB |\n", float64(x.ArenaBytes)/1e6, float64(x.ArenaGarbage)/1e6)
 	return b.String()
 }
 

@@ -18,8 +18,9 @@ import (
 // people. See the engine's indexsync.go for why, and what was measured.
 //
 // Open addressing with linear probing; the home slot of a pseudonym is
-// mulhi(p, len(slots)), monotone in p, so a batch sorted by pseudonym walks
-// the table front to back. Load factor between 0.7 and 0.85.
+// 2*mulhi(p, len(slots)/2), the first slot of a 64-byte line and monotone
+// in p, so a batch sorted by pseudonym walks the table front to back.
+// Load factor between 0.6 and 0.9.
 //
 // Readers never lock and never write: the protocol between them and the
 // one writer is in seqlock.go.
@@ -125,10 +126,17 @@ func NewDirectory() *Directory {
 	return d
 }
 
-// home returns p's home slot in a table of n slots.
+// Home returns p's home slot in a table of n slots: the first slot of a
+// 64-byte line (slot pairs are lines, the table being line-aligned; see
+// NewSlots), so that a key one slot past its home is still in its home
+// line. Measured on 1M random keys at a load of 0.68 (the 10M x 1000
+// workload's), keys off their home line drop from 26% to 20% (inserted in
+// random order), and with the tables that growing fills by lines
+// (lineFiller) lower still. Monotone in p, so that a batch sorted by
+// pseudonym walks the table front to back.
 func Home(p uint64, n int) int {
-	hi, _ := bits.Mul64(p, uint64(n))
-	return int(hi)
+	hi, _ := bits.Mul64(p, uint64(n>>1))
+	return int(hi) << 1
 }
 
 // slot returns p's slot, or nil. Readers and the writer.
@@ -261,17 +269,73 @@ func (d *Directory) grow(old *Table, a *Arena) *Table { return d.growTo(old, a, 
 // growTo is grow with room for live entries at load load.
 func (d *Directory) growTo(old *Table, a *Arena, live int) *Table {
 	t := &Table{Slots: NewSlots(TableSize(live)), Arena: a}
-	old.Each(func(p anonymize.Pseudonym, e Entry) { t.Put(uint64(p), e) })
+	f := lineFiller{t: t}
+	old.Each(func(p anonymize.Pseudonym, e Entry) { f.add(uint64(p), e) })
+	f.finish()
 	d.Tab.Store(t)
 	return t
+}
+
+// lineFiller fills an empty, unpublished table in two passes: first each
+// key into a free slot of its home slot's 64-byte cache line, then the
+// others by linear probing (Put). Filled in slot order instead (Put
+// alone, keys in about pseudonym order), most keys of a cluster sit past
+// their home, since every earlier key of the cluster took a slot before
+// them: measured on 200K random keys at a load of 0.82
+// (TestGrowFillsByLines), 61% of the keys off their home line in
+// pseudonym order, 33% in random order, 26% filled by lines.
+// The result is a table Put could have built: a key's slot is reached from
+// its home through occupied slots only, since slots only fill.
+type lineFiller struct {
+	t    *Table
+	rest []Slot // the keys left for the second pass, with their entries
+}
+
+func (f *lineFiller) add(p uint64, e Entry) {
+	slots := f.t.Slots
+	if p <= SlotTombstone {
+		f.t.Put(p, e)
+		return
+	}
+	h := Home(p, len(slots))
+	for i, end := h, lineEnd(slots, h); i < end; i++ {
+		if s := &slots[i]; s.Key == SlotEmpty {
+			s.Key, s.Meta, s.Lo, s.Hi = p, e.Meta&^SeqMask, e.Lo, e.Hi
+			f.t.Used++
+			return
+		}
+	}
+	f.rest = append(f.rest, Slot{Key: p, Meta: e.Meta, Lo: e.Lo, Hi: e.Hi})
+}
+
+func (f *lineFiller) finish() {
+	for _, s := range f.rest {
+		f.t.Put(s.Key, s.Entry())
+	}
+	f.rest = nil
+}
+
+// lineEnd returns the index one past the last slot in slot i's 64-byte
+// line (or len(slots)).
+func lineEnd(slots []Slot, i int) int {
+	if uintptr(unsafe.Pointer(&slots[i]))&63 == 0 && i+1 < len(slots) {
+		return i + 2
+	}
+	return i + 1
 }
 
 // TableSize is the number of slots for live entries right after growing.
 func TableSize(live int) int { return max(MinSlots, int(float64(live)/load)) }
 
-// NewSlots allocates a table's slots, on huge pages where the system allows.
+// NewSlots allocates a table's slots, on huge pages where the system
+// allows, starting on a 64-byte line so that each even slot and the next
+// share a line (Home).
 func NewSlots(n int) []Slot {
-	s := make([]Slot, n)
+	s := make([]Slot, n+1)
+	if uintptr(unsafe.Pointer(&s[0]))&63 != 0 {
+		s = s[1:]
+	}
+	s = s[:n:n]
 	if size := uintptr(n) * unsafe.Sizeof(Slot{}); size >= 4<<20 {
 		adviseHugePages(unsafe.Pointer(&s[0]), size)
 	}

@@ -24,7 +24,14 @@ type Meta struct {
 	Live    int          `json:"live"`
 	Slots   int          `json:"slots,omitempty"` // pseudonyms with an entry; 0 (earlier releases): Live
 	Special [2][4]uint64 `json:"special"`
+	// Homes names the table's home-slot function: "line" (Home, even
+	// slots); "" (earlier releases): mulhi(p, len(slots)), whose table Load
+	// rebuilds.
+	Homes string `json:"homes,omitempty"`
 }
+
+// HomesLine is Meta.Homes for the tables Home places.
+const HomesLine = "line"
 
 // ArenaMeta is the overflow records' state.
 type ArenaMeta struct {
@@ -39,7 +46,7 @@ type ArenaMeta struct {
 // out while no writer runs). Writer or RLock holder.
 func (d *Directory) Snapshot() (Meta, ArenaMeta, []byte) {
 	t := d.Tab.Load()
-	m := Meta{Next: d.next, Free: d.free, Live: d.live, Slots: d.slots}
+	m := Meta{Next: d.next, Free: d.free, Live: d.live, Slots: d.slots, Homes: HomesLine}
 	for i, s := range t.Special {
 		m.Special[i] = [4]uint64{s.Key, s.Meta &^ SeqMask, s.Lo, s.Hi}
 	}
@@ -120,6 +127,9 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 	size := int(unsafe.Sizeof(Slot{}))
 	if len(slots)%size != 0 || len(slots)/size < MinSlots {
 		return nil, fmt.Errorf("index table of %d bytes", len(slots))
+	}
+	if m.Homes != "" && m.Homes != HomesLine {
+		return nil, fmt.Errorf("index table of unknown home slots %q (a later release's snapshot?)", m.Homes)
 	}
 	table := adoptSlots(slots)
 	a := &Arena{Cur: am.Cur, Off: am.Off, Used: am.Used, Garbage: am.Garbage}
@@ -220,6 +230,12 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 			return nil, fmt.Errorf("free ordinal %d is out of range", o)
 		}
 	}
+	if m.Homes != HomesLine { // placed by the earlier home function: lookups would miss
+		f := lineFiller{t: &Table{Slots: NewSlots(TableSize(d.slots + 1)), Arena: a}}
+		t.Each(func(p anonymize.Pseudonym, e Entry) { f.add(uint64(p), e) })
+		f.finish()
+		t = f.t
+	}
 	d.Tab.Store(t)
 	return d, nil
 }
@@ -275,13 +291,15 @@ func (d *Directory) Compact(keep func(id uint32) bool) {
 	t := &Table{Slots: NewSlots(TableSize(d.slots + 1)), Arena: NewArena()}
 	var ids []uint32
 	var buf []byte
+	f := lineFiller{t: t}
 	old.Each(func(p anonymize.Pseudonym, en Entry) {
 		var state uint32
 		state, ids = old.DecodeEntry(ids[:0], en)
 		ids = slices.DeleteFunc(ids, func(id uint32) bool { return !keep(id) })
 		en, buf = MakeEntry(t.Arena, buf, en.Ord(), state, ids)
-		t.Put(uint64(p), en)
+		f.add(uint64(p), en)
 	})
+	f.finish()
 	d.Tab.Store(t)
 }
 
