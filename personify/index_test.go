@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -24,16 +26,32 @@ func TestIndexMatchesRoaring(t *testing.T) {
 	compactMinGarbage = 0
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
-			checkIndexAgainstRoaring(t, seed, 400)
+			checkIndexAgainstRoaring(t, seed, 400, 6)
 		})
 	}
 }
 
-func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps int) {
+// The same with 40 segments and bigger batches, so that people hold more
+// ids than lanes do (Elias-Fano inline entries) and more than those hold
+// (overflow records), and move between the three as ids come and go.
+func TestIndexMatchesRoaringManySegments(t *testing.T) {
+	defer func(v int64) { compactMinGarbage = v }(compactMinGarbage)
+	compactMinGarbage = 0
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			checkIndexAgainstRoaring(t, seed, 300, 40)
+		})
+	}
+}
+
+func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps, segments int) {
 	rng := mrand.New(mrand.NewPCG(seed, 42))
 	te := newTestEngine(t, func(o *Options) { o.K = 4 })
 	purposes := []string{"ads", "email"}
-	names := []string{"s0", "s1", "s2", "s3", "s4", "s5"}
+	names := make([]string, segments)
+	for i := range names {
+		names[i] = fmt.Sprint("s", i)
+	}
 	define := func(name string) {
 		te.define(Segment{Name: name, Purpose: purposes[rng.IntN(2)], Sensitive: rng.IntN(5) == 0,
 			Retention: []time.Duration{0, 32 * time.Hour, 64 * time.Hour}[rng.IntN(3)], MinSize: rng.IntN(8)})
@@ -55,18 +73,28 @@ func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps int) {
 		prepPurposes[i], err = te.PreparePurpose(pu)
 		require.NoError(t, err)
 	}
-	const population = 60
+	population := 60
+	if segments > 16 {
+		population = 16 // fewer people, so that each is in many segments
+	}
 	id := func() anonymize.Identifier { return person(rng.IntN(population)) }
 	var handles []anonymize.Pseudonym // pseudonyms sessions may hold, old keys included
 	for i := range population {
 		handles = append(handles, te.pseudonym(person(i)))
+	}
+	var sawEF, sawOverflow bool
+	if segments > 16 {
+		defer func() {
+			assert.True(t, sawEF, "some entry was Elias-Fano coded")
+			assert.True(t, sawOverflow, "some entry overflowed")
+		}()
 	}
 	for step := range steps {
 		name := names[rng.IntN(len(names))]
 		var err error
 		switch op := rng.IntN(100); {
 		case op < 30:
-			ids := make([]anonymize.Identifier, 1+rng.IntN(8))
+			ids := make([]anonymize.Identifier, 1+rng.IntN(8+segments/2))
 			for i := range ids {
 				ids[i] = id()
 			}
@@ -117,6 +145,12 @@ func checkIndexAgainstRoaring(t *testing.T, seed uint64, steps int) {
 			te.mu.Unlock()
 		}
 		require.NoError(t, err, "step %d", step)
+		te.mu.RLock()
+		te.dir.Tab.Load().Each(func(_ anonymize.Pseudonym, en index.Entry) {
+			sawEF = sawEF || !en.Overflow() && en.Code() == index.CodeEF
+			sawOverflow = sawOverflow || en.Overflow()
+		})
+		te.mu.RUnlock()
 		for _, h := range handles {
 			for i, n := range names {
 				want := te.inLocked(h, n)

@@ -93,6 +93,8 @@ func (e *Engine) inID(p anonymize.Pseudonym, rt *readTable, id uint32, known boo
 	case !ok:
 	case en.Overflow():
 		ok = (index.Bloom96{A: uint32(lo >> 32), B: hi}).Covers(rt.segs[id].bloom) && index.ViewRecord(t.Arena.Record(en.Ref())).Has(id)
+	case en.Code() == index.CodeEF:
+		ok = index.EFHas(lo, hi, en.EFLow(), id)
 	default:
 		c := en.Code() & 7
 		ok = uint64(id) <= index.LaneMax[c] && index.LaneMatch(lo, hi, c, uint64(id)*index.LaneLow[c], ^uint64(0))
@@ -185,6 +187,10 @@ func (e *Engine) segmentsFast(dst []string, p anonymize.Pseudonym, rt *readTable
 	var buf [32]uint32
 	if !en.Overflow() {
 		c := en.Code()
+		if c == index.CodeEF {
+			n := index.EFDecode(buf[:], en.Lo, en.Hi, en.EFLow())
+			return e.appendServable(dst, rt, pu, buf[:n], granted, en.Ord())
+		}
 		width, per, mask := index.LaneWidth[c], index.LanesPer[c], uint64(1)<<index.LaneWidth[c]-1
 		word, n := en.Lo, en.Count()
 		for k := range n {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/personify-go/personify/anonymize"
+	"github.com/personify-go/personify/personify/internal/index"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -196,4 +197,35 @@ func TestPreparedConcurrentWithDefinitions(t *testing.T) {
 		assert.Equal(t, te.inLocked(p, "runners"), seg.In(p))
 		assert.Equal(t, te.segmentsLocked(nil, p, "ads"), pu.Segments(nil, p))
 	}
+}
+
+// A person in 14 segments is Elias-Fano coded inline; the lookups still
+// allocate nothing.
+func TestEliasFanoLookupsAllocateNothing(t *testing.T) {
+	te := newTestEngine(t)
+	var names []string
+	for i := range 14 {
+		n := "seg" + string(rune('a'+i))
+		names = append(names, n)
+		te.define(Segment{Name: n, Purpose: "ads"})
+		te.add(n, people(0, 5)...)
+	}
+	p := te.pseudonym(person(2))
+	seg, err := te.PrepareSegment("segm")
+	require.NoError(t, err)
+	pu, err := te.PreparePurpose("ads")
+	require.NoError(t, err)
+	dst := make([]string, 0, 16)
+	allocs := testing.AllocsPerRun(1000, func() {
+		dst = pu.Segments(dst[:0], p)
+		if !seg.In(p) || !te.In(p, "sega") || te.In(p, "nope") {
+			panic("wrong answer")
+		}
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, names, dst)
+	en, ok := te.dir.Get(p)
+	require.True(t, ok)
+	require.Equal(t, index.CodeEF, en.Code(), "inline, Elias-Fano coded")
+	require.False(t, en.Overflow())
 }

@@ -60,12 +60,15 @@ type Slot struct {
 // meta: bits 0-31 ordinal; 32-47 sequence (odd while the entry changes);
 // 48-55 privacy state id (StateOverflow: in the overflow record only; an
 // overflow entry whose state id fits holds it here and in the record); 56-59
-// number of inline segment ids; 60-62 lane code; 63 overflow.
+// number of inline segment ids (for lane code CodeEF, the low-part width);
+// 60-62 lane code; 63 overflow.
 //
 // Inline, lo and hi hold the sorted segment ids as fixed-width lanes (the
 // lane code picks 6 lanes of 10 bits per word, 5 of 12, 4 of 16, 3 of 21
 // or 2 of 32), unused lanes all ones: In tests every lane at once with a
-// SWAR zero-lane test, a dozen instructions and no branch. Overflow: lo's
+// SWAR zero-lane test, a dozen instructions and no branch; ids that no
+// lane code holds (more than 12 of 1,000 segments) are Elias-Fano coded
+// (CodeEF), up to 16 of them. Overflow: lo's
 // low 32 bits are the record's reference in the arena; lo's high 32 bits
 // and hi are a 96-bit Bloom filter of the ids.
 type Entry struct{ Meta, Lo, Hi uint64 }
@@ -82,9 +85,17 @@ const (
 
 // Ord, State, Count, Code, Overflow and Ref read the fields of the meta
 // and lo words (see Entry).
-func (e Entry) Ord() uint32    { return uint32(e.Meta) }
-func (e Entry) State() uint32  { return uint32(e.Meta >> StateShift & 0xff) }
-func (e Entry) Count() int     { return int(e.Meta >> CountShift & 0xf) }
+func (e Entry) Ord() uint32   { return uint32(e.Meta) }
+func (e Entry) State() uint32 { return uint32(e.Meta >> StateShift & 0xff) }
+func (e Entry) Count() int {
+	if e.Meta>>CodeShift&0x7 == CodeEF && e.Meta&OverflowBit == 0 {
+		return bits.OnesCount64(e.Hi >> 32)
+	}
+	return int(e.Meta >> CountShift & 0xf)
+}
+
+// EFLow returns the low-part width of an Elias-Fano entry (see CodeEF).
+func (e Entry) EFLow() uint    { return uint(e.Meta >> CountShift & 0xf) }
 func (e Entry) Code() int      { return int(e.Meta >> CodeShift & 0x7) }
 func (e Entry) Overflow() bool { return e.Meta&OverflowBit != 0 }
 func (e Entry) Ref() uint32    { return uint32(e.Lo) }

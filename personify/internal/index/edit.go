@@ -13,10 +13,7 @@ func (t *Table) DecodeEntry(dst []uint32, en Entry) (uint32, []uint32) {
 		r := ViewRecord(t.Arena.Record(en.Ref()))
 		return r.State, r.AppendIDs(dst)
 	}
-	for k := range en.Count() {
-		dst = append(dst, LaneID(en.Lo, en.Hi, en.Code(), k))
-	}
-	return en.State(), dst
+	return en.State(), InlineIDs(dst, en)
 }
 
 // MakeEntry encodes an entry: inline when the ids fit in the lanes and the
@@ -29,8 +26,8 @@ func MakeEntry(a *Arena, buf []byte, ord, state uint32, ids []uint32) (Entry, []
 // compute it from the ids).
 func MakeEntryFilter(a *Arena, buf []byte, ord, state uint32, ids []uint32, known *Bloom96) (Entry, []byte) {
 	if state < StateOverflow {
-		if lo, hi, code, ok := PackLanes(ids); ok {
-			return Entry{MakeMeta(ord, state, len(ids)) | uint64(code)<<CodeShift, lo, hi}, buf
+		if en, ok := PackInline(ord, state, ids); ok {
+			return en, buf
 		}
 	}
 	buf = EncodeRecord(buf[:0], state, ids)
@@ -62,7 +59,7 @@ func ChangeInline(en Entry, add, remove uint32) (Entry, bool) {
 	n, c := en.Count(), en.Code()
 	// Bulk loads add segments in increasing id order: appending to the
 	// lanes is one shift and one or.
-	if remove == NoID && add != NoID && uint64(add) <= LaneMax[c] && n < 2*LanesPer[c] &&
+	if c < LaneCodes && remove == NoID && add != NoID && uint64(add) <= LaneMax[c] && n < 2*LanesPer[c] &&
 		(n == 0 || LaneID(en.Lo, en.Hi, c, n-1) < add) {
 		w, k := &en.Lo, n
 		if k >= LanesPer[c] {
@@ -73,11 +70,8 @@ func ChangeInline(en Entry, add, remove uint32) (Entry, bool) {
 		en.Meta = en.Meta&^(0xf<<CountShift) | uint64(n+1)<<CountShift
 		return en, true
 	}
-	var buf [12]uint32
-	ids := buf[:n]
-	for k := range ids {
-		ids[k] = LaneID(en.Lo, en.Hi, c, k)
-	}
+	var buf [efMaxIDs]uint32
+	ids := InlineIDs(buf[:0], en)
 	changed := false
 	if add != NoID {
 		if i, found := slices.BinarySearch(ids, add); !found {
@@ -95,11 +89,7 @@ func ChangeInline(en Entry, add, remove uint32) (Entry, bool) {
 	if !changed {
 		return en, true
 	}
-	lo, hi, code, ok := PackLanes(ids)
-	if !ok {
-		return en, false
-	}
-	return Entry{MakeMeta(en.Ord(), en.State(), len(ids)) | uint64(code)<<CodeShift, lo, hi}, true
+	return PackInline(en.Ord(), en.State(), ids)
 }
 
 // RecordMax bounds the size of an overflow record of n ids.

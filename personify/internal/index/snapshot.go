@@ -186,11 +186,24 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 			}
 		} else {
 			state = en.State()
-			if en.Code() >= LaneCodes || en.Count() > 2*LanesPer[en.Code()] {
-				return fmt.Errorf("index entry has lane code %d and %d ids", en.Code(), en.Count())
-			}
-			for k := range en.Count() {
-				ids = append(ids, LaneID(en.Lo, en.Hi, en.Code(), k))
+			switch c := en.Code(); {
+			case c == CodeEF:
+				n, l := en.Count(), en.EFLow()
+				if n == 0 || n > efMaxIDs || uint(n)*l > efLowBits {
+					return fmt.Errorf("index entry has %d Elias-Fano ids of %d low bits", n, l)
+				}
+				ids = InlineIDs(ids, en)
+				for k := 1; k < len(ids); k++ {
+					if ids[k] <= ids[k-1] {
+						return fmt.Errorf("index entry's Elias-Fano ids are not increasing")
+					}
+				}
+			case c >= LaneCodes || en.Count() > 2*LanesPer[c]:
+				return fmt.Errorf("index entry has lane code %d and %d ids", c, en.Count())
+			default:
+				for k := range en.Count() {
+					ids = append(ids, LaneID(en.Lo, en.Hi, c, k))
+				}
 			}
 		}
 		if err := check(state, ids); err != nil {
