@@ -65,6 +65,7 @@ func TestInspectDir(t *testing.T) {
 	require.Len(t, info.Snapshots, 1)
 	s := info.Snapshots[0]
 	assert.Equal(t, r.Seq, s.Seq)
+	assert.Equal(t, 3, s.Format, "line-homed tables: releases reading up to format 2 refuse it")
 	assert.Equal(t, 1, s.People)
 	assert.Equal(t, []DirSegment{{Name: "runners", Purpose: "ads", Members: 1}}, s.Segments)
 	assert.Equal(t, []string{"ads"}, s.Purposes)

@@ -47,19 +47,21 @@ func (e *Engine) Pseudonym(id anonymize.Identifier) (anonymize.Pseudonym, error)
 // with [Engine.PrepareSegment] and ask [PreparedSegment.In]: the same
 // answer without hashing the name on every call.
 func (e *Engine) In(p anonymize.Pseudonym, segmentName string) bool {
+	g := e.gen.Load() // before rt: see inID
 	rt := e.rt.Load()
 	id, ok := rt.byName.Get(segmentName)
-	return e.inID(p, rt, id, ok, segmentName)
+	return e.inID(g, p, rt, id, ok, segmentName)
 }
 
 // inID is In for segment id of read table rt (known: the name was
-// defined in rt). The whole path is written out here, without calls: a
-// lookup costs a few dozen instructions besides its cache miss, and every
-// instruction waiting on the miss delays the next lookup's. rt may be
-// older than the directory table: segment ids are never reused while gen
-// is unchanged, and the check of gen at the end catches a snapshot load.
-func (e *Engine) inID(p anonymize.Pseudonym, rt *readTable, id uint32, known bool, segmentName string) bool {
-	g := e.gen.Load() // odd while closed or loading a snapshot
+// defined in rt), with g the engine's gen loaded before rt. The whole path
+// is written out here, without calls: a lookup costs a few dozen
+// instructions besides its cache miss, and every instruction waiting on
+// the miss delays the next lookup's. rt may be older than the directory
+// table: segment ids are never reused while gen is unchanged, and the
+// check of gen at the end, against the g read before rt, catches a
+// snapshot load (which renumbers segments) that began after it.
+func (e *Engine) inID(g uint64, p anonymize.Pseudonym, rt *readTable, id uint32, known bool, segmentName string) bool {
 	t := e.dir.Tab.Load()
 	if uint64(p) <= index.SlotTombstone || g&1 != 0 {
 		return e.inLocked(p, segmentName) // the two reserved pseudonym values; closed; loading
@@ -127,15 +129,17 @@ func (e *Engine) inID(p anonymize.Pseudonym, rt *readTable, id uint32, known boo
 // path, resolve the purpose once with [Engine.PreparePurpose] and ask
 // [PreparedPurpose.Segments]: the same answer without hashing the name.
 func (e *Engine) Segments(dst []string, p anonymize.Pseudonym, purpose string) []string {
+	g := e.gen.Load() // before rt: see segmentsOf
 	rt := e.rt.Load()
-	return e.segmentsOf(dst, p, rt, rt.purposes[purpose], purpose)
+	return e.segmentsOf(g, dst, p, rt, rt.purposes[purpose], purpose)
 }
 
 // segmentsOf is Segments for purpose pu of read table rt (nil: the
-// purpose is not defined in rt). rt may be older than the directory table:
-// segment ids and purpose bits are never reused while gen is unchanged.
-func (e *Engine) segmentsOf(dst []string, p anonymize.Pseudonym, rt *readTable, pu *readPurpose, purpose string) []string {
-	g := e.gen.Load() // odd while closed or loading a snapshot
+// purpose is not defined in rt), with g the engine's gen loaded before rt
+// (odd while closed or loading a snapshot). rt may be older than the
+// directory table: segment ids and purpose bits are never reused while gen
+// is unchanged, and the check of gen at the end catches a snapshot load.
+func (e *Engine) segmentsOf(g uint64, dst []string, p anonymize.Pseudonym, rt *readTable, pu *readPurpose, purpose string) []string {
 	if g&1 != 0 {
 		return e.segmentsLocked(dst, p, purpose)
 	}

@@ -14,7 +14,9 @@ import (
 // dropped it answers false, as In does for an unknown name, and if a
 // segment of that name is defined again it answers for the new one; a
 // snapshot load (a replica catching up, Engine.LoadSnapshot) is followed
-// too. Re-resolving after such a change costs one name lookup, once.
+// too. The first call after such a change resolves the name again (a name
+// lookup and a small allocation; calls racing it may each do so), and the
+// calls after it hash nothing.
 //
 // The zero PreparedSegment is not usable: get one from PrepareSegment. A
 // PreparedSegment is safe for concurrent use by multiple goroutines.
@@ -58,16 +60,18 @@ func (s *PreparedSegment) String() string { return s.name }
 
 // In reports what [Engine.In] reports for the segment: whether the person
 // with pseudonym p is a member and the membership has not expired. It
-// takes no lock, allocates nothing and hashes nothing: one probe of the
-// directory, one cache miss for most people.
+// takes no lock and, but for the first call after a definition changes,
+// allocates and hashes nothing: one probe of the directory, one cache miss
+// for most people.
 func (s *PreparedSegment) In(p anonymize.Pseudonym) bool {
 	e := s.e
+	g := e.gen.Load() // before rt: see Engine.inID
 	rt := e.rt.Load()
 	c := s.cache.Load()
 	if c.rt != rt {
 		c = s.resolve(rt)
 	}
-	return e.inID(p, rt, c.id, c.known, s.name)
+	return e.inID(g, p, rt, c.id, c.known, s.name)
 }
 
 // resolve looks the name up in rt and caches the result.
@@ -126,12 +130,13 @@ func (pp *PreparedPurpose) String() string { return pp.name }
 // allocates nothing beyond growing dst.
 func (pp *PreparedPurpose) Segments(dst []string, p anonymize.Pseudonym) []string {
 	e := pp.e
+	g := e.gen.Load() // before rt: see Engine.segmentsOf
 	rt := e.rt.Load()
 	c := pp.cache.Load()
 	if c.rt != rt {
 		c = pp.resolve(rt)
 	}
-	return e.segmentsOf(dst, p, rt, c.pu, pp.name)
+	return e.segmentsOf(g, dst, p, rt, c.pu, pp.name)
 }
 
 func (pp *PreparedPurpose) resolve(rt *readTable) *preparedPurpose {

@@ -229,3 +229,33 @@ func TestEliasFanoLookupsAllocateNothing(t *testing.T) {
 	require.Equal(t, index.CodeEF, en.Code(), "inline, Elias-Fano coded")
 	require.False(t, en.Overflow())
 }
+
+// A reader that loaded the read table just before a whole LoadSnapshot
+// (which renumbers segments) ran does not answer from the old table's ids
+// against the new directory: the gen it read before the table sends it to
+// the locked path. (Found by review: gen was read after the table.)
+func TestStaleReadTableAcrossLoadSnapshot(t *testing.T) {
+	src := newTestEngine(t)
+	for _, n := range []string{"a", "b", "runners"} {
+		src.define(Segment{Name: n, Purpose: "ads"})
+	}
+	src.add("runners", people(0, 5)...)
+	src.add("a", people(5, 10)...)
+	var snap bytes.Buffer
+	_, err := src.WriteSnapshot(&snap)
+	require.NoError(t, err)
+	dst := newTestEngine(t)
+	dst.define(Segment{Name: "runners", Purpose: "ads"}) // id 0 here; "a" is id 0 in the snapshot
+	dst.add("runners", people(5, 10)...)
+	out := dst.pseudonym(person(6))
+
+	g := dst.gen.Load() // the reader, up to its read of the table
+	rt := dst.rt.Load()
+	id, known := rt.byName.Get("runners")
+	pu := rt.purposes["ads"]
+	require.NoError(t, dst.LoadSnapshot(&snap)) // a whole load meanwhile
+	assert.False(t, dst.inLocked(out, "runners"))
+	assert.False(t, dst.inID(g, out, rt, id, known, "runners"))
+	assert.Equal(t, []string{"a"}, dst.segmentsLocked(nil, out, "ads"))
+	assert.Equal(t, []string{"a"}, dst.segmentsOf(g, nil, out, rt, pu, "ads"))
+}

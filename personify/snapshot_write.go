@@ -36,9 +36,13 @@ import (
 // (the target: open at >= 1 GB/s); they are checked entry by entry on load.
 // Only pseudonyms, ordinals and names are stored: no identifier, no key.
 // Format 2 added the pending erasures and the receipt keys; format 1
-// snapshots (earlier releases) are read, with none of either.
+// snapshots (earlier releases) are read, with none of either. Format 3
+// places the index's keys from line homes (index.Meta.Homes) and may hold
+// Elias-Fano inline entries: releases that read up to format 2 refuse it,
+// where they would have adopted the table and missed keys; this one
+// rebuilds the table of a format 1 or 2 snapshot.
 const (
-	snapFormat     = 2
+	snapFormat     = 3
 	snapMetaName   = "personify/meta"
 	snapSlotsName  = "index/slots"
 	snapArenaName  = "index/arena"

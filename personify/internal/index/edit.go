@@ -70,7 +70,7 @@ func ChangeInline(en Entry, add, remove uint32) (Entry, bool) {
 		en.Meta = en.Meta&^(0xf<<CountShift) | uint64(n+1)<<CountShift
 		return en, true
 	}
-	var buf [efMaxIDs]uint32
+	var buf [efMaxIDs + 1]uint32 // room for one added before one removed
 	ids := InlineIDs(buf[:0], en)
 	changed := false
 	if add != NoID {

@@ -5,7 +5,8 @@ import "math/bits"
 // CodeEF is the lane code of an entry whose ids are inline as Elias-Fano
 // instead of fixed-width lanes: for people in more segments than lanes
 // hold (more than 12 of 1,000 segments, a person in five at 10 segments
-// on average), up to 16 ids inline. Measured at 10M x 1000, the share of
+// on average), up to 16 ids inline while n*l fits 96 bits (16 ids below
+// 1,024, 13 below 2,048, and fewer as ids grow). Measured at 10M x 1000, the share of
 // people with an overflow record (a second miss for Segments) drops from
 // 21% to 3%.
 //

@@ -198,6 +198,11 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 						return fmt.Errorf("index entry's Elias-Fano ids are not increasing")
 					}
 				}
+				// Exactly as packEF writes them, so that In's test and
+				// Segments' decoding agree on every id.
+				if lo, hi, l2, ok := packEF(ids); !ok || l2 != l || lo != en.Lo || hi != en.Hi {
+					return fmt.Errorf("index entry's Elias-Fano words are not the encoding of its %d ids", n)
+				}
 			case c >= LaneCodes || en.Count() > 2*LanesPer[c]:
 				return fmt.Errorf("index entry has lane code %d and %d ids", c, en.Count())
 			default:
