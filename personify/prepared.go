@@ -39,12 +39,7 @@ type preparedSeg struct {
 // meant) if no such segment is defined, and ErrClosed once the engine is
 // closed.
 func (e *Engine) PrepareSegment(name string) (*PreparedSegment, error) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.closed.Load() {
-		return nil, ErrClosed
-	}
-	if _, err := e.segmentLocked(name); err != nil {
+	if err := e.defined(func() error { _, err := e.segmentLocked(name); return err }); err != nil {
 		return nil, err
 	}
 	s := &PreparedSegment{e: e, name: name}
@@ -105,12 +100,7 @@ type preparedPurpose struct {
 // meant) if no such purpose is defined, and ErrClosed once the engine is
 // closed.
 func (e *Engine) PreparePurpose(name string) (*PreparedPurpose, error) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.closed.Load() {
-		return nil, ErrClosed
-	}
-	if _, err := e.purposeLocked(name); err != nil {
+	if err := e.defined(func() error { _, err := e.purposeLocked(name); return err }); err != nil {
 		return nil, err
 	}
 	pp := &PreparedPurpose{e: e, name: name}
@@ -143,4 +133,15 @@ func (pp *PreparedPurpose) resolve(rt *readTable) *preparedPurpose {
 	c := &preparedPurpose{rt: rt, pu: rt.purposes[pp.name]}
 	pp.cache.Store(c)
 	return c
+}
+
+// defined runs lookup (segmentLocked or purposeLocked) under the read
+// lock, for the Prepare methods: ErrClosed once the engine is closed.
+func (e *Engine) defined(lookup func() error) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	return lookup()
 }

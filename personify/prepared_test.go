@@ -76,19 +76,7 @@ func TestPreparedFollowsTheName(t *testing.T) {
 // A snapshot loaded into an engine renumbers its segments; handles
 // prepared before the load answer from the loaded state.
 func TestPreparedAcrossLoadSnapshot(t *testing.T) {
-	src := newTestEngine(t)
-	for _, n := range []string{"a", "b", "runners"} {
-		src.define(Segment{Name: n, Purpose: "ads"})
-	}
-	src.add("runners", people(0, 5)...)
-	src.add("a", people(5, 10)...)
-	var snap bytes.Buffer
-	_, err := src.WriteSnapshot(&snap)
-	require.NoError(t, err)
-
-	dst := newTestEngine(t)
-	dst.define(Segment{Name: "runners", Purpose: "ads"}) // id 0 here, 2 in the snapshot
-	dst.add("runners", people(5, 10)...)
+	dst, snap := renumberingSnapshot(t)
 	seg, err := dst.PrepareSegment("runners")
 	require.NoError(t, err)
 	pu, err := dst.PreparePurpose("ads")
@@ -97,7 +85,7 @@ func TestPreparedAcrossLoadSnapshot(t *testing.T) {
 	require.False(t, seg.In(in))
 	require.True(t, seg.In(out))
 
-	require.NoError(t, dst.LoadSnapshot(&snap))
+	require.NoError(t, dst.LoadSnapshot(snap))
 	assert.True(t, seg.In(in), "the snapshot's member")
 	assert.False(t, seg.In(out), "no longer a member")
 	assert.Equal(t, []string{"a"}, pu.Segments(nil, out))
@@ -161,14 +149,13 @@ func TestPreparedConcurrentWithDefinitions(t *testing.T) {
 				default:
 				}
 				p := ps[i%len(ps)]
-				in := seg.In(p)
+				seg.In(p) // under -race: no data race with the writer
 				dst = pu.Segments(dst[:0], p)
 				for _, n := range dst {
 					if n != "runners" && n != "other" {
 						badOnce.Do(func() { bad = errors.New("Segments served " + n) })
 					}
 				}
-				_ = in
 			}
 		}()
 	}
@@ -235,6 +222,24 @@ func TestEliasFanoLookupsAllocateNothing(t *testing.T) {
 // against the new directory: the gen it read before the table sends it to
 // the locked path. (Found by review: gen was read after the table.)
 func TestStaleReadTableAcrossLoadSnapshot(t *testing.T) {
+	dst, snap := renumberingSnapshot(t)
+	out := dst.pseudonym(person(6))
+
+	g := dst.gen.Load() // the reader, up to its read of the table
+	rt := dst.rt.Load()
+	id, known := rt.byName.Get("runners")
+	pu := rt.purposes["ads"]
+	require.NoError(t, dst.LoadSnapshot(snap)) // a whole load meanwhile
+	assert.False(t, dst.inLocked(out, "runners"))
+	assert.False(t, dst.inID(g, out, rt, id, known, "runners"))
+	assert.Equal(t, []string{"a"}, dst.segmentsLocked(nil, out, "ads"))
+	assert.Equal(t, []string{"a"}, dst.segmentsOf(g, nil, out, rt, pu, "ads"))
+}
+
+// renumberingSnapshot returns an engine whose "runners" (id 0, people 5
+// to 9) and a snapshot in which "runners" is id 2 (people 0 to 4) and id 0
+// is "a" (people 5 to 9): loading it renumbers the segments.
+func renumberingSnapshot(t *testing.T) (*testEngine, *bytes.Buffer) {
 	src := newTestEngine(t)
 	for _, n := range []string{"a", "b", "runners"} {
 		src.define(Segment{Name: n, Purpose: "ads"})
@@ -245,17 +250,7 @@ func TestStaleReadTableAcrossLoadSnapshot(t *testing.T) {
 	_, err := src.WriteSnapshot(&snap)
 	require.NoError(t, err)
 	dst := newTestEngine(t)
-	dst.define(Segment{Name: "runners", Purpose: "ads"}) // id 0 here; "a" is id 0 in the snapshot
+	dst.define(Segment{Name: "runners", Purpose: "ads"})
 	dst.add("runners", people(5, 10)...)
-	out := dst.pseudonym(person(6))
-
-	g := dst.gen.Load() // the reader, up to its read of the table
-	rt := dst.rt.Load()
-	id, known := rt.byName.Get("runners")
-	pu := rt.purposes["ads"]
-	require.NoError(t, dst.LoadSnapshot(&snap)) // a whole load meanwhile
-	assert.False(t, dst.inLocked(out, "runners"))
-	assert.False(t, dst.inID(g, out, rt, id, known, "runners"))
-	assert.Equal(t, []string{"a"}, dst.segmentsLocked(nil, out, "ads"))
-	assert.Equal(t, []string{"a"}, dst.segmentsOf(g, nil, out, rt, pu, "ads"))
+	return dst, &snap
 }

@@ -15,11 +15,11 @@ type Layout struct {
 	// second miss for Segments; OverflowOffHome those of them that are
 	// off their home line too.
 	Overflow, OverflowOffHome int
-	// InRecordReads is the expected number of entries for which In, asked
-	// about a segment drawn uniformly from filters, reads the overflow
-	// record (its Bloom filter passes), summed over the entries;
-	// InRecordReadsOnHome counts only entries on their home line.
-	InRecordReads, InRecordReadsOnHome float64
+	// InRecordReadsOnHome is the expected number of entries on their home
+	// line for which In, asked about a segment drawn uniformly from
+	// filters, reads the overflow record (its Bloom filter passes), summed
+	// over the entries (the others read a second line anyway).
+	InRecordReadsOnHome float64
 }
 
 // Layout walks the table (O(slots)) and measures it. filters are the Bloom
@@ -67,10 +67,8 @@ func (t *Table) Layout(filters []Bloom96) Layout {
 					pass++
 				}
 			}
-			p := float64(pass) / float64(len(filters))
-			l.InRecordReads += p
 			if !off {
-				l.InRecordReadsOnHome += p
+				l.InRecordReadsOnHome += float64(pass) / float64(len(filters))
 			}
 		}
 	}

@@ -33,9 +33,8 @@ func TestLayoutCountsLines(t *testing.T) {
 	assert.Equal(t, 1+1+2+1, l.ProbeLines)
 	assert.Equal(t, 1, l.Overflow)
 	assert.Zero(t, l.OverflowOffHome)
-	assert.InDelta(t, 0.5, l.InRecordReads, 0.5, "segment 3's filter passes; 1000's may")
-	assert.GreaterOrEqual(t, l.InRecordReads, 0.5)
-	assert.Equal(t, l.InRecordReads, l.InRecordReadsOnHome)
+	assert.InDelta(t, 0.5, l.InRecordReadsOnHome, 0.5, "segment 3's filter passes; 1000's may")
+	assert.GreaterOrEqual(t, l.InRecordReadsOnHome, 0.5)
 }
 
 // A table rebuilt by growing holds every key where a lookup finds it, and
