@@ -130,10 +130,10 @@ func (e *Engine) AddPseudonymsContext(ctx context.Context, segmentName string, p
 
 func (e *Engine) applyAddPseudonyms(o *op) (opResult, error) {
 	ps := o.ps
-	added, skipped := 0, 0
+	added, skipped, fresh := 0, 0, 0
 	for start := 0; ; start += writeChunk {
-		a, s, err := e.addPseudonymChunk(o.name, ps[start:min(start+writeChunk, len(ps))], o.at)
-		added, skipped = added+a, skipped+s
+		a, s, f, err := e.addPseudonymChunk(o.name, ps[start:min(start+writeChunk, len(ps))], o.at)
+		added, skipped, fresh = added+a, skipped+s, fresh+f
 		if err != nil {
 			return opResult{n: added}, err
 		}
@@ -146,6 +146,11 @@ func (e *Engine) applyAddPseudonyms(o *op) (opResult, error) {
 			if st, ok := e.segs[o.name]; ok {
 				st.trimLocked()
 			}
+			// A bulk add of people already known (under 1 in 64 new):
+			// whatever load grew the table has stopped growing it.
+			if fresh <= added/64 {
+				e.dir.Fit()
+			}
 			e.mu.Unlock()
 		}
 	}
@@ -153,14 +158,16 @@ func (e *Engine) applyAddPseudonyms(o *op) (opResult, error) {
 	return opResult{n: added}, nil
 }
 
-func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym, at time.Time) (added, skipped int, err error) {
+// It returns the memberships added, the pseudonyms skipped as do-not-re-add
+// and, of those added, how many were new people.
+func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym, at time.Time) (added, skipped, fresh int, err error) {
 	if err := e.lock(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer e.mu.Unlock()
 	st, err := e.segmentLocked(segmentName)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	// Sorted, the batch probes the directory front to back (home slots are
 	// monotone in the pseudonym), and the slot a few keys ahead is
@@ -207,12 +214,13 @@ func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym,
 		e.live.Add(ord)
 		e.keyGenSet(cur).Add(ord)
 		ords = append(ords, ord)
+		fresh++
 	}
 	st.addMany(ords, at)
 	e.ordBuf = ords[:0]
 	e.refreshLocked(st)
 	e.maybeCompactLocked()
-	return len(ords), skipped, nil
+	return len(ords), skipped, fresh, nil
 }
 
 // Remove removes the person identified by id from a segment. Removing

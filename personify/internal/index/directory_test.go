@@ -191,3 +191,64 @@ func TestDirectorySnapshotsAreConsistent(t *testing.T) {
 	t.Logf("%d consistent snapshots", snapshots.Load())
 	require.Positive(t, snapshots.Load())
 }
+
+// Fit gives back the room Reserve's 1.5x growth left, once per growth, to
+// a table Get still finds every key in, and leaves the table readers
+// already hold as it was.
+func TestFitGivesBackReservedRoom(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	d := NewDirectory()
+	want := map[anonymize.Pseudonym]Entry{}
+	add := func(n int) {
+		d.Reserve(n)
+		for range n {
+			p := anonymize.Pseudonym(rng.Uint64() | 2)
+			en := Entry{Meta: MakeMeta(d.NewOrdinal(), 0, 0), Lo: rng.Uint64(), Hi: rng.Uint64()}
+			d.Insert(p, en)
+			want[p] = en
+		}
+	}
+	check := func(tab *Table) {
+		t.Helper()
+		for p, en := range want {
+			got, ok := tab.Get(p)
+			require.True(t, ok)
+			require.Equal(t, en, got)
+		}
+	}
+	fill := func() float64 { tab := d.Tab.Load(); return float64(tab.Used) / float64(len(tab.Slots)) }
+
+	add(1000)
+	assert.False(t, d.Fit(), "a table under fitMinSlots stays as it is")
+	for fill() >= fitBelow || len(d.Tab.Load().Slots) < fitMinSlots {
+		add(4096) // until a growth leaves the table under fitBelow
+	}
+	old := d.Tab.Load()
+	require.True(t, d.Fit())
+	assert.InDelta(t, load, fill(), 0.01)
+	assert.Less(t, len(d.Tab.Load().Slots), len(old.Slots))
+	check(d.Tab.Load())
+	check(old) // a reader still on the old table finds what it held
+	assert.False(t, d.Fit(), "once per growth")
+
+	// Grown again by Reserve: fitted again; grown by Insert alone (which
+	// grows to load 0.82 already): nothing to give back.
+	for n := len(d.Tab.Load().Slots); len(d.Tab.Load().Slots) == n; {
+		add(4096)
+	}
+	require.Less(t, fill(), fitBelow, "Reserve grows 1.5x from 0.9 full")
+	assert.True(t, d.Fit())
+	assert.InDelta(t, load, fill(), 0.01)
+	check(d.Tab.Load())
+	for range 3 {
+		n := int(float64(len(d.Tab.Load().Slots))*maxLoad) - d.Tab.Load().Used + 1
+		for range n {
+			p := anonymize.Pseudonym(rng.Uint64() | 2)
+			en := EmptyEntry(d.NewOrdinal())
+			d.Insert(p, en)
+			want[p] = en
+		}
+		assert.False(t, d.Fit(), "Insert's growth leaves nothing to fit")
+	}
+	check(d.Tab.Load())
+}

@@ -319,12 +319,13 @@ func (d *Directory) Compact(keep func(id uint32) bool) {
 	})
 	f.finish()
 	d.Tab.Store(t)
+	d.grown = false // rebuilt at load 0.82: nothing for Fit to give back
 }
 
 // Replace makes d hold what from holds (a directory just loaded), so that
 // readers holding d see the new table from their next lookup. Writer-only,
 // with readers kept on the locked path by the caller.
 func (d *Directory) Replace(from *Directory) {
-	d.next, d.free, d.live, d.slots = from.next, from.free, from.live, from.slots
+	d.next, d.free, d.live, d.slots, d.grown = from.next, from.free, from.live, from.slots, from.grown
 	d.Tab.Store(from.Tab.Load())
 }
