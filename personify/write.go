@@ -146,10 +146,10 @@ func (e *Engine) applyAddPseudonyms(o *op) (opResult, error) {
 			if st, ok := e.segs[o.name]; ok {
 				st.trimLocked()
 			}
-			// A bulk add of people already known (under 1 in 64 new):
+			// A bulk add of people mostly known (at most 1 in 64 new):
 			// whatever load grew the table has stopped growing it.
 			if fresh <= added/64 {
-				e.dir.Fit()
+				e.dir.Fit(writeChunk)
 			}
 			e.mu.Unlock()
 		}

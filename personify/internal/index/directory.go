@@ -36,7 +36,7 @@ type Directory struct {
 	free  []uint32 // released ordinals, reused last-in first-out
 	live  int      // ordinals in use (people)
 	slots int      // keys in the table: live plus the extra pseudonyms of linked people
-	grown bool     // Reserve grew the table since Fit last rebuilt it
+	fit   bool     // Fit may rebuild the table: Reserve grew it, or Load adopted it, since Fit last did
 }
 
 // Slot key values with a meaning of their own. Pseudonyms that are equal to
@@ -129,7 +129,7 @@ const (
 	maxLoad     = 0.9     // grow past this share of used slots
 	load        = 0.82    // load factor right after growing
 	fitBelow    = 0.75    // Fit rebuilds tables under this share of live keys
-	fitMinSlots = 1 << 16 // Fit leaves smaller tables as they are: 2 MB at most
+	fitMinSlots = 1 << 16 // Fit builds no table smaller than this: 2 MB
 	maxSpins    = 64      // reads retried while a writer is mid-update, then the caller falls back to the lock
 )
 
@@ -229,31 +229,48 @@ func (d *Directory) NewOrdinal() (ord uint32) {
 // maximum load, so that a bulk load rehashes once, not many times.
 // Writer-only.
 func (d *Directory) Reserve(n int) {
-	if t := d.Tab.Load(); float64(t.Used+n) > maxLoad*float64(len(t.Slots)) {
-		// At least 1.5 times larger: a load that keeps adding people
-		// rehashes O(log n) times, not once per batch.
-		d.growTo(t, t.Arena, max(d.slots+n, int(float64(len(t.Slots))*1.5*load)))
-		d.grown = true
+	t := d.Tab.Load()
+	if float64(t.Used+n) <= maxLoad*float64(len(t.Slots)) {
+		return
 	}
+	if float64(d.slots+n) <= load*float64(len(t.Slots)) {
+		// Mostly tombstones (people removed): rebuilt at the same size
+		// without them. Sized from len(t.Slots) instead, a population that
+		// stays constant while it turns over would multiply the table.
+		d.growTo(t, t.Arena, int(load*float64(len(t.Slots))))
+		return
+	}
+	// At least 1.5 times larger: a load that keeps adding people
+	// rehashes O(log n) times, not once per batch.
+	d.growTo(t, t.Arena, max(d.slots+n, int(float64(len(t.Slots))*1.5*load)))
+	d.fit = true
 }
 
 // Fit gives back the room Reserve left: Reserve grows a table 1.5 times,
 // so that a load that keeps adding people rehashes O(log n) times, and a
 // load that then stops adding them leaves the table anywhere between 0.6
 // and 0.9 full (at 10M x 1000, 0.68: 4.7 bytes a membership where 0.82
-// takes 3.9). If Reserve grew the table since Fit last rebuilt it, and
-// the table is under fitBelow full, Fit rebuilds it at load 0.82, as
-// growing does, and reports whether it did. The engine calls it after a
-// bulk add that brought few new people (the load has stopped growing the
-// table); rebuilding at most once per growth keeps the cost of both O(1)
-// per key. Readers on the old table finish undisturbed. Writer-only.
-func (d *Directory) Fit() bool {
+// takes 3.9). If Reserve grew the table since Fit last rebuilt it (or Load
+// adopted it as stored), and the table is under fitBelow full, Fit
+// rebuilds it at load 0.82 with room for headroom more keys besides, and
+// reports whether it did. The engine calls it after a bulk add that
+// brought few new people (the load has stopped growing the table), with
+// headroom one write chunk, the most a chunk reserves: so that adding
+// known people never grows the fitted table again.
+//
+// The cost: one rebuild per growth at most, O(1) per key added. A load
+// that keeps alternating batches of new people with batches of known ones
+// rebuilds twice per 10% of growth (about 20 copies of each key, where
+// 1.5x growth alone copies each about 3 times). The rebuild holds the
+// engine's lock, as a growth does; readers on the old table finish
+// undisturbed. Writer-only.
+func (d *Directory) Fit(headroom int) bool {
 	t := d.Tab.Load()
-	if !d.grown || len(t.Slots) < fitMinSlots || float64(d.slots) >= fitBelow*float64(len(t.Slots)) {
+	if !d.fit || TableSize(d.slots+headroom) < fitMinSlots || float64(d.slots) >= fitBelow*float64(len(t.Slots)) {
 		return false
 	}
-	d.grown = false
-	d.growTo(t, t.Arena, d.slots+1)
+	d.fit = false
+	d.growTo(t, t.Arena, d.slots+headroom)
 	return true
 }
 

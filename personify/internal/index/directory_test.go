@@ -2,6 +2,7 @@ package index
 
 import (
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -193,8 +194,8 @@ func TestDirectorySnapshotsAreConsistent(t *testing.T) {
 }
 
 // Fit gives back the room Reserve's 1.5x growth left, once per growth, to
-// a table Get still finds every key in, and leaves the table readers
-// already hold as it was.
+// a table Get still finds every key in, leaving room for headroom keys;
+// it leaves alone tables that Reserve did not grow.
 func TestFitGivesBackReservedRoom(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(3, 4))
 	d := NewDirectory()
@@ -208,47 +209,127 @@ func TestFitGivesBackReservedRoom(t *testing.T) {
 			want[p] = en
 		}
 	}
-	check := func(tab *Table) {
+	check := func() {
 		t.Helper()
+		tab := d.Tab.Load()
 		for p, en := range want {
 			got, ok := tab.Get(p)
 			require.True(t, ok)
 			require.Equal(t, en, got)
 		}
+		n := 0
+		tab.Each(func(anonymize.Pseudonym, Entry) { n++ })
+		require.Equal(t, len(want), n)
 	}
 	fill := func() float64 { tab := d.Tab.Load(); return float64(tab.Used) / float64(len(tab.Slots)) }
+	slots := func() int { return len(d.Tab.Load().Slots) }
 
 	add(1000)
-	assert.False(t, d.Fit(), "a table under fitMinSlots stays as it is")
-	for fill() >= fitBelow || len(d.Tab.Load().Slots) < fitMinSlots {
+	assert.False(t, d.Fit(0), "the table would be under fitMinSlots")
+	for fill() >= fitBelow || TableSize(len(want)) < 2*fitMinSlots {
 		add(4096) // until a growth leaves the table under fitBelow
 	}
-	old := d.Tab.Load()
-	require.True(t, d.Fit())
-	assert.InDelta(t, load, fill(), 0.01)
-	assert.Less(t, len(d.Tab.Load().Slots), len(old.Slots))
-	check(d.Tab.Load())
-	check(old) // a reader still on the old table finds what it held
-	assert.False(t, d.Fit(), "once per growth")
+	before := slots()
+	require.True(t, d.Fit(4096))
+	assert.Equal(t, TableSize(len(want)+4096), slots())
+	assert.Less(t, slots(), before)
+	check()
+	tab := d.Tab.Load()
+	d.Reserve(4096)
+	assert.Same(t, tab, d.Tab.Load(), "the headroom: a chunk of known people does not grow the table again")
+	assert.False(t, d.Fit(4096), "once per growth")
 
-	// Grown again by Reserve: fitted again; grown by Insert alone (which
-	// grows to load 0.82 already): nothing to give back.
-	for n := len(d.Tab.Load().Slots); len(d.Tab.Load().Slots) == n; {
+	// Grown again by Reserve: fitted again.
+	for n := slots(); slots() == n; {
 		add(4096)
 	}
 	require.Less(t, fill(), fitBelow, "Reserve grows 1.5x from 0.9 full")
-	assert.True(t, d.Fit())
+	assert.True(t, d.Fit(0))
 	assert.InDelta(t, load, fill(), 0.01)
-	check(d.Tab.Load())
+	check()
+
+	// Under fitBelow for want of a growth (people removed): left alone.
+	for p := range want {
+		require.True(t, d.Remove(p))
+		delete(want, p)
+		if float64(len(want)) < 0.5*float64(slots()) {
+			break
+		}
+	}
+	require.Less(t, float64(d.slots), 0.5*float64(slots()))
+	assert.False(t, d.Fit(0), "Reserve did not grow it")
+	// Insert's growth (to load 0.82 already) leaves nothing to fit either.
 	for range 3 {
-		n := int(float64(len(d.Tab.Load().Slots))*maxLoad) - d.Tab.Load().Used + 1
+		n := int(float64(slots())*maxLoad) - d.Tab.Load().Used + 1
 		for range n {
 			p := anonymize.Pseudonym(rng.Uint64() | 2)
 			en := EmptyEntry(d.NewOrdinal())
 			d.Insert(p, en)
 			want[p] = en
 		}
-		assert.False(t, d.Fit(), "Insert's growth leaves nothing to fit")
+		assert.False(t, d.Fit(0))
 	}
-	check(d.Tab.Load())
+	check()
+
+	// Compact rebuilds at load 0.82: nothing left for Fit.
+	for n := slots(); slots() == n; {
+		add(4096)
+	}
+	d.Compact(func(uint32) bool { return true })
+	assert.False(t, d.Fit(0))
+	for p, en := range want { // Compact re-encodes the random ids; the keys stay
+		got, ok := d.Get(p)
+		require.True(t, ok)
+		require.Equal(t, en.Ord(), got.Ord())
+	}
+}
+
+// A table that a snapshot stored under fitBelow full is loaded as stored
+// and may be fitted; one that was full enough may not.
+func TestFitAfterLoad(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(5, 6))
+	for _, sparse := range []bool{true, false} {
+		d := NewDirectory()
+		for d.Tab.Load().Used == 0 || (float64(d.slots) >= fitBelow*float64(len(d.Tab.Load().Slots))) == sparse || TableSize(d.slots) < fitMinSlots {
+			d.Reserve(4096)
+			for range 4096 {
+				d.Insert(anonymize.Pseudonym(rng.Uint64()|2), EmptyEntry(d.NewOrdinal()))
+			}
+		}
+		m, am, b := d.Snapshot()
+		l, err := Load(m, am, slices.Clone(b), [][]byte{make([]byte, 0)}, func(uint32, []uint32) error { return nil })
+		require.NoError(t, err)
+		assert.Equal(t, sparse, l.Fit(0), "sparse %v", sparse)
+	}
+}
+
+// A population that stays constant while it turns over (removed, new
+// people added in bulk) keeps its table's size: Reserve rebuilds a table
+// full of tombstones at the same size instead of growing it 1.5x.
+func TestReserveDropsTombstones(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(7, 8))
+	d := NewDirectory()
+	var keys []anonymize.Pseudonym
+	add := func(n int) {
+		d.Reserve(n)
+		for range n {
+			p := anonymize.Pseudonym(rng.Uint64() | 2)
+			d.Insert(p, EmptyEntry(d.NewOrdinal()))
+			keys = append(keys, p)
+		}
+	}
+	add(100_000)
+	size := len(d.Tab.Load().Slots)
+	for range 200 {
+		for _, p := range keys[:4096] {
+			require.True(t, d.Remove(p))
+		}
+		keys = keys[4096:]
+		add(4096)
+	}
+	assert.LessOrEqual(t, len(d.Tab.Load().Slots), size*3/2, "grown at most once")
+	for _, p := range keys {
+		_, ok := d.Get(p)
+		require.True(t, ok)
+	}
 }

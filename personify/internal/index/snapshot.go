@@ -254,6 +254,9 @@ func Load(m Meta, am ArenaMeta, slots []byte, chunks [][]byte, check func(state 
 		f.finish()
 		t = f.t
 	}
+	// Stored as laid out, the table is as full as the writer's was: Fit
+	// may give back what a bulk load left before the snapshot.
+	d.fit = float64(d.slots) < fitBelow*float64(len(t.Slots))
 	d.Tab.Store(t)
 	return d, nil
 }
@@ -319,13 +322,13 @@ func (d *Directory) Compact(keep func(id uint32) bool) {
 	})
 	f.finish()
 	d.Tab.Store(t)
-	d.grown = false // rebuilt at load 0.82: nothing for Fit to give back
+	d.fit = false // rebuilt at load 0.82: nothing for Fit to give back
 }
 
 // Replace makes d hold what from holds (a directory just loaded), so that
 // readers holding d see the new table from their next lookup. Writer-only,
 // with readers kept on the locked path by the caller.
 func (d *Directory) Replace(from *Directory) {
-	d.next, d.free, d.live, d.slots, d.grown = from.next, from.free, from.live, from.slots, from.grown
+	d.next, d.free, d.live, d.slots, d.fit = from.next, from.free, from.live, from.slots, from.fit
 	d.Tab.Store(from.Tab.Load())
 }
