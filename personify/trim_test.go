@@ -98,10 +98,11 @@ func TestBulkLoadFitsTheTable(t *testing.T) {
 	assert.Equal(t, 60_000, n)
 }
 
-// Batches of known people never grow a fitted table again (Fit leaves a
-// write chunk of room), whatever the population: here, at sizes where a
-// table fitted to exactly 0.82 had room for less than a chunk and every
-// such batch grew it 1.5x and fitted it back.
+// Batches of known people never grow a fitted table again (Fit builds no
+// table under fitMinSlots, room for more than a chunk, and leaves a chunk
+// of headroom besides), whatever the population: here, around sizes where
+// a table fitted to exactly 0.82 from over fitMinSlots had room for less
+// than a chunk and every such batch grew it 1.5x and fitted it back.
 func TestFittedTableStaysPut(t *testing.T) {
 	for _, n := range []int{36_000, 41_450, 41_800, 60_000} {
 		te := newTestEngine(t)

@@ -225,19 +225,20 @@ func (d *Directory) NewOrdinal() (ord uint32) {
 	return ord
 }
 
-// reserve grows the table now if n more entries would take it past its
-// maximum load, so that a bulk load rehashes once, not many times.
-// Writer-only.
+// reserve makes room for n more entries now if they would take the table
+// past its maximum load, so that a bulk load rehashes once, not many
+// times: by dropping the tombstones if that is room enough, otherwise by
+// growing the table 1.5x. Writer-only.
 func (d *Directory) Reserve(n int) {
 	t := d.Tab.Load()
 	if float64(t.Used+n) <= maxLoad*float64(len(t.Slots)) {
 		return
 	}
-	if float64(d.slots+n) <= load*float64(len(t.Slots)) {
-		// Mostly tombstones (people removed): rebuilt at the same size
-		// without them. Sized from len(t.Slots) instead, a population that
-		// stays constant while it turns over would multiply the table.
-		d.growTo(t, t.Arena, int(load*float64(len(t.Slots))))
+	if TableSize(d.slots+n) <= len(t.Slots) {
+		// Tombstones (people removed) take the room: rebuilt at the same
+		// size without them. Grown 1.5x instead, a population that stays
+		// constant while it turns over would multiply the table.
+		d.rebuild(t, t.Arena, len(t.Slots))
 		return
 	}
 	// At least 1.5 times larger: a load that keeps adding people
@@ -253,10 +254,12 @@ func (d *Directory) Reserve(n int) {
 // takes 3.9). If Reserve grew the table since Fit last rebuilt it (or Load
 // adopted it as stored), and the table is under fitBelow full, Fit
 // rebuilds it at load 0.82 with room for headroom more keys besides, and
-// reports whether it did. The engine calls it after a bulk add that
-// brought few new people (the load has stopped growing the table), with
-// headroom one write chunk, the most a chunk reserves: so that adding
-// known people never grows the fitted table again.
+// reports whether it did. It builds no table under fitMinSlots, which
+// alone leaves room for more than a write chunk (the most a chunk
+// reserves), so that batches of known people never grow a fitted table
+// again; the engine passes a write chunk as headroom, a margin on top.
+// The engine calls it after a bulk add that brought few new people (the
+// load has stopped growing the table).
 //
 // The cost: one rebuild per growth at most, O(1) per key added. A load
 // that keeps alternating batches of new people with batches of known ones
@@ -320,7 +323,13 @@ func (d *Directory) grow(old *Table, a *Arena) *Table { return d.growTo(old, a, 
 
 // growTo is grow with room for live entries at load load.
 func (d *Directory) growTo(old *Table, a *Arena, live int) *Table {
-	t := &Table{Slots: NewSlots(TableSize(live)), Arena: a}
+	return d.rebuild(old, a, TableSize(live))
+}
+
+// rebuild copies the live entries into a new table of size slots and
+// publishes it.
+func (d *Directory) rebuild(old *Table, a *Arena, size int) *Table {
+	t := &Table{Slots: NewSlots(size), Arena: a}
 	f := lineFiller{t: t}
 	old.Each(func(p anonymize.Pseudonym, e Entry) { f.add(uint64(p), e) })
 	f.finish()

@@ -305,31 +305,76 @@ func TestFitAfterLoad(t *testing.T) {
 
 // A population that stays constant while it turns over (removed, new
 // people added in bulk) keeps its table's size: Reserve rebuilds a table
-// full of tombstones at the same size instead of growing it 1.5x.
+// full of tombstones at the same size instead of growing it 1.5x, a
+// table Fit left too (whose size TableSize rounded down).
 func TestReserveDropsTombstones(t *testing.T) {
-	rng := mrand.New(mrand.NewPCG(7, 8))
-	d := NewDirectory()
-	var keys []anonymize.Pseudonym
-	add := func(n int) {
-		d.Reserve(n)
-		for range n {
-			p := anonymize.Pseudonym(rng.Uint64() | 2)
-			d.Insert(p, EmptyEntry(d.NewOrdinal()))
-			keys = append(keys, p)
+	for _, fitted := range []bool{false, true} {
+		rng := mrand.New(mrand.NewPCG(7, 8))
+		d := NewDirectory()
+		var keys []anonymize.Pseudonym
+		add := func(n int) {
+			d.Reserve(n)
+			for range n {
+				p := anonymize.Pseudonym(rng.Uint64() | 2)
+				d.Insert(p, EmptyEntry(d.NewOrdinal()))
+				keys = append(keys, p)
+			}
+		}
+		add(100_000)
+		if fitted {
+			for d.Fit(4096) == false {
+				add(4096)
+			}
+		}
+		size := len(d.Tab.Load().Slots)
+		for range 200 {
+			add(4096) // then the oldest removed: the population the fit was for, plus a chunk
+			for _, p := range keys[:4096] {
+				require.True(t, d.Remove(p))
+			}
+			keys = keys[4096:]
+			if fitted {
+				require.Equal(t, size, len(d.Tab.Load().Slots), "the fitted table keeps its size")
+				require.False(t, d.fit)
+			}
+		}
+		assert.LessOrEqual(t, len(d.Tab.Load().Slots), size*3/2, "grown at most once")
+		for _, p := range keys {
+			_, ok := d.Get(p)
+			require.True(t, ok)
 		}
 	}
-	add(100_000)
-	size := len(d.Tab.Load().Slots)
-	for range 200 {
-		for _, p := range keys[:4096] {
+}
+
+// Compact and a Load of a table full enough leave nothing for Fit, even
+// once removals take the table under fitBelow: Reserve did not grow it.
+func TestFitFlagClearedByCompactAndLoad(t *testing.T) {
+	for _, via := range []string{"compact", "load"} {
+		rng := mrand.New(mrand.NewPCG(11, 12))
+		d := NewDirectory()
+		var keys []anonymize.Pseudonym
+		for TableSize(len(keys)) < 2*fitMinSlots || !d.fit {
+			d.Reserve(4096)
+			for range 4096 {
+				p := anonymize.Pseudonym(rng.Uint64() | 2)
+				d.Insert(p, EmptyEntry(d.NewOrdinal()))
+				keys = append(keys, p)
+			}
+		}
+		switch via {
+		case "compact":
+			d.Compact(func(uint32) bool { return true })
+		case "load":
+			d.Fit(0) // full enough when stored
+			m, am, b := d.Snapshot()
+			var err error
+			d, err = Load(m, am, slices.Clone(b), [][]byte{make([]byte, 0)}, func(uint32, []uint32) error { return nil })
+			require.NoError(t, err)
+		}
+		for _, p := range keys[:len(keys)/3] {
 			require.True(t, d.Remove(p))
 		}
-		keys = keys[4096:]
-		add(4096)
-	}
-	assert.LessOrEqual(t, len(d.Tab.Load().Slots), size*3/2, "grown at most once")
-	for _, p := range keys {
-		_, ok := d.Get(p)
-		require.True(t, ok)
+		require.Less(t, float64(d.slots), fitBelow*float64(len(d.Tab.Load().Slots)))
+		assert.False(t, d.Fit(0), via)
 	}
 }
