@@ -75,11 +75,7 @@ func TestBulkLoadFitsTheTable(t *testing.T) {
 	te := newTestEngine(t)
 	te.define(Segment{Name: "a", Purpose: "ads"})
 	te.define(Segment{Name: "b", Purpose: "ads"})
-	rng := rand.New(rand.NewPCG(5, 6))
-	ps := make([]anonymize.Pseudonym, 70_000)
-	for i := range ps {
-		ps[i] = anonymize.Pseudonym(rng.Uint64() | 2)
-	}
+	ps := randomPseudonyms(rand.New(rand.NewPCG(5, 6)), 70_000)
 	require.NoError(t, te.AddPseudonyms("a", ps))
 	before := te.IndexStats()
 	require.Less(t, before.Load, 0.75, "a batch of new people leaves the room for the next (Reserve grows 1.5x)")
@@ -130,11 +126,7 @@ func TestFitThreshold(t *testing.T) {
 		te := newTestEngine(t)
 		te.define(Segment{Name: "a", Purpose: "ads"})
 		te.define(Segment{Name: "b", Purpose: "ads"})
-		rng := rand.New(rand.NewPCG(9, 10))
-		ps := make([]anonymize.Pseudonym, 70_000)
-		for i := range ps {
-			ps[i] = anonymize.Pseudonym(rng.Uint64() | 2)
-		}
+		ps := randomPseudonyms(rand.New(rand.NewPCG(9, 10)), 70_000)
 		require.NoError(t, te.AddPseudonyms("a", ps[:70_000-fresh]))
 		before := te.IndexStats()
 		require.Less(t, before.Load, 0.75)
@@ -151,4 +143,14 @@ func TestFitThreshold(t *testing.T) {
 			assert.Equal(t, before.Slots, after.Slots, "not fitted")
 		}
 	}
+}
+
+// randomPseudonyms returns n random pseudonyms, none of them a reserved
+// slot value.
+func randomPseudonyms(rng *rand.Rand, n int) []anonymize.Pseudonym {
+	ps := make([]anonymize.Pseudonym, n)
+	for i := range ps {
+		ps[i] = anonymize.Pseudonym(rng.Uint64() | 2)
+	}
+	return ps
 }
