@@ -158,7 +158,8 @@ func (e *Engine) applyAddPseudonyms(o *op) (opResult, error) {
 	return opResult{n: added}, nil
 }
 
-// It returns the memberships added, the pseudonyms skipped as do-not-re-add
+// addPseudonymChunk adds one chunk of AddPseudonyms under the lock. It
+// returns the memberships added, the pseudonyms skipped as do-not-re-add
 // and, of those added, how many were new people.
 func (e *Engine) addPseudonymChunk(segmentName string, ps []anonymize.Pseudonym, at time.Time) (added, skipped, fresh int, err error) {
 	if err := e.lock(); err != nil {
